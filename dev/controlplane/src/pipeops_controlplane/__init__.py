@@ -1,0 +1,1 @@
+"""A reference control plane for ``make run`` and the tests (PROTOCOL.md)."""

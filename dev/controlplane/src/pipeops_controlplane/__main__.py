@@ -1,0 +1,118 @@
+"""Entry point of ``pipeops-dev-controlplane``: serve the app on loopback.
+
+Prints one JSON line to stdout once it listens, ``{"event": "ready", "url": ...}``, so
+tests and ``make run`` find it with ``--port 0``; everything else is logged as JSON
+lines (tokens masked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from agentkit import logs
+from pipeops_controlplane.app import asgi, create_app
+from pipeops_controlplane.auth import InstallTokens
+from pipeops_controlplane.settings import Settings
+
+log = logging.getLogger("pipeops_controlplane")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pipeops-dev-controlplane",
+        description="A reference control plane (PROTOCOL.md) for make run and the tests.")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (loopback)")
+    parser.add_argument("--port", type=int, default=0, help="listen port (0: a free one)")
+    parser.add_argument("--token", action="append", default=[], metavar="TOKEN",
+                        help="an install token agents may register with (repeatable)")
+    parser.add_argument("--tokens-file", type=Path, metavar="FILE",
+                        help="install tokens, one per line (optionally 'TOKEN WORKSPACE_ID')")
+    parser.add_argument("--state", type=Path, metavar="FILE",
+                        help="keep the clusters in this JSON file across restarts")
+    parser.add_argument("--tunnel-url", default="", help="tunnel_url handed out at registration")
+    parser.add_argument("--gateway-url", default="",
+                        help="gateway_url handed out at registration")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us when it listens and leaving signals to us."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+async def serve(settings: Settings, tokens: InstallTokens, log_level: str) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(128)
+    host, port = sock.getsockname()[:2]
+    app = create_app(settings, tokens)
+    config = uvicorn.Config(asgi(app), log_level=log_level, access_log=False,
+                            log_config=None, timeout_graceful_shutdown=1, lifespan="off")
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if server.started:
+        url = f"http://{host}:{port}"
+        print(json.dumps({"event": "ready", "url": url}), flush=True)
+        log.info("listening", extra={"url": url, "install_tokens": len(tokens)})
+    await task
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logs.configure("controlplane", args.log_level)
+    if args.log_level != "debug":  # uvicorn's start/stop chatter
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    tokens = InstallTokens()
+    for token in args.token:
+        tokens.add(token)
+    if args.tokens_file:
+        try:
+            tokens.load_file(args.tokens_file)
+        except OSError as exc:
+            sys.exit(f"pipeops-dev-controlplane: --tokens-file {args.tokens_file}: "
+                     f"{exc.strerror}")
+    for token in tokens.values():
+        logs.register_secret(token)
+    if not len(tokens):
+        log.warning("no install tokens: every registration will be refused "
+                    "(give --token or --tokens-file)")
+    settings = Settings(host=args.host, port=args.port, state=args.state,
+                        tunnel_url=args.tunnel_url, gateway_url=args.gateway_url)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, tokens, args.log_level))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Fault switches for tests: make the agent-facing API misbehave on purpose.
+
+One mode at a time, set with ``POST /debug/faults``, applied by an ASGI middleware to
+requests under ``/api/`` (optionally only to register or only to heartbeat calls); the
+``/debug`` endpoints are never affected, so a test can always switch a fault off.
+
+* ``5xx``: answer 503 with a JSON error.
+* ``hang``: read the request, then answer nothing until the client gives up.
+* ``close``: drop the TCP connection without a reply.
+* ``malformed``: answer 200 with a body that is not JSON.
+* ``no_cluster_id``: answer registration 200 with a valid reply that lacks
+  ``cluster_id`` (other calls pass through).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+Mode = Literal["5xx", "hang", "close", "malformed", "no_cluster_id"]
+Target = Literal["all", "register", "heartbeat"]
+MODES: tuple[str, ...] = ("5xx", "hang", "close", "malformed", "no_cluster_id")
+
+
+@dataclass
+class FaultSwitch:
+    mode: Mode | None = None
+    target: Target = "all"
+    hits: int = 0
+
+    def set(self, mode: Mode | None, target: Target = "all") -> None:
+        self.mode, self.target, self.hits = mode, target, 0
+
+    def applies(self, path: str) -> bool:
+        if self.mode is None or not path.startswith("/api/"):
+            return False
+        if self.target == "register":
+            return path.endswith("/register")
+        if self.target == "heartbeat":
+            return path.endswith("/heartbeat")
+        return True
+
+    def view(self) -> dict[str, Any]:
+        return {"mode": self.mode, "target": self.target, "hits": self.hits}
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive) -> Message:
+    """Read the request body; returns the last message received."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return message
+
+
+class FaultMiddleware:
+    def __init__(self, app: ASGIApp, switch: FaultSwitch) -> None:
+        self.app = app
+        self.switch = switch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.switch.applies(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        mode = self.switch.mode
+        if mode == "no_cluster_id" and not scope["path"].endswith("/register"):
+            await self.app(scope, receive, send)
+            return
+        self.switch.hits += 1
+        last = await _drain(receive)
+        if mode == "5xx":
+            await _respond(send, 503, b'{"error": "service unavailable (fault injected)"}')
+        elif mode == "malformed":
+            await _respond(send, 200, b'{"cluster_id": "oops, this is not json')
+        elif mode == "no_cluster_id":
+            body = {"name": "x", "status": "active", "workspace_id": "", "token": "",
+                    "tunnel_url": "", "gateway_url": ""}
+            await _respond(send, 200, json.dumps(body).encode())
+        elif mode == "hang":
+            while last["type"] != "http.disconnect":
+                last = await receive()
+        elif mode == "close":
+            await _abort(send)
+
+
+async def _abort(send: Send) -> None:
+    """Drop the connection with no reply at all.
+
+    uvicorn's ``send`` is a bound method of the request cycle, which holds the transport;
+    aborting it resets the TCP connection. Should that ever change, fall back to starting
+    a reply and never finishing it, which closes the connection mid-reply.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"1000")]})
+    raise ConnectionAbortedError("fault: connection closed mid-reply")

@@ -1,0 +1,144 @@
+"""Start the real dev control plane for a test: ``with ControlPlane() as cp: cp.url``.
+
+The process runs on a free loopback port; its output is drained in a thread (kept in
+``cp.lines``) so it never blocks on a full pipe. Helper calls wrap the ``/debug`` API:
+``clusters()``, ``cluster(id)``, ``set_fault(mode, target)``, ``clear_fault()``,
+``forget(id)``. Standard library only, so any test can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+_BIN = Path(sys.executable).parent / "pipeops-dev-controlplane"
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+class ControlPlane:
+    def __init__(self, tokens: list[str] | None = None, *, extra_args: list[str] | None = None,
+                 start_timeout: float = 20.0) -> None:
+        self.tokens = tokens if tokens is not None else ["pit_" + secrets.token_hex(12)]
+        self.extra_args = list(extra_args or [])
+        self.start_timeout = start_timeout
+        self.url = ""
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    @property
+    def token(self) -> str:
+        """The first install token."""
+        return self.tokens[0]
+
+    def start(self) -> ControlPlane:
+        command = [str(_BIN) if _BIN.exists() else "pipeops-dev-controlplane", "--port", "0"]
+        for token in self.tokens:
+            command += ["--token", token]
+        self.proc = subprocess.Popen(
+            [*command, *self.extra_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+        if not self._ready.wait(self.start_timeout) or not self.url:
+            self.stop()
+            raise ControlPlaneError("the dev control plane did not start:\n"
+                                    + "\n".join(self.lines[-20:]))
+        return self
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if not self._ready.is_set() and line.startswith('{"event": "ready"'):
+                self.url = json.loads(line)["url"]
+                self._ready.set()
+        self._ready.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the /debug API --------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None, timeout: float = 10.0
+                ) -> tuple[int, Any]:
+        """Any call: (status, decoded JSON body or text)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"content-type": "application/json",
+                                              **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def _ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, payload = self.request(method, path, body)
+        if status != 200:
+            raise ControlPlaneError(f"{method} {path}: {status} {payload}")
+        return payload
+
+    def clusters(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._ok("GET", "/debug/clusters")
+        return result
+
+    def cluster(self, cluster_id: str) -> dict[str, Any] | None:
+        status, payload = self.request("GET", f"/debug/clusters/{cluster_id}")
+        return payload if status == 200 else None
+
+    def set_fault(self, mode: str | None, target: str = "all") -> dict[str, Any]:
+        result: dict[str, Any] = self._ok("POST", "/debug/faults",
+                                          {"mode": mode, "target": target})
+        return result
+
+    def clear_fault(self) -> None:
+        self.set_fault(None)
+
+    def faults(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._ok("GET", "/debug/faults")
+        return result
+
+    def forget(self, cluster_id: str) -> None:
+        self._ok("POST", f"/debug/clusters/{cluster_id}/forget")
+
+    def wait_for(self, condition: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = condition()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.05)

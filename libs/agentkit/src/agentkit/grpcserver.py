@@ -1,0 +1,87 @@
+"""gRPC bootstrap: an asyncio server with health, reflection, Events and Service.
+
+Every container serves its own contract service plus ``grpc.health.v1.Health``,
+``grpc.reflection.v1alpha.ServerReflection``, ``pipeops.agent.v1.Events`` and
+``pipeops.agent.v1.Service``, bound to 127.0.0.1 by default, so
+``grpcurl -plaintext localhost:PORT list`` works after a ``kubectl port-forward``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agentkit.events import EventBus, EventsServicer
+from agentkit.status import STOPPING, ServiceStatus
+from pipeops.agent.v1 import events_pb2, events_pb2_grpc, service_pb2, service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One contract service: its generated ``add_..._to_server``, servicer and full name."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    name: str
+
+
+class ServiceServicer(service_pb2_grpc.ServiceServicer):
+    def __init__(self, status: ServiceStatus) -> None:
+        self.status = status
+
+    async def Describe(
+        self, request: service_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.ServiceInfo:
+        return self.status.to_proto()
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        status: ServiceStatus,
+        bus: EventBus,
+        registrations: list[Registration],
+        host: str,
+        port: int,
+    ) -> None:
+        self.status = status
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(bus), self.server)
+        service_pb2_grpc.add_ServiceServicer_to_server(ServiceServicer(status), self.server)
+        names = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
+            service_pb2.DESCRIPTOR.services_by_name["Service"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        for reg in registrations:
+            reg.add(reg.servicer, self.server)
+            names.append(reg.name)
+        self.service_names = names
+        reflection.enable_server_reflection(names, self.server)
+        self.address = f"{host}:{port}"
+        bound = self.server.add_insecure_port(self.address)
+        if bound == 0:
+            raise OSError(f"cannot bind gRPC to {self.address}")
+        self.port = bound
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Answer NOT_SERVING, let in-flight calls finish for ``grace`` seconds, stop."""
+        self.status.set(STOPPING, "shutting down")
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

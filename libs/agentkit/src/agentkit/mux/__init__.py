@@ -1,0 +1,132 @@
+"""The tunnel's stream multiplexer, one library for both ends (PROTOCOL.md section 2).
+
+Many byte streams share one WebSocket. Each stream has its own credit window, so a
+stream whose consumer stops reading stalls itself and nothing else: the reader pump never
+waits on a stream, credit goes back (WINDOW) only after the bytes were consumed, and the
+writer serves streams round-robin with control frames first.
+
+Layers, as in python-websockets:
+
+* :mod:`.frames`: the codec (pure functions). ``decode_frame`` raises ``HeaderError``
+  (close the connection with 1002) or ``StreamFrameError`` (reset that stream).
+* :mod:`.protocol`: :class:`MuxConnection`, the sans-I/O state machine: stream table, id
+  allocation (control plane odd, agent even, never reused), credit, half-close, reset,
+  scheduling, counters. Feed bytes in, take events and frames out.
+* :mod:`.session` / :mod:`.stream`: the asyncio adapter: :class:`MuxSession`,
+  :class:`Stream`, :func:`pipe`. :mod:`.memory` has an in-process transport for tests.
+
+Using it (either end; ``ws`` is a websockets ``ClientConnection``/``ServerConnection``
+opened with ``compression=None`` and subprotocol ``pipeops.tunnel.v1``)::
+
+    async def on_open(request: OpenRequest) -> None:      # one task per incoming OPEN
+        if not allowed(request.payload):
+            request.refuse("target not allowed")           # OPEN_FAIL {reason}
+            return
+        reader, writer = await asyncio.open_connection(host, port)
+        stream = request.accept()                          # OPEN_OK
+        await pipe(stream, reader, writer)                 # splice until both sides end
+
+    session = MuxSession(ws, Role.AGENT, on_open=on_open, on_control=handle_message,
+                         settings=MuxSettings(window=256 * 1024, max_frame=64 * 1024))
+    session.start()                       # or: async with session: ... / await session.run()
+    session.send_control({"type": "status", ...})          # text message, ahead of DATA
+    stream = await session.open_stream({"forward": "kubernetes-api"})  # OPEN -> OPEN_OK
+    await stream.send(b"...")   # write() + drain();  data = await stream.read(65536)
+    stream.write_eof()          # FIN (half-close);   stream.reset("why") -> RST
+    await session.close()       # idempotent; every stream is reset locally
+
+Owner hooks:
+
+* ``on_open(request)``: a coroutine run in a task per incoming OPEN. It calls
+  ``request.accept() -> Stream`` or ``request.refuse(reason)``; returning undecided
+  refuses, raising refuses (or resets an accepted stream). It may go on serving the
+  stream; when the session ends the stream is reset, and the handler is cancelled if it
+  has not returned within ``handler_grace`` seconds. No ``on_open``: all OPENs refused.
+* ``on_control(message: dict)``: called synchronously, from the reader pump, for each text
+  message that is a JSON object with a string ``type``; it must not block. Other text gets
+  ``{"type": "error", "reason": ...}``. Replying to unknown types is the owner's job (it
+  alone knows them). ``{"type": "drain"}`` from the peer also sets ``peer_draining``.
+* ``session.drain()``: send ``drain``, refuse incoming OPENs, stop ``open_stream``.
+
+Errors (:mod:`.errors`): ``StreamReset`` (reads, writes and drains of a reset stream; also
+a ``ConnectionResetError``), ``OpenFailed(reason)`` and its kinds ``OpenTimeout``,
+``SessionDraining``, ``SessionClosed``; ``StreamError`` for misuse (write after EOF).
+
+Flow control: each side grants ``settings.window`` bytes per stream (default 256 KiB);
+``settings.peer_window`` is the peer's (from its hello; ``update_peer_settings`` for
+streams opened later). The receive buffer of a stream never exceeds its window (a peer
+that sends past its credit gets RST). ``read()`` returns credit as it hands data out;
+``read_chunk()`` + ``release(n)`` return it only when the caller says (``pipe`` does so
+after ``writer.drain()``). A stream's send buffer holds up to ``settings.write_limit``
+before ``drain()`` waits; waiting for credit blocks only that stream's producer.
+
+Counters: ``session.stats`` (:class:`MuxStats`: streams opened/closed/active, open_failed,
+bytes in/out, window-blocked seconds, resets sent/received, late frames, protocol errors)
+and ``session.stream_info()`` (:class:`StreamInfo` per stream: id, label, state, bytes,
+credit, buffered bytes, opened_at), plain attributes for the service to export.
+
+Keepalive is the transport's job, not the mux's: open the WebSocket with
+``ping_interval``/``ping_timeout`` (PROTOCOL.md: 15 s / 20 s); a dead connection makes
+``recv()`` fail, which ends the session and resets every stream locally.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    MuxError,
+    OpenFailed,
+    OpenTimeout,
+    SessionClosed,
+    SessionDraining,
+    StreamError,
+    StreamReset,
+)
+from .frames import (
+    CLOSE_PROTOCOL_ERROR,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    Frame,
+    FrameError,
+    FrameType,
+    HeaderError,
+    StreamFrameError,
+    decode_frame,
+)
+from .protocol import MuxConnection, MuxSettings, MuxStats, Role, StreamInfo
+from .session import ControlHandler, MuxSession, OpenHandler, OpenRequest, Transport
+from .stream import Stream, pipe
+
+SUBPROTOCOL = "pipeops.tunnel.v1"
+"""The WebSocket subprotocol of the tunnel."""
+
+__all__ = [
+    "CLOSE_PROTOCOL_ERROR",
+    "DEFAULT_MAX_FRAME",
+    "DEFAULT_WINDOW",
+    "SUBPROTOCOL",
+    "ControlHandler",
+    "Frame",
+    "FrameError",
+    "FrameType",
+    "HeaderError",
+    "MuxConnection",
+    "MuxError",
+    "MuxSession",
+    "MuxSettings",
+    "MuxStats",
+    "OpenFailed",
+    "OpenHandler",
+    "OpenRequest",
+    "OpenTimeout",
+    "Role",
+    "SessionClosed",
+    "SessionDraining",
+    "Stream",
+    "StreamError",
+    "StreamFrameError",
+    "StreamInfo",
+    "StreamReset",
+    "Transport",
+    "decode_frame",
+    "pipe",
+]

@@ -1,0 +1,199 @@
+"""The life of one container's process, the same for all four.
+
+``run_service`` parses the command line, loads the config (exit 2 on a bad value),
+sets up JSON logging and the event bus, serves gRPC (contract + health + reflection +
+Events + Service) and Prometheus metrics on localhost, then runs the service's main
+coroutine until it returns or SIGTERM/SIGINT arrives. On a signal the main task is
+cancelled and given ``shutdown_grace`` seconds to finish its ``finally`` blocks (a last
+heartbeat, closing streams), then the gRPC server stops and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from agentkit import logs
+from agentkit.config import Config, ConfigError, load, parse_set
+from agentkit.events import BusLogHandler, EventBus
+from agentkit.grpcclient import Siblings
+from agentkit.grpcserver import GrpcServer, Registration
+from agentkit.metrics import MetricsServer
+from agentkit.status import IDLE, ServiceStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a service's main coroutine gets: its config and its shared plumbing."""
+
+    name: str
+    config: Config
+    args: argparse.Namespace
+    bus: EventBus
+    status: ServiceStatus
+    siblings: Siblings
+    grpc_port: int = 0
+    registrations: list[Registration] = field(default_factory=list)
+
+    def serve(self, registration: Registration) -> None:
+        """Add a contract service; call before the main coroutine starts (in ``setup``)."""
+        self.registrations.append(registration)
+
+
+Setup = Callable[[ServiceContext], Callable[[], Coroutine[Any, Any, None]]]
+
+# flag dest -> dotted config key, for the flags every service has
+COMMON_FLAGS: dict[str, tuple[str, str]] = {
+    "api_url": ("--api-url", "pipeops.api_url"),
+    "cluster_name": ("--cluster-name", "agent.cluster_name"),
+    "agent_id": ("--agent-id", "agent.id"),
+    "state_dir": ("--state-dir", "agent.state_dir"),
+    "log_level": ("--log-level", "logging.level"),
+    "log_format": ("--log-format", "logging.format"),
+    "kubeconfig": ("--kubeconfig", "kubernetes.kubeconfig"),
+}
+
+
+def package_version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def build_parser(name: str, description: str, grpc_key: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"pipeops-{name}", description=description)
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML config file (default: ~/.pipeops-agent.yaml if present)")
+    for dest, (flag, key) in COMMON_FLAGS.items():
+        parser.add_argument(flag, dest=dest, metavar="VALUE", help=f"sets {key}")
+    parser.add_argument("--grpc-port", dest="grpc_port", metavar="PORT",
+                        help=f"sets {grpc_key} (0: pick a free port)")
+    parser.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any config key, e.g. --set tunnel.enabled=false")
+    parser.add_argument("--shutdown-grace", type=float, default=3.0, metavar="SECONDS",
+                        help="how long the main task may take to finish after SIGTERM")
+    return parser
+
+
+def load_config(args: argparse.Namespace, flags: dict[str, tuple[str, str]]) -> Config:
+    overrides: dict[str, Any] = parse_set(args.set)
+    names = {key: f"--set {key}" for key in overrides}
+    for dest, (flag, key) in flags.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides[key] = value
+            names[key] = flag
+    return load(args.config, overrides=overrides, flag_names=names)
+
+
+def run_service(
+    name: str,
+    description: str,
+    setup: Setup,
+    *,
+    dist: str,
+    metrics_key: str | None = None,
+    extra_flags: dict[str, tuple[str, str]] | None = None,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Run a container's process; returns the exit code."""
+    grpc_key = f"grpc.{name.replace('-', '_')}"
+    parser = build_parser(name, description, grpc_key)
+    flags = dict(COMMON_FLAGS)
+    for dest, (flag, key) in (extra_flags or {}).items():
+        parser.add_argument(flag, dest=dest, metavar="VALUE", help=f"sets {key}")
+        flags[dest] = (flag, key)
+    flags["grpc_port"] = ("--grpc-port", grpc_key)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args, flags)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return ConfigError.exit_code
+
+    logs.configure(name, config.logging.level, config.logging.format)
+    for secret in config.secrets():
+        logs.register_secret(secret)
+    bus = EventBus(name)
+    logging.getLogger().addHandler(BusLogHandler(bus))
+    ctx = ServiceContext(
+        name=name,
+        config=config,
+        args=args,
+        bus=bus,
+        status=ServiceStatus(name, package_version(dist), bus),
+        siblings=Siblings(config),
+    )
+    try:
+        return asyncio.run(_serve(ctx, setup, metrics_key, args.shutdown_grace))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(
+    ctx: ServiceContext, setup: Setup, metrics_key: str | None, grace: float
+) -> int:
+    loop = asyncio.get_running_loop()
+    ctx.bus.bind(loop)
+    main = setup(ctx)
+    metrics = None
+    if metrics_key:
+        metrics = MetricsServer(ctx.config.metrics.host, getattr(ctx.config.metrics, metrics_key))
+        metrics.start()
+        ctx.status.metrics_url = metrics.url
+    host = ctx.config.grpc.host
+    port = getattr(ctx.config.grpc, ctx.name.replace("-", "_"))
+    server = GrpcServer(ctx.status, ctx.bus, ctx.registrations, host, port)
+    ctx.grpc_port = server.port
+    await server.start()
+    log.info("started", extra={"grpc": f"{host}:{server.port}", "version": ctx.status.version,
+                               **({"metrics": metrics.url} if metrics else {})})
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    main_task = asyncio.create_task(main(), name=f"{ctx.name}-main")
+    stop_task = asyncio.create_task(stop.wait(), name="wait-for-signal")
+    code = 0
+    try:
+        await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("stopping on signal")
+        main_task.cancel()
+        done, _ = await asyncio.wait({main_task}, timeout=grace)
+        if not done:
+            log.warning("main task did not finish within the grace period")
+        elif not main_task.cancelled() and (exc := main_task.exception()) is not None:
+            if isinstance(exc, SystemExit):
+                code = int(exc.code) if isinstance(exc.code, int) else 1
+            else:
+                log.error("main task failed", exc_info=exc)
+                code = 1
+    finally:
+        stop_task.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.stop(grace=0.5)
+        await ctx.siblings.close()
+        if metrics:
+            metrics.stop()
+    log.info("stopped", extra={"exit_code": code})
+    return code
+
+
+async def idle(ctx: ServiceContext, detail: str) -> None:
+    """The main coroutine of a service whose job is not built yet: say so, then wait."""
+    ctx.status.set(IDLE, detail)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()

@@ -1,0 +1,128 @@
+"""The shared state volume: one JSON document written atomically, read safely.
+
+The registrar writes the identity file; the siblings read it and wait for it to change.
+A write goes to a temp file in the same folder, is fsynced, given mode 0600 and renamed
+over the old one, so a crash at any point leaves either the old or the new content. The
+document carries a checksum of its payload: a truncated or tampered file is detected,
+moved aside (``NAME.corrupt-<time>``) and reported, and the reader sees "no state".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+IDENTITY_FILE = "identity.json"
+
+
+class StateCorrupt(Exception):
+    """The file exists but cannot be trusted; it has been moved aside."""
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class StateFile:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Replace the content atomically (blocking: small file, local disk)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"version": FORMAT_VERSION, "sha256": _checksum(data), "data": data}
+        payload = json.dumps(document, sort_keys=True, indent=1).encode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def read(self) -> dict[str, Any] | None:
+        """The content, or None if absent. A corrupt file is moved aside and reported."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            document = json.loads(raw)
+            data = document["data"]
+            if document.get("version") != FORMAT_VERSION or not isinstance(data, dict):
+                raise ValueError("unknown format")
+            if document.get("sha256") != _checksum(data):
+                raise ValueError("checksum mismatch")
+        except (ValueError, KeyError, TypeError) as exc:
+            aside = self._move_aside()
+            log.error(
+                "state file is corrupt; moved aside and ignored",
+                extra={"path": str(self.path), "moved_to": str(aside), "reason": str(exc)},
+            )
+            return None
+        return data
+
+    def _move_aside(self) -> Path:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, aside)
+        return aside
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    async def wait(
+        self,
+        *,
+        changed_from: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        poll: float = 0.2,
+    ) -> dict[str, Any]:
+        """Wait until the file holds valid content different from ``changed_from``.
+
+        With ``changed_from=None`` this returns as soon as any valid content exists.
+        Raises TimeoutError after ``timeout`` seconds.
+        """
+
+        async def _poll() -> dict[str, Any]:
+            seen: tuple[int, int, int] | None = None
+            while True:
+                signature = self._signature()
+                if signature is not None and signature != seen:
+                    seen = signature
+                    data = await asyncio.to_thread(self.read)
+                    if data is not None and data != changed_from:
+                        return data
+                await asyncio.sleep(poll)
+
+        return await asyncio.wait_for(_poll(), timeout)
+
+
+def identity_file(state_dir: str | os.PathLike[str]) -> StateFile:
+    return StateFile(Path(state_dir) / IDENTITY_FILE)

@@ -1,0 +1,55 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ServiceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERVICE_STATE_UNSPECIFIED: _ClassVar[ServiceState]
+    SERVICE_STATE_STARTING: _ClassVar[ServiceState]
+    SERVICE_STATE_READY: _ClassVar[ServiceState]
+    SERVICE_STATE_DEGRADED: _ClassVar[ServiceState]
+    SERVICE_STATE_IDLE: _ClassVar[ServiceState]
+    SERVICE_STATE_STOPPING: _ClassVar[ServiceState]
+SERVICE_STATE_UNSPECIFIED: ServiceState
+SERVICE_STATE_STARTING: ServiceState
+SERVICE_STATE_READY: ServiceState
+SERVICE_STATE_DEGRADED: ServiceState
+SERVICE_STATE_IDLE: ServiceState
+SERVICE_STATE_STOPPING: ServiceState
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceInfo(_message.Message):
+    __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url")
+    class ChecksEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    started_at: _timestamp_pb2.Timestamp
+    state: ServiceState
+    detail: str
+    checks: _containers.ScalarMap[str, str]
+    metrics_url: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ServiceState, str]] = ..., detail: _Optional[str] = ..., checks: _Optional[_Mapping[str, str]] = ..., metrics_url: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,227 @@
+"""``make run``: the whole agent on a laptop, no cluster needed.
+
+Starts, as separate processes on 127.0.0.1: the local Kubernetes API (kubesim, seeded
+with a small demo cluster) unless ``--kubeconfig`` names a real cluster, the dev control
+plane, and the four services with the same config the chart renders. When everything
+answers it writes ``.run/endpoints.json`` (DESIGN.md) so people, scripts and tests find
+what is running; on Ctrl-C or SIGTERM (or when any process dies) it stops everything it
+started and removes the file. Each process's output goes to ``.run/logs/NAME.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+INSTALL_TOKEN = "dev-install-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Child:
+    """One started process: stdout parsed for JSON lines, everything teed to a log."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str],
+                 echo: TextIO | None) -> None:
+        self.name = name
+        self.records: list[dict[str, Any]] = []
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self._echo = echo
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **env}, start_new_session=True,
+        )
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                with self._lock:
+                    self._log.write(line)
+                    self._log.flush()
+                    if self._echo:
+                        self._echo.write(f"{self.name:>12} | {line}")
+                        self._echo.flush()
+                with contextlib.suppress(json.JSONDecodeError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        self.records.append(record)
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float
+                 ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in list(self.records):
+                if predicate(record):
+                    return record
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._pump.join(timeout=2)
+        self._log.close()
+
+
+class Stack:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_dir = Path(args.run_dir).resolve()
+        self.log_dir = self.run_dir / "logs"
+        self.state_dir = self.run_dir / "state"
+        self.endpoints_path = self.run_dir / "endpoints.json"
+        self.children: list[Child] = []
+        self.endpoints: dict[str, Any] = {}
+
+    def port(self, default: int) -> int:
+        return free_port() if self.args.free_ports else default
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name, argv, self.log_dir, env or {},
+                      None if self.args.quiet else sys.stdout)
+        self.children.append(child)
+        return child
+
+    def up(self) -> None:
+        for folder in (self.log_dir, self.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.endpoints_path.unlink(missing_ok=True)
+        kubeconfig = self.args.kubeconfig
+        token_file = self.run_dir / "serviceaccount-token"
+
+        if kubeconfig is None:
+            kubesim = self.start("kubesim", [
+                str(BIN / "pipeops-kubesim"), "--host", "127.0.0.1", "--port", "0",
+                "--data-dir", str(self.run_dir / "kubesim"), "--demo"])
+            ready = kubesim.wait_for(lambda r: r.get("event") == "ready", 30)
+            kubeconfig = ready["kubeconfig"]
+            token_file.write_text(ready["token"])
+            token_file.chmod(0o600)
+            self.endpoints["kubesim"] = {"url": ready["url"], "kubeconfig": kubeconfig}
+
+        controlplane = self.start("controlplane", [
+            str(BIN / "pipeops-dev-controlplane"), "--host", "127.0.0.1", "--port", "0",
+            "--token", INSTALL_TOKEN])
+        cp = controlplane.wait_for(lambda r: r.get("event") == "ready", 30)
+        self.endpoints["controlplane"] = {"url": cp["url"]}
+
+        http_port = self.port(self.args.http_port)
+        common = [
+            "--api-url", cp["url"], "--state-dir", str(self.state_dir),
+            "--cluster-name", "dev-cluster", "--kubeconfig", str(kubeconfig),
+            "--set", "kubernetes.in_cluster=false",
+            "--set", f"grpc.registrar={self.port(50051)}",
+            "--set", f"grpc.tunnel={self.port(50052)}",
+            "--set", f"grpc.gateway={self.port(50053)}",
+            "--set", f"grpc.http_api={self.port(50054)}",
+            "--set", f"metrics.registrar={self.port(9101)}",
+            "--set", f"metrics.tunnel={self.port(9102)}",
+            "--set", f"metrics.gateway={self.port(9103)}",
+            "--set", f"agent.port={http_port}",
+            "--log-level", self.args.log_level,
+        ]
+        if token_file.exists():
+            common += ["--set", f"kubernetes.service_account_token_path={token_file}"]
+        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN}
+        services = {}
+        for name in ("registrar", "tunnel", "gateway", "http-api"):
+            extra = ["--host", "127.0.0.1"] if name == "http-api" else []
+            services[name] = self.start(name, [str(BIN / f"pipeops-{name}"), *common, *extra],
+                                        env)
+        grpc = {}
+        for name, child in services.items():
+            started = child.wait_for(lambda r: r.get("msg") == "started", 30)
+            grpc[name.replace("-", "_")] = started["grpc"]
+        self.endpoints["grpc"] = {k: v for k, v in grpc.items() if k != "http_api"}
+        self.endpoints["http_api"] = {"url": f"http://127.0.0.1:{http_port}",
+                                      "grpc": grpc["http_api"]}
+        self._wait_http(f"http://127.0.0.1:{http_port}/health", 30)
+        tmp = self.endpoints_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n")
+        tmp.replace(self.endpoints_path)
+        print(f"make run: everything is up; endpoints in {self.endpoints_path}",
+              file=sys.stderr, flush=True)
+
+    def _wait_http(self, url: str, timeout: float) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer")
+
+    def wait(self, stop: threading.Event) -> int:
+        while not stop.wait(0.2):
+            for child in self.children:
+                if child.proc.poll() is not None:
+                    print(f"make run: {child.name} exited with {child.proc.returncode}; "
+                          f"see {child.log_path}", file=sys.stderr, flush=True)
+                    return 1
+        return 0
+
+    def down(self) -> None:
+        self.endpoints_path.unlink(missing_ok=True)
+        for child in reversed(self.children):
+            child.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", help="use this real cluster instead of kubesim")
+    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--free-ports", action="store_true",
+                        help="pick free ports for everything (tests, busy laptops)")
+    parser.add_argument("--run-dir", default=str(ROOT / ".run"))
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--quiet", action="store_true", help="logs only to .run/logs")
+    args = parser.parse_args()
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(args)
+    try:
+        stack.up()
+        return stack.wait(stop)
+    except RuntimeError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

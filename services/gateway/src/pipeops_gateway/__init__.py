@@ -1,0 +1,1 @@
+"""The gateway container of pipeops-agent."""

@@ -1,0 +1,1 @@
+"""The http-api container of pipeops-agent: the agent's HTTP face on :8080."""

@@ -1,0 +1,1 @@
+"""The registrar container of pipeops-agent."""

@@ -1,0 +1,47 @@
+"""Entry point of ``pipeops-registrar``: the pod's identity and heartbeat."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from agentkit.grpcserver import Registration
+from agentkit.runner import ServiceContext, run_service
+from agentkit.statefile import identity_file
+from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
+from pipeops_registrar.agent import Agent
+from pipeops_registrar.heartbeat import HeartbeatState
+from pipeops_registrar.keeper import IdentityKeeper
+from pipeops_registrar.servicer import RegistrarServicer
+
+SERVICE_NAME = registrar_pb2.DESCRIPTOR.services_by_name["Registrar"].full_name
+
+EXTRA_FLAGS = {
+    "token_path": ("--service-account-token-path", "kubernetes.service_account_token_path"),
+    "namespace": ("--namespace", "kubernetes.namespace"),
+    "heartbeat_interval": ("--heartbeat-interval", "pipeops.heartbeat_interval"),
+}
+
+
+def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
+    keeper = IdentityKeeper(identity_file(ctx.config.agent.state_dir), None)
+    state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
+    ctx.serve(Registration(registrar_pb2_grpc.add_RegistrarServicer_to_server,
+                           RegistrarServicer(keeper, state), SERVICE_NAME))
+    return Agent(ctx, keeper, state).run
+
+
+def main() -> None:
+    sys.exit(run_service(
+        "registrar",
+        "Registers the cluster with the control plane, keeps its identity, heartbeats.",
+        setup,
+        dist="pipeops-registrar",
+        metrics_key="registrar",
+        extra_flags=EXTRA_FLAGS,
+    ))
+
+
+if __name__ == "__main__":
+    main()

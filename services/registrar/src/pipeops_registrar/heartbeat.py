@@ -1,0 +1,181 @@
+"""The heartbeat (PROTOCOL.md section 1): the cluster's current state, every interval.
+
+Each beat gathers the facts afresh (counts, version, tunnel and gateway state), sends
+them, then sleeps the interval minus a little jitter counted from the beat's start. A
+beat that failed is not queued: the next one carries the then-current state. A 404
+("cluster not found") or a refused cluster token ends the loop with ``ClusterGone`` so
+the caller re-registers with the same ids. On shutdown ``final`` sends one last beat
+with status ``disconnected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agentkit.config import Config
+from agentkit.retry import FailureReport
+from agentkit.status import DEGRADED, READY, ServiceStatus
+from pipeops.agent.v1 import registrar_pb2
+from pipeops_registrar import metrics
+from pipeops_registrar.client import ControlPlaneClient, ControlPlaneError, NotFound, Rejected
+from pipeops_registrar.facts import ClusterFacts, FactsSource, GatewayFacts
+from pipeops_registrar.identity import Identity
+from pipeops_registrar.keeper import IdentityKeeper
+
+log = logging.getLogger(__name__)
+
+JITTER = 0.1  # each sleep is shortened by up to this fraction of the interval
+FINAL_TIMEOUT = 2.0  # the last heartbeat on shutdown gets this long
+
+
+class ClusterGone(Exception):
+    """The control plane no longer accepts this cluster's heartbeats: re-register."""
+
+
+def _stamp(when: float | None) -> Timestamp | None:
+    if when is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(when * 1e9))
+    return stamp
+
+
+@dataclass
+class HeartbeatState:
+    """What ``GetHeartbeat`` reports: the last beat and the running totals."""
+
+    interval: float
+    status: str = "active"
+    tunnel_status: str = "disconnected"
+    sent_total: int = 0
+    errors_total: int = 0
+    last_attempt: float | None = None
+    last_success: float | None = None
+    last_error: str = ""
+    facts: ClusterFacts = field(default_factory=lambda: ClusterFacts(0, 0, ""))
+    gateway: GatewayFacts = field(default_factory=GatewayFacts)
+
+    def to_proto(self) -> registrar_pb2.Heartbeat:
+        return registrar_pb2.Heartbeat(
+            status=self.status, tunnel_status=self.tunnel_status,
+            interval_seconds=max(1, round(self.interval)),
+            sent_total=self.sent_total, errors_total=self.errors_total,
+            last_attempt=_stamp(self.last_attempt), last_success=_stamp(self.last_success),
+            last_error=self.last_error, node_count=self.facts.node_count,
+            pod_count=self.facts.pod_count, k8s_version=self.facts.k8s_version,
+            is_private=self.gateway.is_private, routing_mode=self.gateway.routing_mode,
+            gateway_routes=self.gateway.gateway_routes,
+        )
+
+
+class Heartbeater:
+    def __init__(self, config: Config, client: ControlPlaneClient, facts: FactsSource,
+                 keeper: IdentityKeeper, status: ServiceStatus, state: HeartbeatState,
+                 version: str) -> None:
+        self.config = config
+        self.client = client
+        self.facts = facts
+        self.keeper = keeper
+        self.status = status
+        self.state = state
+        self.version = version
+        self.report = FailureReport(log, "heartbeat")
+        interval = config.pipeops.heartbeat_interval
+        # A beat older than the interval is stale anyway: never wait much longer for it.
+        self.timeout = min(config.pipeops.timeout, max(interval, 2.0))
+
+    async def _payload(self, identity: Identity, status: str | None) -> dict[str, Any]:
+        facts, tunnel, gateway = await asyncio.gather(
+            self.facts.cluster_facts(), self.facts.tunnel_status(), self.facts.gateway())
+        if facts.error:
+            self.status.check("kubernetes", facts.error)
+        else:
+            self.status.check("kubernetes", "ok")
+        self.state.facts, self.state.gateway, self.state.tunnel_status = facts, gateway, tunnel
+        self.state.status = status or ("degraded" if facts.error else "active")
+        return {
+            "cluster_id": identity.cluster_id,
+            "agent_id": identity.agent_id,
+            "status": self.state.status,
+            "tunnel_status": tunnel,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "metadata": {
+                "node_count": facts.node_count,
+                "pod_count": facts.pod_count,
+                "k8s_version": facts.k8s_version,
+                "agent_version": self.version,
+                "uptime_seconds": round(metrics.uptime(), 3),
+                "is_private": gateway.is_private,
+                "routing_mode": gateway.routing_mode,
+                "gateway_routes": gateway.gateway_routes,
+            },
+        }
+
+    async def beat(self, identity: Identity, *, status: str | None = None,
+                   timeout: float | None = None) -> bool:
+        """Send one heartbeat. True if delivered; raises ClusterGone on 404/401/403."""
+        payload = await self._payload(identity, status)
+        self.state.last_attempt = time.time()
+        self.state.sent_total += 1
+        metrics.HEARTBEATS.inc()
+        try:
+            await self.client.heartbeat(identity.cluster_id, identity.cluster_token, payload,
+                                        timeout=timeout or self.timeout)
+        except (NotFound, Rejected) as exc:
+            self._failed(exc)
+            raise ClusterGone(str(exc)) from None
+        except ControlPlaneError as exc:
+            self._failed(exc)
+            self.report.failed(exc, cluster_id=identity.cluster_id)
+            self.status.set(DEGRADED, f"heartbeats failing: {exc}")
+            return False
+        self.state.last_success = time.time()
+        self.state.last_error = ""
+        self.report.recovered()
+        self.status.check("heartbeat", "ok")
+        metrics.AGENT_STATUS.set(1)
+        metrics.CLUSTER_NODES.set(payload["metadata"]["node_count"])
+        metrics.CLUSTER_PODS.set(payload["metadata"]["pod_count"])
+        self.status.set(READY, f"registered as cluster {identity.cluster_id}; heartbeating")
+        return True
+
+    def _failed(self, exc: ControlPlaneError) -> None:
+        self.state.errors_total += 1
+        self.state.last_error = str(exc)
+        self.status.check("heartbeat", str(exc))
+        metrics.HEARTBEAT_ERRORS.labels(exc.kind).inc()
+        metrics.AGENT_STATUS.set(0)
+
+    async def run(self, identity: Identity) -> None:
+        """Beat until cancelled; raises ClusterGone when the cluster must re-register."""
+        interval = self.config.pipeops.heartbeat_interval
+        while True:
+            started = time.monotonic()
+            await self.beat(identity)
+            if self.keeper.cluster_copy_pending:
+                await self.keeper.save_to_cluster()
+            pause = interval * (1 - random.uniform(0, JITTER))
+            await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
+
+    async def final(self, identity: Identity) -> None:
+        """The last heartbeat, ``disconnected``, if it goes out within 2 s; never raises."""
+        try:
+            async with asyncio.timeout(FINAL_TIMEOUT):
+                delivered = await self.beat(identity, status="disconnected",
+                                            timeout=FINAL_TIMEOUT)
+        except (TimeoutError, ClusterGone) as exc:
+            log.info("final heartbeat not delivered", extra={"reason": str(exc) or "timeout"})
+            return
+        finally:
+            metrics.AGENT_STATUS.set(0)
+        if delivered:
+            log.info("final heartbeat sent", extra={"status": "disconnected"})

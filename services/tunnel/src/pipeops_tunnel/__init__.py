@@ -1,0 +1,1 @@
+"""The tunnel container of pipeops-agent."""

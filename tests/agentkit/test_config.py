@@ -1,0 +1,166 @@
+"""Config: precedence file < env < flag, and one exact line per kind of bad value."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentkit.config import ConfigError, load, parse_set
+from tests.helpers import tool
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_source() -> None:
+    config = load(None, env={})
+    assert config.agent.cluster_name == "default-cluster"
+    assert config.pipeops.heartbeat_interval == 5.0
+    assert config.grpc.registrar == 50051
+    assert config.tunnel.window == 256 * 1024
+
+
+def test_precedence_file_then_env_then_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, "agent:\n  cluster_name: from-file\n  port: 7000\n"
+                           "logging:\n  level: warning\n")
+    config = load(path, env={})
+    assert (config.agent.cluster_name, config.agent.port) == ("from-file", 7000)
+
+    env = {"PIPEOPS_CLUSTER_NAME": "from-env", "PIPEOPS_PORT": "7001"}
+    config = load(path, env=env)
+    assert (config.agent.cluster_name, config.agent.port) == ("from-env", 7001)
+    assert config.logging.level == "warning"  # untouched keys keep the file's value
+
+    config = load(path, env=env, overrides={"agent.cluster_name": "from-flag"})
+    assert (config.agent.cluster_name, config.agent.port) == ("from-flag", 7001)
+
+
+def test_home_file_is_used_when_no_path_given(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".pipeops-agent.yaml").write_text("agent:\n  name: homely\n")
+    assert load(None, env={}).agent.name == "homely"
+
+
+def test_durations_and_json_env() -> None:
+    env = {
+        "PIPEOPS_TIMEOUT": "1m",
+        "PIPEOPS_HEARTBEAT_INTERVAL": "250ms",
+        "GATEWAY_GWAPI_LISTENERS_JSON": '[{"name": "tcp-a", "port": 5000, "protocol": "TCP"}]',
+        "PIPEOPS_ENABLE_SSE": "false",
+    }
+    config = load(None, env=env)
+    assert config.pipeops.timeout == 60.0
+    assert config.pipeops.heartbeat_interval == 0.25
+    assert config.gateway.gateway_api.listeners[0]["port"] == 5000
+    assert config.agent.enable_sse is False
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "file_text", "line"),
+    [
+        ({"PIPEOPS_TIMEOUT": "soon"}, {}, None,
+         "config error: pipeops.timeout = 'soon' (from env PIPEOPS_TIMEOUT): "
+         "expected a duration like 30s, 5m or 1.5"),
+        ({}, {"agent.port": "99999"}, None,
+         "config error: agent.port = '99999' (from flag --port): "
+         "Input should be less than or equal to 65535"),
+        ({"PIPEOPS_LOG_LEVEL": "loud"}, {}, None,
+         "config error: logging.level = 'loud' (from env PIPEOPS_LOG_LEVEL): "
+         "Input should be 'debug', 'info', 'warning' or 'error'"),
+        ({"PIPEOPS_API_URL": "ftp://x"}, {}, None,
+         "config error: pipeops.api_url = 'ftp://x' (from env PIPEOPS_API_URL): "
+         "expected an http:// or https:// URL"),
+        ({"PIPEOPS_ENABLE_SSE": "maybe"}, {}, None,
+         "config error: agent.enable_sse = 'maybe' (from env PIPEOPS_ENABLE_SSE): "
+         "Input should be a valid boolean, unable to interpret input"),
+        ({}, {}, "agent:\n  colour: blue\n",
+         "config error: unknown key agent.colour (from file {path})"),
+        ({}, {}, "tunnel:\n  forwards:\n    - name: api\n      local_addr: nowhere\n",
+         "config error: tunnel.forwards.0.local_addr = 'nowhere' (from file {path}): "
+         "expected host:port"),
+    ],
+)
+def test_invalid_values_name_key_source_and_expectation(
+    tmp_path: Path, env: dict[str, str], overrides: dict[str, str], file_text: str | None,
+    line: str,
+) -> None:
+    path = write(tmp_path, file_text) if file_text else None
+    with pytest.raises(ConfigError) as info:
+        load(path, env=env, overrides=overrides, flag_names={"agent.port": "--port"})
+    assert str(info.value) == line.format(path=path)
+
+
+def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "agent: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d"):
+        load(path, env={})
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load(tmp_path / "absent.yaml", env={})
+
+
+def test_token_value_is_not_echoed_in_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, env={"PIPEOPS_TOKEN": "x" * 5}, overrides={"pipeops.token": ["not", "str"]})
+    assert "not" not in str(info.value).split("=")[1].split("(")[0]
+    assert "'***'" in str(info.value)
+
+
+def test_set_flag_parsing() -> None:
+    assert parse_set(["tunnel.enabled=false", "agent.labels={\"a\": \"b\"}"]) == {
+        "tunnel.enabled": "false", "agent.labels": '{"a": "b"}'}
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
+        parse_set(["novalue"])
+    config = load(None, env={}, overrides=parse_set(["agent.labels={\"env\": \"prod\"}"]))
+    assert config.agent.labels == {"env": "prod"}
+
+
+@pytest.mark.parametrize("service", ["registrar", "tunnel", "gateway", "http-api"])
+def test_process_exits_2_with_one_line(tmp_path: Path, service: str) -> None:
+    result = subprocess.run(
+        [tool(f"pipeops-{service}"), "--set", "pipeops.heartbeat_interval=-1"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "config error: pipeops.heartbeat_interval = '-1' (from flag --set "
+        "pipeops.heartbeat_interval): Input should be greater than 0"
+    ]
+    assert result.stdout == ""
+
+
+def test_example_config_documents_a_valid_config() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    config = load(example, env={})
+    assert config.tunnel.forwards, "the example shows the forwards"
+
+
+def test_example_config_names_every_key() -> None:
+    import yaml
+    from pydantic import BaseModel
+
+    from agentkit.config import Config
+
+    example = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text())
+    missing: list[str] = []
+
+    def walk(model: type[BaseModel], data: dict[str, object], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if name not in data:
+                missing.append(prefix + name)
+                continue
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                child = data[name]
+                assert isinstance(child, dict)
+                walk(sub, child, f"{prefix}{name}.")
+
+    walk(Config, example, "")
+    assert missing == []

@@ -1,0 +1,155 @@
+"""Test helpers shared by every test folder: real processes, free ports, polling.
+
+``ServiceProcess`` starts one of the agent's console scripts as a real process, reads
+its JSON log lines from stdout in a background thread, and finds the bound gRPC
+address from the ``started`` line. ``wait_for`` polls a condition with a deadline: no
+test sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def tool(name: str) -> str:
+    """Path of a command: the venv's, the project's .tools/bin, or PATH."""
+    for folder in (BIN, ROOT / ".tools" / "bin"):
+        if (folder / name).exists():
+            return str(folder / name)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed: run `make setup`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll until ``condition()`` returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServiceProcess:
+    """A service's real process, its stdout parsed as JSON lines."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None) -> None:
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._pumps: list[threading.Thread] = []
+
+    def start(self) -> ServiceProcess:
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=self.env, cwd=self.cwd,
+        )
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines),
+                             daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
+        return self
+
+    def _pump(self, stream: Any, sink: list[str]) -> None:
+        with stream:
+            for line in stream:
+                sink.append(line.rstrip("\n"))
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def wait_record(self, predicate: Callable[[dict[str, Any]], bool],
+                    timeout: float = 15.0, what: str = "a log record") -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for record in self.records():
+                if predicate(record):
+                    return record
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.argv[0]} exited {self.proc.returncode} before {what}:\n"
+                    + "\n".join(self.lines[-20:] + self.stderr_lines[-20:]))
+            return None
+
+        return wait_for(find, timeout, what=what)
+
+    def wait_started(self, timeout: float = 15.0) -> dict[str, Any]:
+        return self.wait_record(lambda r: r.get("msg") == "started", timeout, "the started line")
+
+    @property
+    def grpc_address(self) -> str:
+        return str(self.wait_started()["grpc"])
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        finally:
+            self._join()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._join()
+
+    def _join(self) -> None:
+        """Read the pipes to their end (the process has exited) and close them."""
+        for pump in self._pumps:
+            pump.join(timeout=5)
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def grpcurl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("grpcurl"), *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)

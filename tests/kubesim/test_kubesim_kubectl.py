@@ -1,0 +1,233 @@
+"""Acceptance: the real kubectl against kubesim (apply, get, watch, scale, logs -f, delete)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from kubesim.testing import Kubesim
+
+MANIFEST = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web}}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {ns}
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: {ns}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: {ns}.example.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: web
+            port:
+              number: 80
+"""
+
+
+def _apply(kubectl: Callable[..., Any], ns: str) -> str:
+    out: str = kubectl("apply", "-f", "-", stdin=MANIFEST.format(ns=ns)).stdout
+    return out
+
+
+def _row(output: str, *needles: str) -> list[str]:
+    for line in output.splitlines():
+        if all(n in line.split() for n in needles):
+            return line.split()
+    raise AssertionError(f"no row with {needles} in:\n{output}")
+
+
+def test_apply_multi_document_then_get_all_namespaces(kubectl: Callable[..., Any]) -> None:
+    out = _apply(kubectl, "shop-apply")
+    assert out.splitlines() == [
+        "namespace/shop-apply created",
+        "deployment.apps/web created",
+        "service/web created",
+        "ingress.networking.k8s.io/web created",
+    ]
+    # A second apply computes patches and finds nothing to change.
+    again = _apply(kubectl, "shop-apply")
+    assert again.splitlines() == [
+        "namespace/shop-apply unchanged",
+        "deployment.apps/web unchanged",
+        "service/web unchanged",
+        "ingress.networking.k8s.io/web unchanged",
+    ]
+
+    got = kubectl("get", "deploy,svc,ingress", "-A").stdout
+    headers = [line.split() for line in got.splitlines() if line.startswith("NAMESPACE")]
+    assert ["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"] in headers
+    assert ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"] in headers
+    assert ["NAMESPACE", "NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"] in headers
+    deploy = _row(got, "shop-apply", "deployment.apps/web")
+    assert deploy[2:5] == ["2/2", "2", "2"]
+    svc = _row(got, "shop-apply", "service/web")
+    assert svc[2] == "ClusterIP" and re.fullmatch(r"10\.96\.\d+\.\d+", svc[3])
+    assert svc[5] == "80/TCP"
+    ing = _row(got, "shop-apply", "ingress.networking.k8s.io/web")
+    assert ing[2:4] == ["nginx", "shop-apply.example.test"]
+    assert ing[-2] == "80"
+
+
+def test_apply_changes_are_patched(kubectl: Callable[..., Any], api: client.ApiClient) -> None:
+    _apply(kubectl, "shop-patch")
+    changed = MANIFEST.format(ns="shop-patch").replace("replicas: 2", "replicas: 3").replace(
+        "nginx:1.27", "nginx:1.28")
+    out = kubectl("apply", "-f", "-", stdin=changed).stdout
+    assert "deployment.apps/web configured" in out.splitlines()
+    assert "service/web unchanged" in out.splitlines()
+    dep = client.AppsV1Api(api).read_namespaced_deployment("web", "shop-patch")
+    assert dep.spec.replicas == 3
+    assert dep.spec.template.spec.containers[0].image == "nginx:1.28"
+    assert dep.spec.template.spec.containers[0].ports[0].container_port == 80
+    assert dep.metadata.generation == 2
+    assert dep.status.ready_replicas == 3
+
+
+def test_get_ingress_watch_sees_change_by_python_client(
+    kubectl: Callable[..., Any], api: client.ApiClient, spawn: Callable[..., Any]
+) -> None:
+    _apply(kubectl, "shop-watch")
+    _, reader = spawn("get", "ingress", "-n", "shop-watch", "-w")
+    header = reader.next_line()
+    assert header.split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    first = reader.next_line().split()
+    assert first[:3] == ["web", "nginx", "shop-watch.example.test"]
+
+    net = client.NetworkingV1Api(api)
+    net.patch_namespaced_ingress_status(
+        "web", "shop-watch", {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}})
+    changed = reader.until(lambda line: "203.0.113.7" in line).split()
+    assert changed[:4] == ["web", "nginx", "shop-watch.example.test", "203.0.113.7"]
+
+    net.patch_namespaced_ingress("web", "shop-watch", [
+        {"op": "replace", "path": "/spec/rules/0/host", "value": "moved.example.test"}])
+    moved = reader.until(lambda line: "moved.example.test" in line).split()
+    assert moved[0] == "web"
+
+
+def test_scale_deployment(kubectl: Callable[..., Any], api: client.ApiClient) -> None:
+    _apply(kubectl, "shop-scale")
+    out = kubectl("scale", "deployment/web", "-n", "shop-scale", "--replicas=5").stdout
+    assert out.strip() == "deployment.apps/web scaled"
+    dep = client.AppsV1Api(api).read_namespaced_deployment("web", "shop-scale")
+    assert (dep.spec.replicas, dep.status.replicas, dep.status.ready_replicas,
+            dep.status.available_replicas) == (5, 5, 5, 5)
+    shown = kubectl("get", "deploy", "web", "-n", "shop-scale", "-o",
+                    "jsonpath={.spec.replicas} {.status.readyReplicas}").stdout
+    assert shown == "5 5"
+    scale = client.AppsV1Api(api).read_namespaced_deployment_scale("web", "shop-scale")
+    assert scale.spec.replicas == 5 and scale.status.selector == "app=web"
+    kubectl("scale", "deployment/web", "-n", "shop-scale", "--replicas=0")
+    ready = kubectl("get", "deploy", "web", "-n", "shop-scale", "--no-headers").stdout.split()
+    assert ready[1] == "0/0"
+
+
+def test_logs_follow_receives_appended_lines(
+    ks: Kubesim, kubectl: Callable[..., Any], spawn: Callable[..., Any]
+) -> None:
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talker", "namespace": "default",
+                     "annotations": {"kubesim.pipeops.dev/log": "booting\nlistening on :80"}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    try:
+        assert kubectl("logs", "talker").stdout == "booting\nlistening on :80\n"
+        assert kubectl("logs", "talker", "--tail=1").stdout == "listening on :80\n"
+        _, reader = spawn("logs", "-f", "talker")
+        assert reader.next_line() == "booting"
+        assert reader.next_line() == "listening on :80"
+        ks.append_log("default", "talker", ["GET /healthz 200", "GET / 200"])
+        assert reader.next_line() == "GET /healthz 200"
+        assert reader.next_line() == "GET / 200"
+        ks.append_log("default", "talker", ["later"], container="main")
+        assert reader.next_line() == "later"
+    finally:
+        kubectl("delete", "pod", "talker", "--wait=false")
+
+
+def test_delete(kubectl: Callable[..., Any], api: client.ApiClient,
+                wait_for: Callable[..., Any]) -> None:
+    _apply(kubectl, "shop-delete")
+    out = kubectl("delete", "-f", "-", stdin=MANIFEST.format(ns="shop-delete")).stdout
+    assert out.splitlines() == [
+        'namespace "shop-delete" deleted',
+        'deployment.apps "web" deleted',
+        'service "web" deleted',
+        'ingress.networking.k8s.io "web" deleted',
+    ]
+    # kubectl 1.32 follows a NotFound by checking the namespace, and reports that.
+    missing = kubectl("get", "deploy", "web", "-n", "shop-delete", check=False)
+    assert missing.returncode == 1
+    assert 'namespaces "shop-delete" not found' in missing.stderr
+    try:
+        client.AppsV1Api(api).read_namespaced_deployment("web", "shop-delete")
+        raise AssertionError("deployment still exists")
+    except client.ApiException as e:
+        assert e.status == 404
+        assert json.loads(e.body)["message"] == 'deployments.apps "web" not found'
+    names = [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
+    assert "shop-delete" not in names
+
+
+def test_api_resources(kubectl: Callable[..., Any]) -> None:
+    out = kubectl("api-resources").stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["pods"] == ["pods", "po", "v1", "true", "Pod"]
+    assert rows["deployments"] == ["deployments", "deploy", "apps/v1", "true", "Deployment"]
+    assert rows["ingresses"] == ["ingresses", "ing", "networking.k8s.io/v1", "true", "Ingress"]
+    assert rows["namespaces"] == ["namespaces", "ns", "v1", "false", "Namespace"]
+    for name in ("nodes", "services", "endpoints", "configmaps", "secrets", "serviceaccounts",
+                 "events", "persistentvolumeclaims", "ingressclasses", "httproutes",
+                 "tcproutes", "udproutes", "virtualservices", "gateways", "roles",
+                 "clusterrolebindings", "networkpolicies", "poddisruptionbudgets"):
+        assert name in rows, name
+    groups = kubectl("api-versions").stdout.split()
+    assert {"v1", "apps/v1", "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha2", "networking.istio.io/v1beta1"} <= set(groups)

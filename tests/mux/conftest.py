@@ -1,0 +1,127 @@
+"""Fixtures for the mux tests: a real websockets connection on loopback, TCP servers,
+and a check that no mux task outlives its test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+
+from agentkit.mux import SUBPROTOCOL
+
+WS_OPTIONS = {"compression": None, "max_size": 1 << 20, "ping_interval": None}
+
+
+def mux_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("mux:") and not t.done()]
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_mux_tasks() -> AsyncIterator[None]:
+    yield
+    for _ in range(50):  # let cancelled tasks finish
+        if not mux_tasks():
+            break
+        await asyncio.sleep(0.01)
+    assert mux_tasks() == []
+
+
+@dataclass
+class WsPair:
+    client: ClientConnection
+    server: ServerConnection
+
+
+@pytest.fixture
+async def ws_pair() -> AsyncIterator[WsPair]:
+    """A control-plane (server) and agent (client) WebSocket, connected on 127.0.0.1."""
+    accepted: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
+
+    async def handler(conn: ServerConnection) -> None:
+        accepted.set_result(conn)
+        await conn.wait_closed()
+
+    async with serve(
+        handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], **WS_OPTIONS  # type: ignore[arg-type]
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(
+            f"ws://127.0.0.1:{port}/tunnel", subprotocols=[SUBPROTOCOL], **WS_OPTIONS  # type: ignore[arg-type]
+        ) as client:
+            assert client.subprotocol == SUBPROTOCOL
+            server_conn = await asyncio.wait_for(accepted, 5)
+            yield WsPair(client, server_conn)
+
+
+@dataclass
+class TcpServer:
+    host: str
+    port: int
+    connections: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def _serve(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[TcpServer]:
+    tasks: list[asyncio.Task[None]] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)  # type: ignore[arg-type]
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield TcpServer("127.0.0.1", port, tasks)
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[TcpServer]:
+    """Echoes everything; half-closes after the client's EOF."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+
+    async for server in _serve(echo):
+        yield server
+
+
+@pytest.fixture
+async def sink_server() -> AsyncIterator[TcpServer]:
+    """Reads to EOF, then answers ``<byte count> <sha256 hex>``."""
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        digest = hashlib.sha256()
+        count = 0
+        while data := await reader.read(1 << 18):
+            digest.update(data)
+            count += len(data)
+        writer.write(f"{count} {digest.hexdigest()}".encode())
+        await writer.drain()
+
+    async for server in _serve(sink):
+        yield server

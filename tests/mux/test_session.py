@@ -1,0 +1,306 @@
+"""Two MuxSessions over a real websockets connection on 127.0.0.1, with real TCP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from agentkit.mux import (
+    MuxSession,
+    OpenFailed,
+    OpenRequest,
+    OpenTimeout,
+    Role,
+    SessionDraining,
+    Stream,
+    StreamReset,
+    pipe,
+)
+from tests.mux.conftest import TcpServer, WsPair
+from tests.mux.helpers import wait_for
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Dialer:
+    """An agent-style ``on_open``: dials the TCP target named by ``forward`` and pipes."""
+
+    targets: dict[str, tuple[str, int]] = field(default_factory=dict)
+    outcomes: list[BaseException | None] = field(default_factory=list)
+
+    async def __call__(self, request: OpenRequest) -> None:
+        target = self.targets.get(str(request.payload.get("forward")))
+        if target is None:
+            request.refuse("target not allowed")
+            return
+        reader, writer = await asyncio.open_connection(*target)
+        stream = request.accept()
+        try:
+            await pipe(stream, reader, writer)
+            self.outcomes.append(None)
+        except (StreamReset, OSError) as exc:
+            self.outcomes.append(exc)
+
+
+@dataclass
+class Tunnel:
+    cp: MuxSession
+    agent: MuxSession
+    cp_dialer: Dialer
+    agent_dialer: Dialer
+    cp_messages: list[dict[str, Any]]
+    agent_messages: list[dict[str, Any]]
+
+
+@pytest.fixture
+async def tunnel(
+    ws_pair: WsPair, echo_server: TcpServer, sink_server: TcpServer
+) -> AsyncIterator[Tunnel]:
+    targets = {
+        "echo": (echo_server.host, echo_server.port),
+        "sink": (sink_server.host, sink_server.port),
+    }
+    cp_dialer, agent_dialer = Dialer(dict(targets)), Dialer(dict(targets))
+    cp_messages: list[dict[str, Any]] = []
+    agent_messages: list[dict[str, Any]] = []
+    cp = MuxSession(
+        ws_pair.server, Role.CONTROL_PLANE, on_open=cp_dialer,
+        on_control=cp_messages.append, name="cp",
+    )
+    agent = MuxSession(
+        ws_pair.client, Role.AGENT, on_open=agent_dialer,
+        on_control=agent_messages.append, name="agent",
+    )
+    async with cp, agent:
+        yield Tunnel(cp, agent, cp_dialer, agent_dialer, cp_messages, agent_messages)
+
+
+async def exchange(stream: Stream, payload: bytes) -> bytes:
+    """Send ``payload`` then FIN while reading everything back until EOF."""
+
+    async def produce() -> None:
+        view = memoryview(payload)
+        for i in range(0, len(view), 200_000):
+            await stream.send(view[i : i + 200_000])
+        stream.write_eof()
+
+    producer = asyncio.create_task(produce())
+    received = await stream.read(-1)
+    await producer
+    return received
+
+
+async def test_echo_both_directions_multi_megabyte(tunnel: Tunnel) -> None:
+    payload = os.urandom(8 * MiB)
+    down = await tunnel.cp.open_stream({"forward": "echo"})  # cp -> agent: odd id
+    up = await tunnel.agent.open_stream({"forward": "echo"})  # agent -> cp: even id
+    assert (down.id % 2, up.id % 2) == (1, 0)
+    got_down, got_up = await asyncio.gather(exchange(down, payload), exchange(up, payload[::-1]))
+    assert got_down == payload
+    assert got_up == payload[::-1]
+    await asyncio.wait_for(asyncio.gather(down.wait_closed(), up.wait_closed()), 10)
+    await wait_for(lambda: len(tunnel.agent_dialer.outcomes) == len(tunnel.cp_dialer.outcomes) == 1)
+    assert tunnel.agent_dialer.outcomes == [None] and tunnel.cp_dialer.outcomes == [None]
+    for s in (tunnel.cp, tunnel.agent):
+        assert s.stats.streams_opened == s.stats.streams_closed == 2
+        assert s.stats.bytes_in == s.stats.bytes_out == 16 * MiB
+
+
+async def test_sink_integrity_and_half_close(tunnel: Tunnel) -> None:
+    payload = os.urandom(20 * MiB + 12345)
+    stream = await tunnel.cp.open_stream({"forward": "sink"})
+    for i in range(0, len(payload), 1 << 20):
+        await stream.send(payload[i : i + (1 << 20)])
+    stream.write_eof()  # the sink answers only after our FIN reached it as a TCP EOF
+    answer = await asyncio.wait_for(stream.read(-1), 20)
+    assert answer.decode() == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}"
+    assert stream.at_eof()
+    await asyncio.wait_for(stream.wait_closed(), 5)
+    assert stream.reset_reason is None
+
+
+async def test_open_fail_carries_the_reason(tunnel: Tunnel) -> None:
+    with pytest.raises(OpenFailed) as info:
+        await tunnel.cp.open_stream({"forward": "nope"})
+    assert info.value.reason == "target not allowed"
+    assert tunnel.cp.stats.open_failed == 1 and tunnel.cp.stats.streams_opened == 0
+
+
+async def test_reset_by_peer_reaches_reader_and_writer(tunnel: Tunnel) -> None:
+    accepted: asyncio.Queue[Stream] = asyncio.Queue()
+
+    async def keep(request: OpenRequest) -> None:
+        await accepted.put(request.accept())
+
+    tunnel.agent._on_open = keep
+    stream = await tunnel.cp.open_stream({"forward": "custom"})
+    remote = await asyncio.wait_for(accepted.get(), 5)
+    await stream.send(b"hello")
+    assert await remote.readexactly(5) == b"hello"
+    reader = asyncio.create_task(stream.read(10))
+    remote.reset("backend crashed")
+    with pytest.raises(StreamReset) as info:
+        await asyncio.wait_for(reader, 5)
+    assert info.value.by_peer and info.value.reason == "backend crashed"
+    with pytest.raises(StreamReset):
+        await stream.send(b"more")
+    await asyncio.wait_for(stream.wait_closed(), 5)
+    assert tunnel.cp.stats.resets_received == 1
+
+
+async def test_open_timeout_resets_the_stream(tunnel: Tunnel) -> None:
+    release = asyncio.Event()
+    seen: list[OpenRequest] = []
+
+    async def slow(request: OpenRequest) -> None:
+        seen.append(request)
+        await release.wait()
+
+    tunnel.agent._on_open = slow
+    with pytest.raises(OpenTimeout):
+        await tunnel.cp.open_stream({"forward": "x"}, timeout=0.2)
+    await wait_for(lambda: bool(seen) and seen[0].decided)  # the RST reached the agent
+    with pytest.raises(StreamReset):
+        seen[0].accept()
+    release.set()
+
+
+async def test_control_messages_and_drain(tunnel: Tunnel) -> None:
+    tunnel.cp.send_control({"type": "command", "id": "c1", "action": "wake_session"})
+    tunnel.agent.send_control({"type": "ack", "id": "c1"})
+    await wait_for(lambda: bool(tunnel.agent_messages) and bool(tunnel.cp_messages))
+    assert tunnel.agent_messages == [{"type": "command", "id": "c1", "action": "wake_session"}]
+    assert tunnel.cp_messages == [{"type": "ack", "id": "c1"}]
+    stream = await tunnel.cp.open_stream({"forward": "echo"})
+    tunnel.agent.drain()
+    await wait_for(lambda: tunnel.cp.peer_draining)
+    assert tunnel.cp_messages[-1] == {"type": "drain"}
+    with pytest.raises(SessionDraining):
+        await tunnel.cp.open_stream({"forward": "echo"})
+    with pytest.raises(SessionDraining):
+        await tunnel.agent.open_stream({"forward": "echo"})
+    assert await exchange(stream, b"still works") == b"still works"  # existing streams go on
+
+
+async def test_invalid_text_gets_an_error_reply(ws_pair: WsPair) -> None:
+    async with MuxSession(ws_pair.client, Role.AGENT, name="agent"):
+        await ws_pair.server.send("{not json")
+        reply = await asyncio.wait_for(ws_pair.server.recv(), 5)
+        assert reply == '{"type":"error","reason":"invalid control message"}'
+
+
+async def test_isolation_stalled_stream_does_not_block_a_bulk_transfer(tunnel: Tunnel) -> None:
+    """One stream's consumer never reads; another carries 100 MB through a TCP sink."""
+    stalled_remote: list[Stream] = []
+    window = tunnel.agent.settings.window
+
+    async def never_read(request: OpenRequest) -> None:
+        if request.payload.get("forward") == "stall":
+            stalled_remote.append(request.accept())
+            await asyncio.Event().wait()  # holds the stream, never reads
+        else:
+            await tunnel.agent_dialer(request)
+
+    tunnel.agent._on_open = never_read
+    stalled = await tunnel.cp.open_stream({"forward": "stall"})
+    bulk = await tunnel.cp.open_stream({"forward": "sink"})
+    max_buffered = 0
+
+    async def flood() -> None:
+        while True:  # writes until its credit and send buffer are used up, then blocks
+            await stalled.send(b"s" * 65536)
+
+    flooder = asyncio.create_task(flood())
+    chunk = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    total = 100 * MiB
+    for _ in range(total // len(chunk)):
+        await bulk.send(chunk)
+        digest.update(chunk)
+        if stalled_remote:
+            max_buffered = max(max_buffered, stalled_remote[0].info().recv_buffered)
+    bulk.write_eof()
+    answer = await asyncio.wait_for(bulk.read(-1), 60)
+    assert answer.decode() == f"{total} {digest.hexdigest()}"
+    await wait_for(lambda: stalled.info().send_credit == 0)
+    assert not flooder.done()  # its producer is blocked in drain(), and only it
+    assert stalled_remote[0].info().recv_buffered == window
+    assert max_buffered <= window
+    assert stalled.info().send_buffered >= tunnel.cp.settings.write_limit
+    assert tunnel.cp.stats.window_blocked_seconds >= 0
+    flooder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flooder
+    stalled.reset("test over")
+
+
+async def test_thousand_concurrent_streams(ws_pair: WsPair) -> None:
+    async def echo(request: OpenRequest) -> None:
+        stream = request.accept()
+        data = await stream.read(-1)
+        await stream.send(data)
+        stream.write_eof()
+        await stream.wait_closed()
+
+    async with (
+        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        MuxSession(ws_pair.client, Role.AGENT, on_open=echo, name="agent") as agent,
+    ):
+        streams = await asyncio.gather(*(cp.open_stream({"forward": f"s{i}"}) for i in range(1000)))
+        assert cp.stats.streams_active == 1000
+        await wait_for(lambda: agent.stats.streams_active == 1000)
+        assert len(agent.stream_info()) == 1000
+
+        async def one(i: int, stream: Stream) -> None:
+            payload = f"stream {i}".encode() * 10
+            assert await exchange(stream, payload) == payload
+            await stream.wait_closed()
+
+        await asyncio.wait_for(asyncio.gather(*(one(i, s) for i, s in enumerate(streams))), 30)
+        await wait_for(lambda: agent.stats.streams_active == 0 and not agent._handlers)
+        for s in (cp, agent):
+            assert s.stats.streams_opened == s.stats.streams_closed == 1000
+            assert s.stats.streams_active == 0 and not s.connection.streams
+        # only the session's own three tasks are left
+        names = sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("mux:"))
+        assert names == [
+            "mux:agent:reader", "mux:agent:supervisor", "mux:agent:writer",
+            "mux:cp:reader", "mux:cp:supervisor", "mux:cp:writer",
+        ]
+
+
+async def test_transport_killed_mid_transfer(tunnel: Tunnel) -> None:
+    stream = await tunnel.cp.open_stream({"forward": "sink"})
+    up = await tunnel.agent.open_stream({"forward": "sink"})
+    chunk = os.urandom(1 << 20)
+
+    async def send_forever(s: Stream) -> None:
+        while True:
+            await s.send(chunk)
+
+    senders = [asyncio.create_task(send_forever(s)) for s in (stream, up)]
+    await wait_for(lambda: tunnel.agent.stats.bytes_in > 4 * MiB)
+    transport = tunnel.agent._transport.transport  # type: ignore[attr-defined]
+    transport.abort()  # the TCP connection under the WebSocket dies
+    for task in senders:
+        with pytest.raises(StreamReset):
+            await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(asyncio.gather(tunnel.cp.wait_closed(), tunnel.agent.wait_closed()), 10)
+    with pytest.raises(StreamReset):
+        await stream.read(1)
+    assert stream.reset_reason is not None and up.reset_reason is not None
+    await wait_for(lambda: len(tunnel.agent_dialer.outcomes) == len(tunnel.cp_dialer.outcomes) == 1)
+    assert isinstance(tunnel.agent_dialer.outcomes[0], StreamReset)  # the agent's pipe ended
+    assert isinstance(tunnel.cp_dialer.outcomes[0], StreamReset)
+    for s in (tunnel.cp, tunnel.agent):
+        assert s.stats.streams_active == 0
+        assert s.close_code is not None
+    await tunnel.cp.close()  # idempotent
+    await tunnel.agent.close()

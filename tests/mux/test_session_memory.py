@@ -1,0 +1,191 @@
+"""MuxSession semantics over the in-process transport: lifecycle, handlers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agentkit.mux import (
+    MuxSession,
+    OpenFailed,
+    OpenRequest,
+    Role,
+    SessionClosed,
+    Stream,
+    StreamError,
+    StreamReset,
+    pipe,
+)
+from agentkit.mux.memory import MemoryTransport, memory_transport_pair
+from tests.mux.helpers import raw, wait_for
+
+
+@contextlib.asynccontextmanager
+async def sessions(
+    on_open: Any = None, on_control: Any = None
+) -> AsyncIterator[tuple[MuxSession, MuxSession, MemoryTransport, MemoryTransport]]:
+    a, b = memory_transport_pair()
+    cp = MuxSession(a, Role.CONTROL_PLANE, name="cp", handler_grace=0.2)
+    agent = MuxSession(
+        b, Role.AGENT, on_open=on_open, on_control=on_control, name="agent", handler_grace=0.2
+    )
+    async with cp, agent:
+        yield cp, agent, a, b
+
+
+async def accept_and_hold(request: OpenRequest) -> None:
+    stream = request.accept()
+    with contextlib.suppress(StreamReset):
+        await stream.read(-1)
+        stream.write_eof()
+
+
+async def test_close_is_idempotent_and_resets_streams_on_both_sides() -> None:
+    async with sessions(accept_and_hold) as (cp, agent, a, _):
+        stream = await cp.open_stream({"forward": "x"})
+        reader = asyncio.create_task(stream.read(1))
+        await asyncio.gather(cp.close(1001, "going away"), cp.close(), cp.close())
+        with pytest.raises(StreamReset, match="going away"):
+            await reader
+        assert cp.closed and cp.close_code == 1001
+        assert a.closed is not None and a.closed.code == 1001
+        await asyncio.wait_for(agent.wait_closed(), 5)  # the peer saw the transport close
+        assert agent.stats.streams_active == cp.stats.streams_active == 0
+        with pytest.raises(SessionClosed):
+            await cp.open_stream({"forward": "x"})
+
+
+async def test_close_before_start() -> None:
+    a, _ = memory_transport_pair()
+    session = MuxSession(a, Role.AGENT)
+    await session.close()
+    await session.close()
+    assert session.closed and a.closed is not None
+
+
+async def test_handler_outcomes() -> None:
+    async def handler(request: OpenRequest) -> None:
+        kind = request.payload["kind"]
+        if kind == "raise":
+            raise ValueError("boom")
+        if kind == "raise-after-accept":
+            request.accept()
+            raise ValueError("boom")
+        # "ignore": returns without deciding
+
+    async with sessions(handler) as (cp, _, _, _):
+        with pytest.raises(OpenFailed, match="internal error: ValueError"):
+            await cp.open_stream({"kind": "raise"})
+        with pytest.raises(OpenFailed, match="not accepted"):
+            await cp.open_stream({"kind": "ignore"})
+        stream = await cp.open_stream({"kind": "raise-after-accept"})
+        with pytest.raises(StreamReset, match="handler failed"):
+            await stream.read(1)
+
+
+async def test_no_handler_refuses() -> None:
+    async with sessions() as (cp, _, _, _):
+        with pytest.raises(OpenFailed, match="not accepting streams"):
+            await cp.open_stream({"forward": "x"})
+
+
+async def test_control_handler_errors_do_not_end_the_session() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def on_control(message: dict[str, Any]) -> None:
+        seen.append(message)
+        raise RuntimeError("bad handler")
+
+    async with sessions(accept_and_hold, on_control) as (cp, agent, _, _):
+        cp.send_control({"type": "one"})
+        cp.send_control({"type": "two"})
+        await wait_for(lambda: len(seen) == 2)
+        assert not agent.closed
+        with pytest.raises(ValueError):
+            cp.send_control({"no": "type"})
+
+
+async def test_protocol_error_closes_with_1002() -> None:
+    async with sessions(accept_and_hold) as (cp, agent, a, _):
+        stream = await cp.open_stream({"forward": "x"})
+        await a.send(b"\x04\x00")  # a header cut short
+        await asyncio.wait_for(agent.wait_closed(), 5)
+        assert agent.close_code == 1002 and "short frame" in agent.close_reason
+        with pytest.raises(StreamReset):
+            await asyncio.wait_for(stream.read(1), 5)
+        await asyncio.wait_for(cp.wait_closed(), 5)
+
+
+async def test_bad_frame_resets_only_its_stream() -> None:
+    async with sessions(accept_and_hold) as (cp, agent, a, _):
+        s1 = await cp.open_stream({"forward": "x"})
+        s2 = await cp.open_stream({"forward": "y"})
+        await a.send(raw(4, s1.id, b"x" * 70_000))  # DATA over the max frame
+        with pytest.raises(StreamReset, match="exceeds max frame"):
+            await asyncio.wait_for(s1.read(1), 5)
+        await s2.send(b"fine")
+        s2.write_eof()
+        await asyncio.wait_for(s2.wait_closed(), 5)
+        assert not agent.closed and s2.reset_reason is None
+
+
+async def test_stream_misuse_and_info() -> None:
+    streams: list[Stream] = []
+
+    async def keep(request: OpenRequest) -> None:
+        streams.append(request.accept())
+
+    async with sessions(keep) as (cp, agent, _, _):
+        stream = await cp.open_stream({"service": "web", "namespace": "shop", "port": 8080})
+        assert stream.local and stream.label == "shop/web:8080"
+        await stream.send(b"abc")
+        stream.write_eof()
+        stream.write_eof()  # idempotent
+        with pytest.raises(StreamError):
+            stream.write(b"late")
+        await wait_for(lambda: bool(streams) and streams[0].info().recv_buffered == 3)
+        (info,) = agent.stream_info()
+        assert (info.label, info.initiator, info.bytes_in) == ("shop/web:8080", "remote", 3)
+        assert info.state == "open (remote half-closed)"
+        assert await streams[0].read() == b"abc"
+        assert await streams[0].read() == b""
+        assert streams[0].at_eof()
+        with pytest.raises(asyncio.IncompleteReadError):
+            await streams[0].readexactly(1)
+        streams[0].write_eof()
+        await asyncio.wait_for(stream.wait_closed(), 5)
+        assert agent.streams() == [] and cp.stats.streams_active == 0
+
+
+async def test_pipe_resets_the_stream_when_the_local_connection_breaks() -> None:
+    async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.transport.abort()  # RST to the pipe's socket
+
+    server = await asyncio.start_server(rude, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    outcome: list[BaseException] = []
+
+    async def dial(request: OpenRequest) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await pipe(request.accept(), reader, writer)
+        except (OSError, StreamReset) as exc:
+            outcome.append(exc)
+
+    try:
+        async with sessions(dial) as (cp, _, _, _):
+            stream = await cp.open_stream({"forward": "rude"})
+            with pytest.raises(StreamReset) as info:
+                while True:
+                    await stream.send(b"x" * 65536)
+            assert info.value.by_peer and "local connection error" in info.value.reason
+            await wait_for(lambda: bool(outcome))
+            assert isinstance(outcome[0], OSError)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,71 @@
+"""Fixtures for the registrar tests: one kubesim and one dev control plane per module.
+
+Each test gets its own namespace (so Secrets/ConfigMaps never collide), its own state
+dir and its own registrar processes, all stopped at teardown; faults are cleared before
+and after every test, so no test depends on another's order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubesim.testing import Kubesim
+from pipeops_controlplane.testing import ControlPlane
+from tests.registrar.harness import RegistrarRun, sa_token_file
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def kubesim() -> Iterator[Kubesim]:
+    with Kubesim(demo=True) as ks:
+        yield ks
+
+
+@pytest.fixture(scope="module")
+def controlplane() -> Iterator[ControlPlane]:
+    with ControlPlane() as cp:
+        yield cp
+
+
+@pytest.fixture
+def namespace(kubesim: Kubesim) -> str:
+    name = f"pipeops-test-{next(_counter)}"
+    status, body = kubesim.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert status == 201, body
+    return name
+
+
+@pytest.fixture
+def clean_faults(controlplane: ControlPlane) -> Iterator[None]:
+    controlplane.clear_fault()
+    yield
+    controlplane.clear_fault()
+
+
+StartRegistrar = Callable[..., RegistrarRun]
+
+
+@pytest.fixture
+def start_registrar(kubesim: Kubesim, controlplane: ControlPlane, namespace: str,
+                    tmp_path: Path, clean_faults: None) -> Iterator[StartRegistrar]:
+    """``start_registrar(state_dir=..., extra=[...], ...)``: a started registrar process."""
+    runs: list[RegistrarRun] = []
+    token_file = sa_token_file(tmp_path, kubesim.token)
+
+    def start(state_dir: Path | None = None, **kwargs: Any) -> RegistrarRun:
+        kwargs.setdefault("namespace", namespace)
+        kwargs.setdefault("kubeconfig", kubesim.kubeconfig)
+        run = RegistrarRun(controlplane, sa_token_file=token_file,
+                           state_dir=state_dir or tmp_path / "state", **kwargs)
+        runs.append(run)
+        return run.start()
+
+    yield start
+    for run in runs:
+        run.stop()

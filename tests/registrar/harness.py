@@ -1,0 +1,113 @@
+"""The registrar as a real process, wired to a real dev control plane and kubesim.
+
+``RegistrarRun`` builds the command line (temp state dir, kubeconfig, the kubesim token
+as the ServiceAccount token, gRPC and metrics on free ports, siblings pointed at ports
+where nothing listens, short intervals) and offers what the tests read: the identity
+file, the metrics, the gRPC address, and every log line for the secret check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeops_controlplane.testing import ControlPlane
+from tests.helpers import BIN, ServiceProcess, free_port, wait_for
+
+INTERVAL = 0.5  # heartbeat interval in these tests
+
+
+class RegistrarRun(ServiceProcess):
+    def __init__(self, controlplane: ControlPlane, kubeconfig: str, sa_token_file: Path,
+                 state_dir: Path, namespace: str, *, install_token: str | None = None,
+                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.controlplane = controlplane
+        argv = [
+            str(BIN / "pipeops-registrar"),
+            "--api-url", controlplane.url,
+            "--state-dir", str(state_dir),
+            "--kubeconfig", kubeconfig,
+            "--grpc-port", "0",
+            "--namespace", namespace,
+            "--set", "kubernetes.in_cluster=false",
+            "--set", f"kubernetes.service_account_token_path={sa_token_file}",
+            "--set", "metrics.registrar=0",
+            "--set", f"pipeops.heartbeat_interval={INTERVAL}",
+            "--set", "pipeops.timeout=1",
+            "--set", "pipeops.reconnect.backoff_base=0.1",
+            "--set", "pipeops.reconnect.backoff_max=0.5",
+            # siblings: ports where nothing listens, so another test's tunnel never answers
+            "--set", f"grpc.tunnel={free_port()}",
+            "--set", f"grpc.gateway={free_port()}",
+            *(extra or []),
+        ]
+        token = controlplane.token if install_token is None else install_token
+        super().__init__(argv, env={"PIPEOPS_TOKEN": token, **(env or {})})
+
+    # -- what it says ------------------------------------------------------------------
+
+    def identity_file(self) -> dict[str, Any] | None:
+        try:
+            document = json.loads((self.state_dir / "identity.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        data: dict[str, Any] = document["data"]
+        return data
+
+    def wait_registered(self, timeout: float = 20.0) -> dict[str, Any]:
+        def registered() -> dict[str, Any] | None:
+            data = self.identity_file()
+            return data if data and data.get("state") == "registered" else None
+
+        self.wait_record(lambda r: r.get("msg") == "registered with the control plane",
+                         timeout, "registration")
+        return wait_for(registered, timeout, what="the identity file to say registered")
+
+    @property
+    def metrics_url(self) -> str:
+        return str(self.wait_started()["metrics"])
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for (sample, sample_labels), value in self.metrics().items():
+            if sample == name and set(labels.items()) <= set(sample_labels):
+                total += value
+        return total
+
+    def warnings(self, predicate: Callable[[dict[str, Any]], bool] = lambda r: True
+                 ) -> list[dict[str, Any]]:
+        return [r for r in self.records()
+                if r.get("level") in ("warning", "error") and predicate(r)]
+
+    def all_output(self) -> str:
+        return "\n".join(self.lines + self.stderr_lines)
+
+    def assert_no_secrets(self, *secrets: str) -> None:
+        output = self.all_output()
+        for secret in secrets:
+            assert secret, "an empty secret proves nothing"
+            assert secret not in output, "a secret appeared in the registrar's output"
+
+
+def sa_token_file(folder: Path, token: str) -> Path:
+    path = folder / "sa-token"
+    path.write_text(token + "\n")
+    os.chmod(path, 0o600)
+    return path

@@ -1,0 +1,188 @@
+"""Registration, persistence and heartbeats against the real dev control plane and kubesim."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubesim.testing import Kubesim
+from pipeops_controlplane.testing import ControlPlane
+from tests.helpers import grpcurl, wait_for
+from tests.registrar.conftest import StartRegistrar
+from tests.registrar.harness import INTERVAL
+
+
+def _cluster(cp: ControlPlane, cluster_id: str) -> dict[str, Any] | None:
+    return cp.cluster(cluster_id)
+
+
+def _object(ks: Kubesim, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    status, body = ks.request("GET", f"/api/v1/namespaces/{namespace}/{kind}/{name}")
+    return body if status == 200 else None
+
+
+def _counts(ks: Kubesim) -> tuple[int, int]:
+    nodes = ks.request("GET", "/api/v1/nodes")[1]["items"]
+    pods = ks.request("GET", "/api/v1/pods")[1]["items"]
+    return len(nodes), len(pods)
+
+
+def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
+        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        namespace: str, tmp_path: Path) -> None:
+    registrar = start_registrar()
+    identity = registrar.wait_registered()
+    cluster_id = identity["cluster_id"]
+    assert uuid.UUID(cluster_id)
+    assert identity["agent_id"].startswith("agent-default-cluster-")
+    assert identity["cluster_token"] and identity["api_url"] == controlplane.url
+    assert (tmp_path / "state" / "identity.json").stat().st_mode & 0o777 == 0o600
+
+    # The control plane has it, with the ServiceAccount token we gave the registrar.
+    cluster = wait_for(lambda: _cluster(controlplane, cluster_id), what="the cluster")
+    assert cluster["agent_id"] == identity["agent_id"]
+    registration = cluster["registration"]
+    assert registration["k8s_version"].startswith("v1.")
+    assert registration["server_ip"] == "127.0.0.1"
+    sa_token_digest = cluster["k8s_service_token_sha256"]
+    assert sa_token_digest == hashlib.sha256(kubesim.token.encode()).hexdigest()[:16]
+
+    # Secret (credentials) and ConfigMap (ids) in the agent's namespace.
+    secret = wait_for(lambda: _object(kubesim, namespace, "secrets", "pipeops-agent-state"),
+                      what="the state Secret")
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded["cluster_token"] == identity["cluster_token"]
+    assert decoded["cluster_id"] == cluster_id
+    configmap = _object(kubesim, namespace, "configmaps", "pipeops-agent-identity")
+    assert configmap is not None
+    assert configmap["data"]["agent_id"] == identity["agent_id"]
+    assert configmap["data"]["cluster_id"] == cluster_id
+    assert "cluster_token" not in configmap["data"]
+
+    # Heartbeats arrive every interval with the cluster's real counts.
+    first = wait_for(lambda: (c := _cluster(controlplane, cluster_id))
+                     and c["heartbeat_count"] >= 1 and c, what="a first heartbeat")
+    start_count = first["heartbeat_count"]
+    started = dt.datetime.now(dt.UTC)
+    later = wait_for(lambda: (c := _cluster(controlplane, cluster_id))
+                     and c["heartbeat_count"] >= start_count + 4 and c,
+                     timeout=10, what="four more heartbeats")
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    assert elapsed >= 3 * INTERVAL * 0.85, "heartbeats came faster than the interval"
+    beat = later["last_heartbeat"]
+    nodes, pods = _counts(kubesim)
+    assert beat["metadata"]["node_count"] == nodes and nodes > 0
+    assert beat["metadata"]["pod_count"] == pods and pods > 0
+    assert beat["status"] == "active"
+    assert beat["tunnel_status"] == "disconnected"  # no tunnel sibling runs here
+    assert beat["metadata"]["k8s_version"] == registration["k8s_version"]
+    assert "token" not in json.dumps(beat)
+
+    # grpcurl (the real tool) shows the identity, without the token.
+    address = registrar.grpc_address
+    result = grpcurl("-plaintext", address, "pipeops.agent.v1.Registrar/GetIdentity")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)  # field names as in the .proto (reflection)
+    assert shown["agent_id"] == identity["agent_id"], result.stdout
+    assert shown["cluster_id"] == cluster_id
+    assert shown["state"] == "REGISTRATION_STATE_REGISTERED"
+    assert identity["cluster_token"] not in result.stdout
+    result = grpcurl("-plaintext", address, "pipeops.agent.v1.Registrar/GetHeartbeat")
+    assert result.returncode == 0, result.stderr
+    heartbeat = json.loads(result.stdout)
+    assert int(heartbeat["sent_total"]) >= 1 and heartbeat["pod_count"] == pods
+
+    registrar.assert_no_secrets(controlplane.token, identity["cluster_token"], kubesim.token)
+
+
+def test_restart_with_volume_wiped_resumes_from_the_secret(
+        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        namespace: str, tmp_path: Path) -> None:
+    first = start_registrar()
+    identity = first.wait_registered()
+    wait_for(lambda: _object(kubesim, namespace, "secrets", "pipeops-agent-state"),
+             what="the state Secret")
+    assert first.terminate() == 0
+    shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
+
+    second = start_registrar()
+    resumed = second.wait_registered()
+    assert resumed["agent_id"] == identity["agent_id"]
+    assert resumed["cluster_id"] == identity["cluster_id"]
+    second.wait_record(lambda r: r.get("msg") == "resuming the identity stored in the cluster",
+                       what="the resume line")
+    mine = [c for c in controlplane.clusters() if c["agent_id"] == identity["agent_id"]]
+    assert len(mine) == 1, "the restart created a second cluster"
+    assert mine[0]["registration_count"] == 2
+    assert mine[0]["registration"]["cluster_id"] == identity["cluster_id"]  # it was offered
+    second.assert_no_secrets(controlplane.token, resumed["cluster_token"], kubesim.token)
+
+
+def test_restart_with_file_kept_resumes_and_configured_id_wins(
+        start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
+    first = start_registrar()
+    identity = first.wait_registered()
+    assert first.terminate() == 0
+    second = start_registrar()
+    assert second.wait_registered()["cluster_id"] == identity["cluster_id"]
+    assert second.terminate() == 0
+    third = start_registrar(extra=["--agent-id", "agent-configured-1"])
+    configured = third.wait_registered()
+    assert configured["agent_id"] == "agent-configured-1"
+    assert configured["cluster_id"] == identity["cluster_id"]  # the same cluster, renamed agent
+
+
+def test_sigterm_sends_a_last_heartbeat_disconnected_and_exits_0(
+        start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
+    registrar = start_registrar()
+    cluster_id = registrar.wait_registered()["cluster_id"]
+    wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1,
+             what="a heartbeat")
+    assert registrar.terminate() == 0
+    cluster = _cluster(controlplane, cluster_id)
+    assert cluster is not None
+    assert cluster["last_heartbeat"]["status"] == "disconnected"
+    assert cluster["status"] == "disconnected"
+
+
+def test_cluster_forgotten_reregisters_with_the_same_ids(
+        start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
+    registrar = start_registrar()
+    identity = registrar.wait_registered()
+    cluster_id = identity["cluster_id"]
+    wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1,
+             what="a heartbeat")
+    controlplane.forget(cluster_id)
+    registrar.wait_record(lambda r: "registering again" in r.get("msg", ""),
+                          what="the re-registration line")
+    back = wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1
+                    and c, what="heartbeats after re-registering")
+    assert back["agent_id"] == identity["agent_id"]
+    assert len([c for c in controlplane.clusters() if c["agent_id"] == identity["agent_id"]]) == 1
+
+
+def test_without_rbac_for_its_state_it_says_so_once_and_uses_the_file(
+        start_registrar: StartRegistrar, kubesim: Kubesim, controlplane: ControlPlane,
+        namespace: str, tmp_path: Path) -> None:
+    token = f"reader-{uuid.uuid4().hex[:8]}"
+    kubesim.add_token(token, service_account=f"{namespace}/agent", rules=[
+        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]}])
+    kubeconfig = tmp_path / "reader.kubeconfig"
+    kubeconfig.write_text(Path(kubesim.kubeconfig).read_text().replace(kubesim.token, token))
+    registrar = start_registrar(kubeconfig=str(kubeconfig))
+    identity = registrar.wait_registered()
+    cluster_id = identity["cluster_id"]
+    wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 3,
+             what="heartbeats")
+    said = registrar.warnings(lambda r: "cannot keep the identity in the cluster" in r["msg"])
+    assert len(said) == 1, said
+    assert "no RBAC permission" in said[0]["msg"]
+    assert _object(kubesim, namespace, "secrets", "pipeops-agent-state") is None
+    beat = controlplane.cluster(cluster_id)
+    assert beat is not None and beat["last_heartbeat"]["metadata"]["pod_count"] > 0

@@ -1,0 +1,86 @@
+"""``make run``'s orchestrator: everything comes up, endpoints.json tells where, and
+Ctrl-C stops every process it started and removes the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import ROOT, grpcurl, tool, wait_for
+
+
+def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "run.py"), "--free-ports", "--quiet",
+         "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    endpoints_path = run_dir / "endpoints.json"
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"run.py exited {proc.returncode}: {proc.stderr.read()}")
+            return endpoints_path.exists()
+
+        wait_for(ready, timeout=90, what="endpoints.json")
+        endpoints = json.loads(endpoints_path.read_text())
+        assert {"kubesim", "controlplane", "grpc", "http_api"} <= endpoints.keys()
+
+        for name in ("registrar", "tunnel", "gateway"):
+            check = grpcurl("-plaintext", endpoints["grpc"][name], "grpc.health.v1.Health/Check")
+            assert json.loads(check.stdout) == {"status": "SERVING"}, check.stderr
+
+        with urllib.request.urlopen(endpoints["http_api"]["url"] + "/health", timeout=5) as r:
+            assert json.load(r)["status"] == "healthy"
+        with urllib.request.urlopen(endpoints["controlplane"]["url"] + "/debug/clusters",
+                                    timeout=5) as r:
+            assert isinstance(json.load(r), list)
+
+        nodes = subprocess.run(
+            [tool("kubectl"), "--kubeconfig", endpoints["kubesim"]["kubeconfig"], "get",
+             "nodes", "-o", "name"], capture_output=True, text=True, timeout=30, check=False)
+        assert nodes.returncode == 0, nodes.stderr
+        assert nodes.stdout.strip()
+
+        children = _children(proc.pid)
+        assert len(children) >= 6  # kubesim, control plane, four services
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not endpoints_path.exists()
+        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=10,
+                 what="every child to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
