@@ -39,10 +39,11 @@ def _make_client(ks: Kubesim, token: str | None = None) -> client.ApiClient:
     """
     cfg = client.Configuration()
     config.load_kube_config(config_file=ks.kubeconfig, client_configuration=cfg)
-    if token == "":
-        cfg.api_key = {}
-    elif token is not None:
-        cfg.api_key = {"authorization": f"Bearer {token}"}
+    if token is not None:
+        # The kubeconfig loader installs a hook that puts its own token back before every
+        # request; drop it, or the replacement below would silently never be sent.
+        cfg.refresh_api_key_hook = None
+        cfg.api_key = {"BearerToken": f"Bearer {token}"} if token else {}
     return client.ApiClient(cfg)
 
 

@@ -180,3 +180,94 @@ def test_forbidden_verb_is_403(ks: Kubesim, new_client: Callable[..., client.Api
     assert json.loads(info.value.body)["message"] == (
         'deployments.apps "web" is forbidden: User "system:serviceaccount:default:reader" '
         'cannot get resource "deployments" in API group "apps" in the namespace "default"')
+
+
+def _raw_events(resp: Any) -> list[dict[str, Any]]:
+    """Every event of a raw watch response, read until the server ends it."""
+    events = []
+    buf = b""
+    for chunk in resp.stream(amt=None):
+        buf += chunk
+    for line in buf.splitlines():
+        if line.strip():
+            events.append(json.loads(line))
+    return events
+
+
+def test_watch_timeout_ends_with_a_bookmark(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, _cm("seen"))
+    rv = core.list_namespaced_config_map(namespace).metadata.resource_version
+    core.create_namespaced_config_map(namespace, _cm("after"))
+    resp = core.list_namespaced_config_map(
+        namespace, watch=True, resource_version=rv, allow_watch_bookmarks=True,
+        timeout_seconds=1, _preload_content=False, _request_timeout=15)
+    try:
+        events = _raw_events(resp)
+    finally:
+        resp.release_conn()
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[0]["object"]["metadata"]["name"] == "after"
+    bookmark = events[1]["object"]
+    assert (bookmark["kind"], bookmark["apiVersion"]) == ("ConfigMap", "v1")
+    # A bookmark carries only a resourceVersion: the newest, so a resume skips nothing.
+    assert int(bookmark["metadata"]["resourceVersion"]) >= int(
+        events[0]["object"]["metadata"]["resourceVersion"])
+    # Without allowWatchBookmarks the same watch ends with no bookmark.
+    resp = core.list_namespaced_config_map(
+        namespace, watch=True, resource_version=rv, timeout_seconds=1,
+        _preload_content=False, _request_timeout=15)
+    try:
+        assert [e["type"] for e in _raw_events(resp)] == ["ADDED"]
+    finally:
+        resp.release_conn()
+
+
+def test_watch_list_sends_initial_events_then_an_end_bookmark(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    for name in ("a", "b"):
+        core.create_namespaced_config_map(namespace, _cm(name))
+    resp = core.list_namespaced_config_map(
+        namespace, watch=True, send_initial_events=True, resource_version_match="NotOlderThan",
+        allow_watch_bookmarks=True, timeout_seconds=1, _preload_content=False,
+        _request_timeout=15)
+    try:
+        events = _raw_events(resp)
+    finally:
+        resp.release_conn()
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events[:3]] == [
+        ("ADDED", "a"), ("ADDED", "b"), ("BOOKMARK", None)]
+    assert events[2]["object"]["metadata"]["annotations"] == {
+        "k8s.io/initial-events-end": "true"}
+
+
+def test_delete_collection_by_label(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "keep"}})
+    for i in range(3):
+        core.create_namespaced_config_map(namespace, _cm(f"drop-{i}"))
+    core.delete_collection_namespaced_config_map(namespace, label_selector="kind=test")
+    assert [c.metadata.name for c in core.list_namespaced_config_map(namespace).items] == [
+        "keep"]
+
+
+def test_pod_log_through_the_python_client(ks: Kubesim, api: client.ApiClient,
+                                           namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}})
+    ks.append_log(namespace, "p", ["one", "two", "three"], container="b")
+    assert core.read_namespaced_pod_log("p", namespace, container="b") == "one\ntwo\nthree\n"
+    assert core.read_namespaced_pod_log("p", namespace, container="b", tail_lines=2) == (
+        "two\nthree\n")
+    assert core.read_namespaced_pod_log("p", namespace, container="a") == ""
+    with pytest.raises(client.ApiException) as info:
+        core.read_namespaced_pod_log("p", namespace)
+    assert info.value.status == 400
+    assert "a container name must be specified" in json.loads(info.value.body)["message"]
+    pod = core.read_namespaced_pod("p", namespace)
+    assert pod.status.phase == "Running"
+    assert [s.ready for s in pod.status.container_statuses] == [True, True]

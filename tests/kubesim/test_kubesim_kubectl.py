@@ -196,13 +196,17 @@ def test_delete(kubectl: Callable[..., Any], api: client.ApiClient,
                 wait_for: Callable[..., Any]) -> None:
     _apply(kubectl, "shop-delete")
     out = kubectl("delete", "-f", "-", stdin=MANIFEST.format(ns="shop-delete")).stdout
-    assert out.splitlines() == [
-        'namespace "shop-delete" deleted',
-        'deployment.apps "web" deleted',
-        'service "web" deleted',
-        'ingress.networking.k8s.io "web" deleted',
-    ]
-    # kubectl 1.32 follows a NotFound by checking the namespace, and reports that.
+    # kubectl 1.33+ names the namespace of namespaced objects ("... deleted from NS
+    # namespace"); older ones stop at "deleted".
+    suffix = r"( from shop-delete namespace)?"
+    expected = [r'namespace "shop-delete" deleted', rf'deployment\.apps "web" deleted{suffix}',
+                rf'service "web" deleted{suffix}',
+                rf'ingress\.networking\.k8s\.io "web" deleted{suffix}']
+    lines = out.splitlines()
+    assert len(lines) == len(expected), out
+    for line, pattern in zip(lines, expected, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    # kubectl follows a NotFound by checking the namespace, and reports that.
     missing = kubectl("get", "deploy", "web", "-n", "shop-delete", check=False)
     assert missing.returncode == 1
     assert 'namespaces "shop-delete" not found' in missing.stderr
@@ -231,3 +235,32 @@ def test_api_resources(kubectl: Callable[..., Any]) -> None:
     groups = kubectl("api-versions").stdout.split()
     assert {"v1", "apps/v1", "gateway.networking.k8s.io/v1",
             "gateway.networking.k8s.io/v1alpha2", "networking.istio.io/v1beta1"} <= set(groups)
+
+
+def test_imperative_commands_send_protobuf_that_kubesim_decodes(
+    kubectl: Callable[..., Any], api: client.ApiClient
+) -> None:
+    """`kubectl create ...` uses client-go's typed clients, which send protobuf bodies."""
+    ns = "imperative"
+    assert kubectl("create", "namespace", ns).stdout == f"namespace/{ns} created\n"
+    kubectl("create", "deployment", "web", "--image=nginx:1.27", "--replicas=2",
+            "--port=8080", "-n", ns)
+    kubectl("create", "service", "nodeport", "web", "--tcp=80:http", "-n", ns)
+    kubectl("create", "serviceaccount", "robot", "-n", ns)
+    kubectl("create", "configmap", "settings", "--from-literal=mode=fast", "-n", ns)
+    kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret", "-n", ns)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    dep = apps.read_namespaced_deployment("web", ns)
+    assert (dep.spec.replicas, dep.status.ready_replicas) == (2, 2)
+    assert dep.spec.selector.match_labels == {"app": "web"}
+    container = dep.spec.template.spec.containers[0]
+    assert (container.name, container.image, container.ports[0].container_port) == (
+        "nginx", "nginx:1.27", 8080)
+    svc = core.read_namespaced_service("web", ns)
+    assert svc.spec.type == "NodePort"
+    assert (svc.spec.ports[0].port, svc.spec.ports[0].target_port) == (80, "http")
+    assert core.read_namespaced_service_account("robot", ns).metadata.name == "robot"
+    assert core.read_namespaced_config_map("settings", ns).data == {"mode": "fast"}
+    assert core.read_namespaced_secret("creds", ns).data == {"password": "czNjcmV0"}
+    out = kubectl("delete", "secret", "creds", "-n", ns).stdout
+    assert out.startswith('secret "creds" deleted')

@@ -97,7 +97,7 @@ def check_outputs(out: list[bytes | str]) -> dict[int, str]:
     return resets
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages, min_size=1, max_size=25))
 def test_core_answers_every_bad_frame(batch: list[bytes]) -> None:
     conn = connection_with_streams()
@@ -187,3 +187,32 @@ def test_session_survives_or_closes_with_1002(batch: list[bytes | str]) -> None:
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mux:")]
 
     asyncio.run(scenario())
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(messages, st.binary(min_size=8, max_size=80), mutated()))
+def test_decoder_classifies_every_message(message: bytes) -> None:
+    """decode_frame raises nothing but HeaderError (short header, stream id 0: close 1002)
+    or StreamFrameError naming the header's stream (reset it); what it accepts is a
+    well-formed frame that encodes back to the same bytes (flags aside)."""
+    try:
+        frame = decode_frame(message, MAX_FRAME)
+    except HeaderError:
+        assert len(message) < 8 or struct.unpack_from(">I", message, 4)[0] == 0
+        return
+    except StreamFrameError as exc:
+        assert len(message) >= 8 and exc.stream_id == struct.unpack_from(">I", message, 4)[0]
+        assert exc.stream_id != 0 and exc.reason
+        return
+    assert frame.stream_id != 0 and len(frame.payload) <= MAX_FRAME
+    if frame.type is FrameType.WINDOW:
+        assert encode_window(frame.stream_id, frame.increment)[8:] == message[8:]
+        assert 0 < frame.increment <= 2**31 - 1
+    elif frame.body is not None:
+        assert isinstance(frame.body, dict)
+        if frame.type is not FrameType.OPEN:
+            assert isinstance(frame.body.get("reason", ""), str)
+    else:
+        assert frame.type in (FrameType.DATA, FrameType.OPEN_OK, FrameType.FIN)
+    assert encode_frame(frame.type, frame.stream_id, bytes(frame.payload))[8:] == message[8:]
+    assert message[0] == frame.type

@@ -189,3 +189,72 @@ async def test_pipe_resets_the_stream_when_the_local_connection_breaks() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def idle_tcp_server() -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
+    """Accepts connections and neither reads, writes nor closes them."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], held
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_pipe_notices_a_reset_while_both_directions_wait_on_tcp() -> None:
+    """After the peer's FIN reached the TCP side, the pipe waits only on the local socket,
+    which is idle: a reset from the peer must still end it at once."""
+    outcome: asyncio.Queue[BaseException | None] = asyncio.Queue()
+
+    async with idle_tcp_server() as (port, held):
+
+        async def dial(request: OpenRequest) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                await pipe(request.accept(), reader, writer)
+                await outcome.put(None)
+            except StreamReset as exc:
+                await outcome.put(exc)
+
+        async with sessions(dial) as (cp, agent, _, _):
+            stream = await cp.open_stream({"forward": "idle"})
+            stream.write_eof()  # the agent's pipe half-closes its TCP side and waits on it
+            await wait_for(lambda: bool(held))
+            await wait_for(lambda: agent.stream_info()[0].state == "open (remote half-closed)")
+            stream.reset("client gone")
+            result = await asyncio.wait_for(outcome.get(), 5)
+            assert isinstance(result, StreamReset) and result.by_peer
+            assert result.reason == "client gone"
+            assert agent.stats.streams_active == 0
+
+
+async def test_cancelling_a_pipe_resets_its_stream() -> None:
+    """A handler cancelled mid-pipe (service shutdown) resets the stream: the peer hears
+    RST instead of waiting on a stream nobody serves."""
+    handlers: list[asyncio.Task[object]] = []
+
+    async with idle_tcp_server() as (port, _):
+
+        async def dial(request: OpenRequest) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.append(task)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await pipe(request.accept(), reader, writer)
+
+        async with sessions(dial) as (cp, _, _, _):
+            stream = await cp.open_stream({"forward": "idle"})
+            await stream.send(b"hello")
+            handlers[0].cancel()
+            with pytest.raises(StreamReset, match="cancelled") as info:
+                await asyncio.wait_for(stream.read(1), 5)
+            assert info.value.by_peer
+            assert handlers[0].cancelled()

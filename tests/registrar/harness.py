@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc, service_pb2, service_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
 
@@ -91,6 +93,26 @@ class RegistrarRun(ServiceProcess):
                 total += value
         return total
 
+    def describe(self) -> service_pb2.ServiceInfo:
+        """``Service.Describe`` over gRPC: the state the http-api reports as readiness."""
+        with grpc.insecure_channel(self.grpc_address) as channel:
+            info: service_pb2.ServiceInfo = service_pb2_grpc.ServiceStub(channel).Describe(
+                service_pb2.DescribeRequest(), timeout=5)
+        return info
+
+    def heartbeat_state(self) -> registrar_pb2.Heartbeat:
+        with grpc.insecure_channel(self.grpc_address) as channel:
+            beat: registrar_pb2.Heartbeat = registrar_pb2_grpc.RegistrarStub(
+                channel).GetHeartbeat(registrar_pb2.GetHeartbeatRequest(), timeout=5)
+        return beat
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        """Wait for the process to end by itself; its exit code."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._join()
+        return code
+
     def warnings(self, predicate: Callable[[dict[str, Any]], bool] = lambda r: True
                  ) -> list[dict[str, Any]]:
         return [r for r in self.records()
@@ -111,3 +133,18 @@ def sa_token_file(folder: Path, token: str) -> Path:
     path.write_text(token + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+def cluster_with_beats(cp: ControlPlane, cluster_id: str, count: int, timeout: float = 15.0
+                       ) -> dict[str, Any]:
+    """The control plane's view of the cluster once it counted ``count`` heartbeats."""
+    def enough() -> dict[str, Any] | None:
+        view = cp.cluster(cluster_id)
+        return view if view is not None and view["heartbeat_count"] >= count else None
+
+    return wait_for(enough, timeout, what=f"{count} heartbeats of {cluster_id}")
+
+
+def beats(cp: ControlPlane, cluster_id: str) -> int:
+    view = cp.cluster(cluster_id)
+    return int(view["heartbeat_count"]) if view else 0

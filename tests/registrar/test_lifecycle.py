@@ -7,11 +7,15 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from kubesim.testing import Kubesim
+from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
@@ -97,6 +101,11 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
     assert result.returncode == 0, result.stderr
     heartbeat = json.loads(result.stdout)
     assert int(heartbeat["sent_total"]) >= 1 and heartbeat["pod_count"] == pods
+    # the registration is an event on the Events stream too
+    result = grpcurl("-plaintext", "-max-time", "1", "-d", '{"history": 100}', address,
+                     "pipeops.agent.v1.Events/Subscribe")
+    assert '"message": "registered"' in result.stdout, result.stdout
+    assert cluster_id in result.stdout
 
     registrar.assert_no_secrets(controlplane.token, identity["cluster_token"], kubesim.token)
 
@@ -123,6 +132,19 @@ def test_restart_with_volume_wiped_resumes_from_the_secret(
     assert mine[0]["registration"]["cluster_id"] == identity["cluster_id"]  # it was offered
     second.assert_no_secrets(controlplane.token, resumed["cluster_token"], kubesim.token)
 
+    # A corrupt state file is moved aside, said once, and the Secret wins again.
+    assert second.terminate() == 0
+    (tmp_path / "state" / "identity.json").write_text('{"data": {"agent_id": "x"')
+    third = start_registrar()
+    again = third.wait_registered()
+    assert (again["agent_id"], again["cluster_id"]) == (identity["agent_id"],
+                                                        identity["cluster_id"])
+    said = third.warnings(lambda r: r["msg"].startswith("state file is corrupt"))
+    assert len(said) == 1, said
+    assert list((tmp_path / "state").glob("identity.json.corrupt-*"))
+    assert len([c for c in controlplane.clusters()
+                if c["agent_id"] == identity["agent_id"]]) == 1
+
 
 def test_restart_with_file_kept_resumes_and_configured_id_wins(
         start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
@@ -144,7 +166,10 @@ def test_sigterm_sends_a_last_heartbeat_disconnected_and_exits_0(
     cluster_id = registrar.wait_registered()["cluster_id"]
     wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1,
              what="a heartbeat")
+    began = time.monotonic()
     assert registrar.terminate() == 0
+    assert time.monotonic() - began < 2.0
+    assert registrar.records()[-1]["msg"] == "stopped"
     cluster = _cluster(controlplane, cluster_id)
     assert cluster is not None
     assert cluster["last_heartbeat"]["status"] == "disconnected"
@@ -158,13 +183,32 @@ def test_cluster_forgotten_reregisters_with_the_same_ids(
     cluster_id = identity["cluster_id"]
     wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1,
              what="a heartbeat")
-    controlplane.forget(cluster_id)
-    registrar.wait_record(lambda r: "registering again" in r.get("msg", ""),
-                          what="the re-registration line")
+    with grpc.insecure_channel(registrar.grpc_address) as channel:
+        stream = registrar_pb2_grpc.RegistrarStub(channel).WatchIdentity(
+            registrar_pb2.WatchIdentityRequest(), timeout=20)
+        first = next(stream)  # the current identity at once
+        assert first.cluster_id == cluster_id
+        assert first.state == registrar_pb2.REGISTRATION_STATE_REGISTERED
+        controlplane.forget(cluster_id)
+        registrar.wait_record(lambda r: "registering again" in r.get("msg", ""),
+                              what="the re-registration line")
+        seen = []
+        # then the changes (a watcher may see only the latest of two quick ones):
+        # unregistered, then registered again
+        for update in stream:
+            seen.append(update)
+            if update.state == registrar_pb2.REGISTRATION_STATE_REGISTERED:
+                break
+        stream.cancel()
+    assert [u.generation for u in seen] == sorted({u.generation for u in seen})
+    assert seen[-1].generation > first.generation
+    assert seen[-1].cluster_id == cluster_id and seen[-1].agent_id == identity["agent_id"]
     back = wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1
                     and c, what="heartbeats after re-registering")
     assert back["agent_id"] == identity["agent_id"]
     assert len([c for c in controlplane.clusters() if c["agent_id"] == identity["agent_id"]]) == 1
+    assert registrar.metric("pipeops_heartbeat_errors_total", reason="not_found") >= 1
+    assert registrar.metric("pipeops_registration_attempts_total", result="success") == 2
 
 
 def test_without_rbac_for_its_state_it_says_so_once_and_uses_the_file(

@@ -88,9 +88,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.pipeops.token .Values.pipeops.existingSecret }}
 {{- fail "set pipeops.token or pipeops.existingSecret, not both" }}
 {{- end }}
-{{- $ports := list .Values.registrar.grpcPort .Values.tunnel.grpcPort .Values.gateway.grpcPort .Values.httpApi.grpcPort .Values.httpApi.port .Values.registrar.metricsPort .Values.tunnel.metricsPort .Values.gateway.metricsPort }}
+{{- /* int: values files give float64, --set gives int64, and uniq compares types too. */}}
+{{- $ports := list }}
+{{- range list .Values.registrar.grpcPort .Values.tunnel.grpcPort .Values.gateway.grpcPort .Values.httpApi.grpcPort .Values.httpApi.port .Values.registrar.metricsPort .Values.tunnel.metricsPort .Values.gateway.metricsPort }}
+{{- $ports = append $ports (int .) }}
+{{- end }}
 {{- if ne (len $ports) (len (uniq $ports)) }}
 {{- fail (printf "every container port must differ (they share the pod's network): %v" $ports) }}
+{{- end }}
+{{- /* On 1.28 without the SidecarContainers gate the API server drops restartPolicy, and
+the registrar would become an init container that never ends: the pod would hang in Init. */}}
+{{- if and .Values.features.nativeSidecar (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "features.nativeSidecar needs Kubernetes 1.29 or later (this cluster is %s): set features.nativeSidecar=false" .Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- $g := .Values.features.gateway }}
 {{- if $g.enabled }}

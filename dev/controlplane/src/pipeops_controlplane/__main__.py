@@ -24,6 +24,8 @@ from agentkit import logs
 from pipeops_controlplane.app import asgi, create_app
 from pipeops_controlplane.auth import InstallTokens
 from pipeops_controlplane.settings import Settings
+from pipeops_controlplane.store import StateFileError
+from pipeops_controlplane.tunnel import TunnelSettings
 
 log = logging.getLogger("pipeops_controlplane")
 
@@ -43,6 +45,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tunnel-url", default="", help="tunnel_url handed out at registration")
     parser.add_argument("--gateway-url", default="",
                         help="gateway_url handed out at registration")
+    parser.add_argument("--tunnel-port", type=int, default=0,
+                        help="port of the tunnel's WebSocket endpoint (0: a free one)")
+    parser.add_argument("--tunnel-public-host", default="", metavar="HOST[:PORT]",
+                        help="host put in the tunnel_url handed to agents (default: the "
+                             "bound address)")
+    parser.add_argument("--tunnel-ping-interval", type=float, default=15.0, metavar="SECONDS",
+                        help="WebSocket keepalive ping on tunnel connections")
+    parser.add_argument("--tunnel-ping-timeout", type=float, default=20.0, metavar="SECONDS",
+                        help="a tunnel connection whose pong is this late is dead")
+    parser.add_argument("--tunnel-connect-wait", type=float, default=5.0, metavar="SECONDS",
+                        help="a connection to a forward port waits this long for the tunnel")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
@@ -63,13 +76,18 @@ class _Server(uvicorn.Server):
         self.ready.set()
 
 
-async def serve(settings: Settings, tokens: InstallTokens, log_level: str) -> None:
+async def serve(settings: Settings, tokens: InstallTokens, log_level: str,
+                tunnel_settings: TunnelSettings | None = None) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(128)
     host, port = sock.getsockname()[:2]
-    app = create_app(settings, tokens)
+    app = create_app(settings, tokens, tunnel_settings=tunnel_settings)
+    tunnel_url = await app.state.tunnels.start()
+    if settings.tunnel_url:  # an explicit --tunnel-url wins everywhere
+        tunnel_url = app.state.tunnels.url = settings.tunnel_url
+    settings.tunnel_url = tunnel_url  # registration hands out the tunnel endpoint
     config = uvicorn.Config(asgi(app), log_level=log_level, access_log=False,
                             log_config=None, timeout_graceful_shutdown=1, lifespan="off")
     server = _Server(config)
@@ -82,9 +100,12 @@ async def serve(settings: Settings, tokens: InstallTokens, log_level: str) -> No
     ready.cancel()
     if server.started:
         url = f"http://{host}:{port}"
-        print(json.dumps({"event": "ready", "url": url}), flush=True)
+        print(json.dumps({"event": "ready", "url": url, "tunnel_url": tunnel_url}), flush=True)
         log.info("listening", extra={"url": url, "install_tokens": len(tokens)})
-    await task
+    try:
+        await task
+    finally:
+        await app.state.tunnels.stop()
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -110,8 +131,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "(give --token or --tokens-file)")
     settings = Settings(host=args.host, port=args.port, state=args.state,
                         tunnel_url=args.tunnel_url, gateway_url=args.gateway_url)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, tokens, args.log_level))
+    tunnel_settings = TunnelSettings(
+        bind_host=args.host, port=args.tunnel_port, public_host=args.tunnel_public_host,
+        ping_interval=args.tunnel_ping_interval, ping_timeout=args.tunnel_ping_timeout,
+        connect_wait=args.tunnel_connect_wait)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings, tokens, args.log_level, tunnel_settings))
+    except StateFileError as exc:
+        sys.exit(f"pipeops-dev-controlplane: --state {exc}")
 
 
 if __name__ == "__main__":

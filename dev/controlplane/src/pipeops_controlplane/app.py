@@ -15,6 +15,8 @@ from pipeops_controlplane.auth import InstallTokens
 from pipeops_controlplane.faults import FaultMiddleware, FaultSwitch
 from pipeops_controlplane.settings import Settings
 from pipeops_controlplane.store import ClusterStore
+from pipeops_controlplane.tunnel import TunnelHub, TunnelSettings
+from pipeops_controlplane.tunnel import routers as tunnel_routers
 
 
 def create_app(
@@ -23,13 +25,16 @@ def create_app(
     *,
     store: ClusterStore | None = None,
     extra_routers: Iterable[APIRouter] = (),
+    tunnel_settings: TunnelSettings | None = None,
 ) -> FastAPI:
     app = FastAPI(title="pipeops dev control plane", docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.install_tokens = install_tokens
     app.state.store = store if store is not None else ClusterStore(settings.state)
     app.state.faults = FaultSwitch()
-    for router in (agents.router, debug.router, *extra_routers):
+    # the tunnel's endpoint: started/stopped by the entry point (app.state.tunnels.start())
+    app.state.tunnels = TunnelHub(tunnel_settings or TunnelSettings(), app.state.store)
+    for router in (agents.router, debug.router, *tunnel_routers, *extra_routers):
         app.include_router(router)
 
     @app.get("/healthz")

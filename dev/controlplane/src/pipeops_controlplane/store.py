@@ -54,14 +54,29 @@ class Cluster:
         return out
 
 
+class StateFileError(Exception):
+    """The ``--state`` file cannot be read back (the message says why)."""
+
+
 class ClusterStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._clusters: dict[str, Cluster] = {}
         if path is not None and path.exists():
-            for raw in json.loads(path.read_text()).get("clusters", []):
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            document = json.loads(path.read_text())
+            for raw in document.get("clusters", []):
                 cluster = Cluster(**raw)
                 self._clusters[cluster.cluster_id] = cluster
+        except OSError as exc:
+            raise StateFileError(f"{path}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StateFileError(f"{path}: not a state file written by this control plane "
+                                 f"({type(exc).__name__}: {exc}); move it away to start "
+                                 "afresh") from None
 
     def get(self, cluster_id: str) -> Cluster | None:
         return self._clusters.get(cluster_id)

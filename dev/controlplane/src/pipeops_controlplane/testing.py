@@ -38,6 +38,7 @@ class ControlPlane:
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
+        self._pump_thread: threading.Thread | None = None
 
     @property
     def token(self) -> str:
@@ -52,7 +53,9 @@ class ControlPlane:
             [*command, *self.extra_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stdout is not None
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc.stdout,),
+                                             daemon=True)
+        self._pump_thread.start()
         if not self._ready.wait(self.start_timeout) or not self.url:
             self.stop()
             raise ControlPlaneError("the dev control plane did not start:\n"
@@ -68,15 +71,23 @@ class ControlPlane:
                 self._ready.set()
         self._ready.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code (None if never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout)  # the output ends with the process
+            self._pump_thread = None
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+        return self.proc.returncode
 
     def __enter__(self) -> ControlPlane:
         return self.start()

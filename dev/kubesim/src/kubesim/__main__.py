@@ -1,10 +1,11 @@
 """`pipeops-kubesim`: start the local Kubernetes API and say where it is.
 
     pipeops-kubesim --host 127.0.0.1 --port 0 --data-dir DIR [--seed FILE ...]
-                    [--history N] [--rbac FILE] [--demo] [--token T]
+                    [--history N] [--rbac FILE] [--demo] [--token T] [--pods N]
 
-Writes DIR/ca.crt and DIR/kubeconfig, then prints exactly one JSON line on stdout:
-{"event": "ready", "url", "kubeconfig", "ca", "token", "port"}. Everything else goes to
+Writes DIR/ca.crt and DIR/kubeconfig, then prints exactly one JSON line on stdout once
+the server answers: {"event": "ready", "url", "kubeconfig", "ca", "token", "port",
+"admin"} ("admin" is the base URL of the admin API, see admin.py). Everything else goes to
 stderr. SIGTERM/SIGINT end open watches and log follows at once and exit 0.
 """
 
@@ -20,8 +21,10 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import yaml
@@ -30,9 +33,11 @@ from kubesim import seed
 from kubesim.api import Cluster
 from kubesim.app import build_app
 from kubesim.auth import Authenticator
+from kubesim.errors import ApiError
 from kubesim.resources import Registry
+from kubesim.stats import ADMIN_PREFIX
 from kubesim.store import Store
-from kubesim.tls import write_tls
+from kubesim.tls import TlsFiles, write_tls
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rbac", type=Path, help="YAML file of extra tokens and their rules")
     p.add_argument("--demo", action="store_true", help="seed a small demo cluster")
     p.add_argument("--token", help="admin bearer token (default: random)")
+    p.add_argument("--pods", type=int, default=0, metavar="N",
+                   help="preload N generated pods (pod-00000 ...), e.g. for scale tests")
+    p.add_argument("--pods-namespace", default="load",
+                   help="namespace of the --pods pods (created if missing)")
     p.add_argument("--bookmark-interval", type=float, default=10.0,
                    help="seconds between BOOKMARK events on watches that allow them")
     return p.parse_args(argv)
@@ -70,14 +79,33 @@ def kubeconfig(url: str, ca_pem: bytes, token: str) -> str:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn re-raises the caught signal after shutdown; we want a plain exit 0."""
+    """uvicorn, minus its signal handling (we want a plain exit 0), plus a ready callback."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
 
-async def serve(args: argparse.Namespace) -> None:
+
+@dataclass
+class Prepared:
+    """Everything that touches the disk or binds, done before the event loop starts."""
+
+    cluster: Cluster
+    sock: socket.socket
+    tls: TlsFiles
+    ready: dict[str, Any]
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     token = args.token or secrets.token_urlsafe(24)
@@ -91,10 +119,14 @@ async def serve(args: argparse.Namespace) -> None:
         seed.load(cluster, seed.demo_cluster())
     for path in args.seed:
         seed.load(cluster, seed.read_manifests(path))
+    if args.pods:
+        seed.load(cluster, seed.many_pods(args.pods, args.pods_namespace))
 
     tls = write_tls(data_dir, [args.host])
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # protocol says TCP, and without it every small answer waits ~40 ms for delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(1024)
@@ -103,12 +135,32 @@ async def serve(args: argparse.Namespace) -> None:
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     url = f"https://{host}:{port}"
 
+    # Written before the server answers; nobody reads it before the ready line.
+    kubeconfig_path = data_dir / "kubeconfig"
+    tmp = kubeconfig_path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(kubeconfig(url, tls.ca_cert.read_bytes(), token))
+    tmp.replace(kubeconfig_path)
+    ready = {"event": "ready", "url": url, "kubeconfig": str(kubeconfig_path),
+             "ca": str(tls.ca_cert), "token": token, "port": port,
+             "admin": f"{url}{ADMIN_PREFIX}"}
+    return Prepared(cluster, sock, tls, ready)
+
+
+async def serve(prepared: Prepared) -> None:
+    cluster = prepared.cluster
     config = uvicorn.Config(
-        build_app(cluster), ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
-        lifespan="off", log_level="warning", access_log=False,
-        timeout_graceful_shutdown=1, timeout_keep_alive=30,
+        build_app(cluster), ssl_certfile=str(prepared.tls.cert),
+        ssl_keyfile=str(prepared.tls.key), lifespan="off", log_level="warning",
+        access_log=False, timeout_graceful_shutdown=1, timeout_keep_alive=30,
     )
-    server = _Server(config)
+
+    def announce() -> None:
+        sys.stdout.write(json.dumps(prepared.ready) + "\n")
+        sys.stdout.flush()
+
+    server = _Server(config, announce)
 
     def stop() -> None:
         server.should_exit = True
@@ -118,36 +170,23 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not task.done():
-        await asyncio.sleep(0.005)
-    if task.done():
-        await task
+    await server.serve(sockets=[prepared.sock])
+    if not server.started:
         raise SystemExit("kubesim: server failed to start")
-
-    kubeconfig_path = data_dir / "kubeconfig"
-    tmp = kubeconfig_path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(kubeconfig(url, tls.ca_cert.read_bytes(), token))
-    tmp.replace(kubeconfig_path)
-    ready = {"event": "ready", "url": url, "kubeconfig": str(kubeconfig_path),
-             "ca": str(tls.ca_cert), "token": token, "port": port}
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
-    await task
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        asyncio.run(serve(args))
-    except KeyboardInterrupt:
-        pass
-    except (OSError, ValueError) as e:
+        prepared = prepare(args)
+    except ApiError as e:  # a seed object the API itself would refuse
+        print(f"kubesim: seed rejected: {e.code} {e.reason}: {e.message}", file=sys.stderr)
+        raise SystemExit(2) from e
+    except (OSError, ValueError, yaml.YAMLError) as e:
         print(f"kubesim: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(prepared))
 
 
 if __name__ == "__main__":

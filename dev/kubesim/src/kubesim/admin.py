@@ -46,6 +46,14 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
+def _seconds(body: dict[str, Any], key: str) -> float:
+    value = body.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 <= value <= 3600):
+        raise errors.bad_request(f"{key!r} must be a number of seconds from 0 to 3600")
+    return float(value)
+
+
 async def handle(cluster: Cluster, request: Request) -> Response:
     action = request.url.path.removeprefix("/_kubesim/").strip("/")
     store = cluster.store
@@ -67,13 +75,14 @@ async def handle(cluster: Cluster, request: Request) -> Response:
     if action == "history/expire":
         return _ok({"expired": store.expire_history(), "resourceVersion": store.rv})
     if action == "delay":
-        cluster.faults.delay = max(0.0, float(body.get("seconds", 0)))
+        cluster.faults.delay = _seconds(body, "seconds")
         return _ok({"seconds": cluster.faults.delay})
     if action == "restart":
+        downtime = _seconds(body, "downtime")
         dropped = store.drop_watches()
         cluster.logs.close_all()
         store.expire_history()
-        cluster.faults.unavailable_until = time.monotonic() + float(body.get("downtime", 0))
+        cluster.faults.unavailable_until = time.monotonic() + downtime
         return _ok({"dropped": dropped, "resourceVersion": store.rv})
     if action == "logs":
         return _ok(append_logs(cluster, body))

@@ -25,9 +25,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kubesim import admin, errors, openapi, tables
+from kubesim import admin, errors, openapi, protobuf, tables
 from kubesim.api import Cluster
-from kubesim.auth import Identity, forbidden
+from kubesim.auth import Identity, forbidden, rbac_allows
 from kubesim.patch import PATCH_TYPES, apply_patch
 from kubesim.resources import ResourceType
 from kubesim.selectors import build_predicate, field_equals
@@ -149,6 +149,8 @@ class Handler:
                 raise errors.ApiError(403, "Forbidden", "the admin API needs the admin token")
             return await admin.handle(self.cluster, request)
         segs = [s for s in path.split("/") if s]
+        if segs == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]:
+            return await self.access_review(request, ident)
         doc = self.discovery(request, segs)
         if doc is not None:
             return doc
@@ -160,6 +162,40 @@ class Handler:
         if target is None:
             raise errors.no_such_resource()
         return await self.resource(request, ident, target)
+
+    def authorized(self, ident: Identity, verb: str, group: str, resource: str,
+                   namespace: str | None, name: str | None) -> bool:
+        return ident.allows(verb, group, resource, namespace) or rbac_allows(
+            self.cluster.store, ident, verb, group, resource, namespace, name)
+
+    async def access_review(self, request: Request, ident: Identity) -> Response:
+        """SelfSubjectAccessReview: what `kubectl auth can-i` asks."""
+        if request.method != "POST":
+            raise errors.method_not_allowed()
+        body = await self._body(request, "SelfSubjectAccessReview")
+        if not isinstance(body, dict) or body.get("kind", "SelfSubjectAccessReview") != (
+                "SelfSubjectAccessReview"):
+            raise errors.bad_request("the object provided is unrecognized (must be of type "
+                                     "SelfSubjectAccessReview)")
+        spec = body.get("spec") or {}
+        attrs = spec.get("resourceAttributes")
+        if not isinstance(attrs, dict):
+            raise errors.ApiError(422, "Invalid", 'SelfSubjectAccessReview.authorization.k8s.io '
+                                  '"" is invalid: spec.resourceAttributes: Required value: '
+                                  "kubesim answers resource attributes only")
+        resource = str(attrs.get("resource", ""))
+        if attrs.get("subresource"):
+            resource += f"/{attrs['subresource']}"
+        allowed = self.authorized(ident, str(attrs.get("verb", "")), str(attrs.get("group", "")),
+                                  resource, attrs.get("namespace") or None,
+                                  attrs.get("name") or None)
+        status: dict[str, Any] = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = "no rule or RBAC binding allows it"
+        return json_response({"kind": "SelfSubjectAccessReview",
+                              "apiVersion": "authorization.k8s.io/v1",
+                              "metadata": {"creationTimestamp": None}, "spec": spec,
+                              "status": status}, 201)
 
     def discovery(self, request: Request, segs: list[str]) -> Response | None:
         reg = self.cluster.registry
@@ -194,6 +230,7 @@ class Handler:
         q = request.query_params
         method = request.method
         rt = t.rt
+        verb: str | None
         if method == "GET":
             verb = "get" if t.name else ("watch" if q.get("watch") in ("1", "true") else "list")
         else:
@@ -205,7 +242,7 @@ class Handler:
         ):
             raise errors.method_not_allowed()
         resource = f"{rt.plural}/{t.sub}" if t.sub else rt.plural
-        if not ident.allows(verb, rt.group, resource, t.namespace):
+        if not self.authorized(ident, verb, rt.group, resource, t.namespace, t.name):
             raise forbidden(ident, verb, rt.group, resource, t.namespace, t.name)
         dry_run = self._dry_run(q.getlist("dryRun"))
         fmt = Format(request.headers.get("accept", "application/json"))
@@ -299,6 +336,8 @@ class Handler:
                                      f"{kind}): couldn't get version/kind; json parse error: "
                                      "unexpected end of JSON input")
         ctype = request.headers.get("content-type", "application/json")
+        if ctype.split(";")[0].strip() == protobuf.MEDIA_TYPE:
+            return protobuf.decode(raw)
         try:
             if "yaml" in ctype and not raw.lstrip().startswith((b"{", b"[")):
                 return yaml.safe_load(raw)

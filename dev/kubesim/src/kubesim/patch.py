@@ -98,7 +98,8 @@ def _merge_list(field: str, current: JSON, patch: list[JSON]) -> list[JSON]:
     if not isinstance(current, list):
         current = []
     if field in _MERGED_SCALAR_LISTS and all(not isinstance(v, dict) for v in patch):
-        return current + [v for v in patch if v not in current]
+        merged: list[JSON] = current + [v for v in patch if v not in current]
+        return merged
     if any(isinstance(v, dict) and v.get("$patch") == "replace" for v in patch):
         return [copy.deepcopy(v) for v in patch if not (isinstance(v, dict) and "$patch" in v)]
     key = _merge_key(field, patch + current)
@@ -224,7 +225,6 @@ PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
     "application/apply-patch+yaml": "apply",
-    "application/apply-patch+cbor": "apply",
 }
 
 

@@ -128,6 +128,13 @@ _TABLE: dict[str, tuple[tuple[str, ...], list[_Spec]]] = {
             _Spec("virtualservices", "VirtualService", True, ("vs",)),
         ],
     ),
+    "monitoring.coreos.com": (
+        ("v1",),
+        [
+            _Spec("servicemonitors", "ServiceMonitor", True, ("smon",)),
+            _Spec("podmonitors", "PodMonitor", True, ("pmon",)),
+        ],
+    ),
 }
 # Resources served at only some versions of their group.
 _EXTRA: dict[tuple[str, str], list[_Spec]] = {

@@ -63,6 +63,20 @@ def load(cluster: Cluster, manifests: list[Obj]) -> int:
     return count
 
 
+def many_pods(count: int, namespace: str = "load") -> list[Obj]:
+    """`count` small running pods named pod-00000..., for scale tests and benchmarks."""
+    width = max(5, len(str(count - 1)))
+    ns: list[Obj] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    return ns + [
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": f"pod-{i:0{width}d}", "namespace": namespace,
+                      "labels": {"app": "load", "shard": str(i % 10)}},
+         "spec": {"nodeName": "kubesim-worker",
+                  "containers": [{"name": "main", "image": "busybox:1.36"}]}}
+        for i in range(count)
+    ]
+
+
 def builtins(cluster: Cluster) -> None:
     load(cluster, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
                    for n in BUILTIN_NAMESPACES])

@@ -18,7 +18,15 @@ a temporary directory and stop it on exit):
                      rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}])
         ks.reset_stats(); ...; ks.stats()      # {"total": {"requests", "bytes"},
                                                #  "paths": {"/api/v1/pods?limit=1": {...}}}
+        ks.stats_for("/api/v1/pods")           # {"requests", "bytes"} summed by path prefix
         ks.request("GET", "/api/v1/pods")      # (status, parsed JSON) with the admin token
+
+    Kubesim(pods=10_000)                       # preload pods pod-00000... in namespace
+                                               # "load" (pods_namespace=...) for scale tests
+
+Bytes are response-body bytes as kubesim sent them (streams counted as they go, headers
+and chunk framing not counted; admin calls never counted); see dev/kubesim/README.md.
+`kubectl_args` use the project's `.tools/bin/kubectl` when it exists (or $KUBECTL).
 
 The admin methods are quick blocking calls to loopback; in async tests wrap them in
 `asyncio.to_thread` if the event loop must not pause. The process's stderr is in
@@ -44,7 +52,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+def _find_kubectl() -> str:
+    """$KUBECTL, else the project's `.tools/bin/kubectl` (what `make setup` installs and
+    `make` puts first on PATH), else `kubectl` on PATH."""
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / ".tools" / "bin" / "kubectl"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("kubectl") or "/usr/bin/kubectl"
+
+
+KUBECTL = _find_kubectl()
 
 
 class KubesimError(RuntimeError):
@@ -62,8 +83,12 @@ class Kubesim:
         token: str | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 20.0,
+        pods: int = 0,
+        pods_namespace: str = "load",
     ) -> None:
         self._args: list[str] = []
+        if pods:
+            self._args += ["--pods", str(pods), "--pods-namespace", pods_namespace]
         for s in seeds:
             self._args += ["--seed", str(s)]
         if history is not None:
@@ -283,6 +308,16 @@ class Kubesim:
 
     def reset_stats(self) -> None:
         self.admin("stats/reset", {})
+
+    def stats_for(self, path_prefix: str) -> dict[str, int]:
+        """Requests and response-body bytes summed over every counted `path?query` that
+        starts with `path_prefix` (e.g. "/api/v1/pods"), since the last reset."""
+        total = {"requests": 0, "bytes": 0}
+        for key, counter in self.stats()["paths"].items():
+            if key.startswith(path_prefix):
+                total["requests"] += int(counter["requests"])
+                total["bytes"] += int(counter["bytes"])
+        return total
 
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self.admin("info", method="GET")

@@ -24,23 +24,26 @@ EXTRA_FLAGS = {
 }
 
 
-def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
-    keeper = IdentityKeeper(identity_file(ctx.config.agent.state_dir), None)
-    state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
-    ctx.serve(Registration(registrar_pb2_grpc.add_RegistrarServicer_to_server,
-                           RegistrarServicer(keeper, state), SERVICE_NAME))
-    return Agent(ctx, keeper, state).run
-
-
 def main() -> None:
-    sys.exit(run_service(
+    agents: list[Agent] = []
+
+    def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
+        keeper = IdentityKeeper(identity_file(ctx.config.agent.state_dir), None)
+        state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
+        ctx.serve(Registration(registrar_pb2_grpc.add_RegistrarServicer_to_server,
+                               RegistrarServicer(keeper, state), SERVICE_NAME))
+        agents.append(Agent(ctx, keeper, state))
+        return agents[-1].run
+
+    code = run_service(
         "registrar",
         "Registers the cluster with the control plane, keeps its identity, heartbeats.",
         setup,
         dist="pipeops-registrar",
         metrics_key="registrar",
         extra_flags=EXTRA_FLAGS,
-    ))
+    )
+    sys.exit(code or max((a.exit_code for a in agents), default=0))
 
 
 if __name__ == "__main__":

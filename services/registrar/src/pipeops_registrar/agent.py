@@ -22,7 +22,7 @@ from pipeops_registrar.heartbeat import ClusterGone, Heartbeater, HeartbeatState
 from pipeops_registrar.identity import Identity, choose_agent_id, generate_agent_id
 from pipeops_registrar.keeper import IdentityKeeper
 from pipeops_registrar.kube import Cluster, KubeError, StateObjects, load_api_client
-from pipeops_registrar.registration import FatalError, Registration
+from pipeops_registrar.registration import NO_TOKEN, FatalError, Registration
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,19 @@ class Agent:
         self.keeper = keeper
         self.heartbeat_state = heartbeat_state
         self.version = ctx.status.version
+        self.exit_code = 0  # 1 after a fatal error (the install token refused or missing)
 
     async def _connect_cluster(self) -> tuple[Cluster | None, str]:
         try:
             api_client = await asyncio.to_thread(load_api_client, self.config.kubernetes)
         except Exception as exc:
             problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
-            log.error("%s; heartbeats will carry no cluster counts", problem)
+            log.warning("%s; heartbeats will carry no cluster counts", problem)
             self.ctx.status.check("kubernetes", problem)
             return None, problem
-        return Cluster(api_client), ""
+        # The client imports its API and model modules on first use, which takes long
+        # enough to stall the event loop: do it in a thread.
+        return await asyncio.to_thread(Cluster, api_client), ""
 
     async def _stored_identity(self) -> Identity | None:
         """The file's copy, else the cluster's (retried briefly: it may be starting)."""
@@ -105,6 +108,11 @@ class Agent:
 
     async def run(self) -> None:
         cfg = self.config
+        if not cfg.pipeops.token.get_secret_value():
+            log.error("cannot register: %s", NO_TOKEN)
+            self.ctx.status.set(DEGRADED, f"cannot register: {NO_TOKEN}")
+            self.exit_code = 1
+            return
         client = ControlPlaneClient(cfg.pipeops.api_url, timeout=cfg.pipeops.timeout,
                                     verify=_verify(cfg),
                                     user_agent=f"pipeops-registrar/{self.version}")
@@ -116,7 +124,7 @@ class Agent:
         registration = Registration(cfg, client, facts, self.ctx.status, self.version)
         heartbeater = Heartbeater(cfg, client, facts, self.keeper, self.ctx.status,
                                   self.heartbeat_state, self.version)
-        self.ctx.status.set(DEGRADED, "registering with the control plane")
+        # The state stays "starting" until registration works (ready) or fails (degraded).
         identity: Identity | None = None
         try:
             identity = await self._initial_identity(facts)
@@ -135,10 +143,13 @@ class Agent:
                     await self.keeper.update(identity)
                     self.ctx.status.set(DEGRADED, "registering again with the control plane")
         except FatalError as exc:
+            # Returned, not raised: asyncio lets a SystemExit escape the event loop past
+            # the runner's clean shutdown, so the exit code travels in ``exit_code``.
             log.error("cannot register: %s", exc)
+            self.ctx.status.set(DEGRADED, f"cannot register: {exc}")
             if identity is not None:
                 await self.keeper.update(identity.evolve(state="rejected"))
-            raise SystemExit(1) from None
+            self.exit_code = 1
         except asyncio.CancelledError:
             if identity is not None and identity.registered:
                 await asyncio.shield(heartbeater.final(identity))

@@ -33,7 +33,9 @@ from pipeops_registrar.keeper import IdentityKeeper
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # each sleep is shortened by up to this fraction of the interval
-FINAL_TIMEOUT = 2.0  # the last heartbeat on shutdown gets this long
+# The last heartbeat on shutdown gets this long, so that the process exits within 2 s
+# of SIGTERM even when the control plane does not answer.
+FINAL_TIMEOUT = 1.0
 
 
 class ClusterGone(Exception):
@@ -92,14 +94,18 @@ class Heartbeater:
         # A beat older than the interval is stale anyway: never wait much longer for it.
         self.timeout = min(config.pipeops.timeout, max(interval, 2.0))
 
-    async def _payload(self, identity: Identity, status: str | None) -> dict[str, Any]:
+    async def _gather(self) -> None:
+        """Ask the cluster and the siblings afresh; record the answers in the state."""
         facts, tunnel, gateway = await asyncio.gather(
             self.facts.cluster_facts(), self.facts.tunnel_status(), self.facts.gateway())
-        if facts.error:
-            self.status.check("kubernetes", facts.error)
-        else:
-            self.status.check("kubernetes", "ok")
+        self.status.check("kubernetes", facts.error or "ok")
         self.state.facts, self.state.gateway, self.state.tunnel_status = facts, gateway, tunnel
+
+    async def _payload(self, identity: Identity, status: str | None,
+                       fresh: bool = True) -> dict[str, Any]:
+        if fresh:
+            await self._gather()
+        facts, gateway, tunnel = self.state.facts, self.state.gateway, self.state.tunnel_status
         self.state.status = status or ("degraded" if facts.error else "active")
         return {
             "cluster_id": identity.cluster_id,
@@ -121,9 +127,13 @@ class Heartbeater:
         }
 
     async def beat(self, identity: Identity, *, status: str | None = None,
-                   timeout: float | None = None) -> bool:
-        """Send one heartbeat. True if delivered; raises ClusterGone on 404/401/403."""
-        payload = await self._payload(identity, status)
+                   timeout: float | None = None, fresh: bool = True) -> bool:
+        """Send one heartbeat. True if delivered; raises ClusterGone on 404/401/403.
+
+        ``fresh=False`` reports the facts of the previous beat (the last beat on
+        shutdown has no time to ask the cluster and the siblings again).
+        """
+        payload = await self._payload(identity, status, fresh)
         self.state.last_attempt = time.time()
         self.state.sent_total += 1
         metrics.HEARTBEATS.inc()
@@ -167,11 +177,11 @@ class Heartbeater:
             await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
 
     async def final(self, identity: Identity) -> None:
-        """The last heartbeat, ``disconnected``, if it goes out within 2 s; never raises."""
+        """The last heartbeat, ``disconnected``, if it goes out in time; never raises."""
         try:
             async with asyncio.timeout(FINAL_TIMEOUT):
                 delivered = await self.beat(identity, status="disconnected",
-                                            timeout=FINAL_TIMEOUT)
+                                            timeout=FINAL_TIMEOUT, fresh=False)
         except (TimeoutError, ClusterGone) as exc:
             log.info("final heartbeat not delivered", extra={"reason": str(exc) or "timeout"})
             return

@@ -29,8 +29,15 @@ FORWARD_PORTS = {"kubernetes_api": "kubernetes-api", "kubelet": "kubelet",
                  "agent_http": "agent-http"}
 
 
+NO_TOKEN = "no install token: set pipeops.token (env PIPEOPS_TOKEN)"
+
+
 class FatalError(Exception):
-    """The registrar cannot go on (exit 1): bad credentials or a missing token file."""
+    """The registrar cannot go on (exit 1): the install token is missing or refused."""
+
+
+class ServiceTokenUnavailable(Exception):
+    """The ServiceAccount token file is missing or empty; it may yet appear (retried)."""
 
 
 def service_token_path(config: Config) -> Path:
@@ -44,10 +51,11 @@ def read_service_token(config: Config) -> str:
     try:
         token = path.read_text().strip()
     except OSError as exc:
-        raise FatalError(f"cannot read the ServiceAccount token at {path}: "
-                         f"{exc.strerror or exc}") from None
+        raise ServiceTokenUnavailable(
+            f"cannot read the ServiceAccount token at {path} "
+            f"(kubernetes.service_account_token_path): {exc.strerror or exc}") from None
     if not token:
-        raise FatalError(f"the ServiceAccount token file {path} is empty")
+        raise ServiceTokenUnavailable(f"the ServiceAccount token file {path} is empty")
     logs.register_secret(token)
     return token
 
@@ -92,7 +100,7 @@ class Registration:
         """Register until it works; returns the registered identity. Raises FatalError."""
         install_token = self.config.pipeops.token.get_secret_value()
         if not install_token:
-            raise FatalError("no install token: set pipeops.token (env PIPEOPS_TOKEN)")
+            raise FatalError(NO_TOKEN)
         report = FailureReport(log, "registration")
         reply: RegisterReply | None = None
         policy = self.config.pipeops.reconnect

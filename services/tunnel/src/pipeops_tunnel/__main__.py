@@ -1,4 +1,10 @@
-"""Entry point of ``pipeops-tunnel``."""
+"""Entry point of ``pipeops-tunnel``: the outbound WebSocket tunnel and its commands.
+
+Module map: ``identity`` (wait for/follow the registrar's identity file), ``allocation``
+(``GET /api/v1/tunnel/status``), ``connection`` (one WebSocket + mux session), ``agent``
+(the reconnect loop), ``targets`` (what an OPEN may dial), ``kube`` (async Kubernetes
+REST), ``sessions`` + ``commands`` (session commands), ``state``, ``servicer``, ``metrics``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,29 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agentkit.runner import ServiceContext, idle, run_service
+from agentkit.grpcserver import Registration
+from agentkit.runner import ServiceContext, run_service
+from pipeops.agent.v1 import tunnel_pb2, tunnel_pb2_grpc
+from pipeops_tunnel import metrics
+from pipeops_tunnel.agent import TunnelAgent
+from pipeops_tunnel.servicer import TunnelServicer
+from pipeops_tunnel.state import ForwardState, TunnelState
+from pipeops_tunnel.targets import resolve_forwards
+
+SERVICE_NAME = tunnel_pb2.DESCRIPTOR.services_by_name["Tunnel"].full_name
+
+EXTRA_FLAGS = {
+    "session_namespace": ("--session-namespace", "kubernetes.session_namespace"),
+}
 
 
 def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
-    return lambda: idle(ctx, "the tunnel is not built yet: no connection is made")
+    forwards = resolve_forwards(ctx.config)
+    state = TunnelState(ctx.status, [ForwardState(name, addr) for name, addr in forwards.items()])
+    metrics.register(state)
+    ctx.serve(Registration(tunnel_pb2_grpc.add_TunnelServicer_to_server,
+                           TunnelServicer(state), SERVICE_NAME))
+    return TunnelAgent(ctx, state, forwards).run
 
 
 def main() -> None:
@@ -19,6 +43,8 @@ def main() -> None:
         "Keeps the outbound WebSocket tunnel and serves its multiplexed streams and commands.",
         setup,
         dist="pipeops-tunnel",
+        metrics_key="tunnel",
+        extra_flags=EXTRA_FLAGS,
     ))
 
 

@@ -144,7 +144,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
 def _json_object(stream_id: int, payload: memoryview, what: str) -> dict[str, Any]:
     try:
         body = json.loads(bytes(payload))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise StreamFrameError(stream_id, f"{what}: payload is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise StreamFrameError(stream_id, f"{what}: payload is not a JSON object")

@@ -162,6 +162,8 @@ class StreamInfo:
     send_buffered: int
     recv_buffered: int
     opened_at: float  # time.time()
+    recv_buffered_peak: int = 0
+    """The most received bytes this stream ever held unread (never above the window)."""
 
 
 def stream_label(request: dict[str, Any]) -> str:
@@ -197,6 +199,7 @@ class StreamState:
         "recv_buf",
         "recv_buffered",
         "recv_credit",
+        "recv_peak",
         "recv_unacked",
         "remote_fin",
         "request",
@@ -230,6 +233,7 @@ class StreamState:
         self.blocked_since: float | None = None
         self.recv_buf: deque[memoryview] = deque()
         self.recv_buffered = 0
+        self.recv_peak = 0  # high-water mark of recv_buffered
         self.recv_credit = window  # what the peer may still send
         self.recv_unacked = 0  # consumed, credit not yet returned
         self.bytes_in = 0
@@ -261,6 +265,7 @@ class StreamState:
             send_buffered=self.send_buffered,
             recv_buffered=self.recv_buffered,
             opened_at=self.opened_at,
+            recv_buffered_peak=self.recv_peak,
         )
 
     def __repr__(self) -> str:
@@ -557,6 +562,10 @@ class MuxConnection:
         """Return ``n`` bytes of credit to the peer (batched into WINDOW frames)."""
         if n <= 0 or st.phase is not Phase.OPEN or st.remote_fin:
             return
+        # never more than was handed out: credit + buffered + unacked stays <= the window
+        n = min(n, self.settings.window - st.recv_credit - st.recv_buffered - st.recv_unacked)
+        if n <= 0:
+            return
         st.recv_unacked += n
         if st.recv_unacked >= self._ack_threshold:
             inc = st.recv_unacked
@@ -678,6 +687,8 @@ class MuxConnection:
         st.recv_credit -= n
         st.recv_buf.append(payload)
         st.recv_buffered += n
+        if st.recv_buffered > st.recv_peak:
+            st.recv_peak = st.recv_buffered
         st.bytes_in += n
         self.stats.bytes_in += n
         self._events.append(DataReceived(st))

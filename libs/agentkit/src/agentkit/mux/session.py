@@ -396,9 +396,11 @@ class MuxSession:
         writer = asyncio.create_task(self._write_loop(), name=f"mux:{self.name}:writer")
         self._pumps = [reader, writer]
         code, reason = 1000, ""
+        cancelled = False
         try:
             done, pending = await asyncio.wait(self._pumps, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            cancelled = True
             done, pending = set(), set(self._pumps)
             self._close_request = self._close_request or (1001, "session cancelled")
         for task in pending:
@@ -417,6 +419,8 @@ class MuxSession:
                     reason = f"transport closed: {exc!r}" if str(exc) else "transport closed"
                     break
         await self._teardown(code, reason)
+        if cancelled:  # torn down cleanly; the canceller still sees the cancellation
+            raise asyncio.CancelledError
 
     async def _teardown(self, code: int, reason: str) -> None:
         self.close_code = code

@@ -214,7 +214,8 @@ async def pipe(
     reader stalls this stream alone. The TCP connection is always closed on return.
 
     Raises :class:`~.errors.StreamReset` if the stream was reset (the TCP connection is
-    aborted), or the ``OSError`` of the local connection (the stream is reset first).
+    aborted), or the ``OSError`` of the local connection (the stream is reset first). A
+    reset is noticed at once, even while both directions wait on the TCP side.
     """
     size = read_size or stream.max_frame
 
@@ -235,28 +236,36 @@ async def pipe(
                     writer.write_eof()
                 return
             writer.write(chunk)
-            await writer.drain()
-            pass
+            await writer.drain()  # credit goes back only once the local socket took it
+            stream.release(len(chunk))
 
     up = asyncio.create_task(upstream(), name=f"mux:pipe-up:{stream.id}")
     down = asyncio.create_task(downstream(), name=f"mux:pipe-down:{stream.id}")
-    pending: set[asyncio.Task[None]] = {up, down}
+    ended = asyncio.create_task(stream.wait_closed(), name=f"mux:pipe-wait:{stream.id}")
+    pending: set[asyncio.Task[None]] = {up, down, ended}
     failure: BaseException | None = None
     try:
-        while pending and failure is None:
+        while failure is None and (up in pending or down in pending):
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = task.exception()
                 if exc is not None and failure is None:
                     failure = exc
+            if ended in done and stream.reset_reason is not None and failure is None:
+                failure = stream._state.error()
         if failure is None:
-            await stream.wait_closed()
+            await ended  # both directions done: FIN both ways closes the stream
+    except BaseException as exc:  # cancelled: the peer must hear of it
+        failure = failure or exc
+        raise
     finally:
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        if failure is not None and not isinstance(failure, StreamReset):
+        if isinstance(failure, asyncio.CancelledError):
+            stream.reset("cancelled")
+        elif failure is not None and not isinstance(failure, StreamReset):
             stream.reset(f"local connection error: {failure!r}")
         if failure is not None or stream.reset_reason is not None:
             writer.transport.abort()
@@ -267,4 +276,4 @@ async def pipe(
     if failure is not None:
         raise failure
     if stream.reset_reason is not None:
-        raise StreamReset(stream.reset_reason)
+        raise stream._state.error()

@@ -1,0 +1,189 @@
+"""One cluster's tunnel as the control plane sees it: allocation, connection, commands.
+
+The allocation (a forward name -> a loopback port with a listener) is made the first time
+the agent asks for its status and outlives connections: an agent that reconnects gets the
+same ports, and a connection to a forward port while the agent is away waits a little
+for it to come back. At most one WebSocket is live per cluster; a new one replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+from agentkit.mux import MuxSession, MuxStats
+from pipeops_controlplane.store import Cluster, now_rfc3339
+from pipeops_controlplane.tunnel.commands import CommandBook
+from pipeops_controlplane.tunnel.listeners import Listener
+from pipeops_controlplane.tunnel.settings import TunnelSettings
+
+log = logging.getLogger("pipeops_controlplane.tunnel")
+
+# registration's tunnel_port_config key -> the forward's name (PROTOCOL.md section 2)
+PORT_CONFIG_FORWARDS = {"kubernetes_api": "kubernetes-api", "kubelet": "kubelet",
+                        "agent_http": "agent-http"}
+_STAT_FIELDS = ("streams_opened", "streams_closed", "open_failed", "bytes_in", "bytes_out",
+                "window_blocked_seconds", "resets_sent", "resets_received", "late_frames",
+                "protocol_errors")
+
+
+def requested_forwards(cluster: Cluster) -> dict[str, int]:
+    """The forwards and ports asked for at registration (``tunnel_port_config``)."""
+    config = cluster.registration.get("tunnel_port_config") or {}
+    out: dict[str, int] = {}
+    for key, name in PORT_CONFIG_FORWARDS.items():
+        port = config.get(key, 0)
+        out[name] = port if isinstance(port, int) and 0 <= port <= 65535 else 0
+    return out
+
+
+def stats_view(stats: MuxStats) -> dict[str, Any]:
+    out = {name: getattr(stats, name) for name in _STAT_FIELDS}
+    out["streams_active"] = stats.streams_active
+    return out
+
+
+class ClusterTunnel:
+    def __init__(self, cluster_id: str, agent_id: str, settings: TunnelSettings) -> None:
+        self.cluster_id = cluster_id
+        self.agent_id = agent_id
+        self.settings = settings
+        self.listeners: dict[str, Listener] = {}  # forwards by name, then extra listeners
+        self.commands = CommandBook(settings.command_history)
+        self.mode: str | None = None  # debug override: "pending" | "disabled"
+        self.session: MuxSession | None = None
+        self.hello: dict[str, Any] | None = None
+        self.connects = 0
+        self.connected_at: str | None = None
+        self.disconnected_at: str | None = None
+        self.last_close: dict[str, Any] | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.errors: deque[dict[str, Any]] = deque(maxlen=20)  # error messages from the agent
+        self._totals = MuxStats()  # summed over the sessions that ended
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+    # --- allocation -------------------------------------------------------------------
+
+    async def allocate(self, names: dict[str, int]) -> dict[str, int]:
+        """Listeners for these forwards (name -> requested port, 0: any); returns name ->
+        allocated port for each. Existing allocations are kept as they are."""
+        async with self._lock:
+            for name, port in names.items():
+                if name not in self.listeners:
+                    await self._add(name, {"forward": name}, port)
+            return {name: self.listeners[name].port for name in names}
+
+    async def add_listener(self, target: dict[str, Any]) -> Listener:
+        """An extra listener (e.g. a Service target) on a free port."""
+        async with self._lock:
+            label = f"{target['namespace']}/{target['service']}:{target['port']}"
+            name = f"service:{label}"
+            if name not in self.listeners:
+                await self._add(name, target, 0)
+            return self.listeners[name]
+
+    async def remove_listener(self, name: str) -> bool:
+        async with self._lock:
+            listener = self.listeners.pop(name, None)
+        if listener is None:
+            return False
+        await listener.stop()
+        return True
+
+    async def _add(self, name: str, target: dict[str, Any], port: int) -> None:
+        listener = Listener(name, target, self.wait_session, requested_port=port,
+                            connect_wait=self.settings.connect_wait,
+                            open_timeout=self.settings.open_timeout)
+        await listener.start(self.settings.bind_host)
+        self.listeners[name] = listener
+        log.info("forward allocated", extra={"cluster_id": self.cluster_id, "forward": name,
+                                             "port": listener.port})
+
+    def forwards(self) -> list[dict[str, Any]]:
+        return [{"name": n, "remote_port": f.port} for n, f in sorted(self.listeners.items())
+                if "forward" in f.target]
+
+    # --- the connection ---------------------------------------------------------------
+
+    def usable_session(self) -> MuxSession | None:
+        s = self.session
+        if s is None or s.closed or s.draining or s.peer_draining:
+            return None
+        return s
+
+    async def wait_session(self, timeout: float) -> MuxSession | None:
+        """The live session, waiting up to ``timeout`` for one; None if there is none."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    session = self.usable_session()
+                    if session is not None:
+                        return session
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            return None
+
+    def notify(self) -> None:
+        """Something about the connection changed (drain, close): wake waiters."""
+        self._changed.set()
+
+    def attach(self, session: MuxSession, hello: dict[str, Any]) -> None:
+        if self.session is not None and self.session is not session:  # replaced
+            self.commands.connection_lost("replaced by a new connection")
+        self.session = session
+        self.hello = hello
+        self.connects += 1
+        self.connected_at = now_rfc3339()
+        self.notify()
+
+    def detach(self, session: MuxSession) -> None:
+        """``session`` ended: fold its counters into the totals."""
+        for name in _STAT_FIELDS:
+            setattr(self._totals, name, getattr(self._totals, name)
+                    + getattr(session.stats, name))
+        if self.session is session:
+            self.session = None
+            self.disconnected_at = now_rfc3339()
+            self.last_close = {"code": session.close_code, "reason": session.close_reason}
+            self.commands.connection_lost(session.close_reason or "closed")
+        self.notify()
+
+    # --- views ------------------------------------------------------------------------
+
+    def view(self) -> dict[str, Any]:
+        session = self.session
+        current = stats_view(session.stats) if session is not None else None
+        totals = stats_view(self._totals)
+        if session is not None:
+            totals = {k: totals[k] + v for k, v in stats_view(session.stats).items()}
+        streams = ([asdict(info) for info in session.stream_info()]
+                   if session is not None else [])
+        return {
+            "cluster_id": self.cluster_id, "agent_id": self.agent_id,
+            "connected": session is not None and not session.closed,
+            "draining": bool(session and (session.draining or session.peer_draining)),
+            "mode": self.mode, "connects": self.connects, "connected_at": self.connected_at,
+            "disconnected_at": self.disconnected_at, "last_close": self.last_close,
+            "hello": self.hello, "last_status": self.last_status,
+            "forwards": [f.view() for _, f in sorted(self.listeners.items())
+                         if "forward" in f.target],
+            "listeners": [f.view() for _, f in sorted(self.listeners.items())
+                          if "forward" not in f.target],
+            "stats": current, "stats_total": totals, "streams": streams,
+            "errors": list(self.errors),
+            "commands": {"total": len(self.commands.all()),
+                         "in_flight": self.commands.in_flight()},
+        }
+
+    async def close(self) -> None:
+        session = self.session
+        if session is not None:
+            await session.close(1001, "control plane shutting down")
+        for listener in list(self.listeners.values()):
+            await listener.stop()
+        self.listeners.clear()

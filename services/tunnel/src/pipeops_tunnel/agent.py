@@ -1,0 +1,242 @@
+"""The tunnel's main coroutine: identity -> allocation -> connection, reconnecting forever.
+
+    start -> wait for the registrar's identity file (status: degraded, says so)
+          -> GET /api/v1/tunnel/status until ready (tenacity on faults, poll on pending)
+          -> connect; on loss: backoff with full jitter (base 0.5 s, cap 30 s), reset
+             after RESET_AFTER seconds connected; a handshake refused with 401/403/404/410
+             asks for the allocation again
+    SIGTERM -> drain the live connection, cancel running commands, exit 0
+
+The identity and the allocation survive a reconnect; streams do not (the mux resets them
+when the connection ends). Commands and their outcomes outlive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState
+
+from agentkit.events import KIND_EVENT
+from agentkit.mux import MuxSession
+from agentkit.retry import FailureReport, retrying
+from agentkit.runner import ServiceContext
+from agentkit.statefile import identity_file
+from pipeops.agent.v1 import gateway_pb2
+from pipeops_tunnel.allocation import Allocation, AllocationClient
+from pipeops_tunnel.commands import CommandRunner
+from pipeops_tunnel.connection import Connection, ConnectionLost, HelloAck, Rejected
+from pipeops_tunnel.identity import IdentityWatch, TunnelIdentity
+from pipeops_tunnel.kube import KubeClient
+from pipeops_tunnel.sessions import CommandFailed, Sessions
+from pipeops_tunnel.state import CONNECTED, CONNECTING, DISABLED, DISCONNECTED, TunnelState
+from pipeops_tunnel.targets import Dialer, TargetPolicy, out_of_cluster_api
+
+log = logging.getLogger(__name__)
+
+RESET_AFTER = 60.0  # seconds connected after which the backoff starts over
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, Exception) and not isinstance(exc, Rejected)
+
+
+class LazyKube:
+    """The Kubernetes client, made on first use; a failure is retried on the next use."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.client: KubeClient | None = None
+        self.problem = ""
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> KubeClient | None:
+        async with self._lock:
+            if self.client is None:
+                try:
+                    self.client = await KubeClient.connect(self.ctx.config.kubernetes)
+                    self.ctx.status.check("kubernetes", "ok")
+                except Exception as exc:
+                    self.problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
+                    log.error(self.problem)
+                    self.ctx.status.check("kubernetes", self.problem)
+            return self.client
+
+    async def sessions(self) -> Sessions | None:
+        client = await self.get()
+        if client is None:
+            raise CommandFailed(self.problem)
+        return Sessions(client, self.ctx.config.kubernetes.session_namespace)
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+
+class TunnelAgent:
+    def __init__(self, ctx: ServiceContext, state: TunnelState,
+                 forwards: dict[str, str]) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.state = state
+        self.forwards = forwards
+        self.identity = IdentityWatch(identity_file(ctx.config.agent.state_dir))
+        self.kube = LazyKube(ctx)
+        self.commands = CommandRunner(self.kube.sessions)
+        policy = TargetPolicy(forwards, self._check_target, self.kube.get)
+        self.dialer = Dialer(policy, ctx.config.tunnel.dial_timeout)
+        self.connection: Connection | None = None
+        self._ever_connected = False
+        self._rejections = 0  # handshakes refused in a row (backoff between allocations)
+        self._allocated_for: TunnelIdentity | None = None  # the identity that got it
+
+    async def _check_target(self, namespace: str, service: str, port: int) -> tuple[bool, str]:
+        siblings = self.ctx.siblings
+        reply = await siblings.call(siblings.gateway.CheckTarget, gateway_pb2.CheckTargetRequest(
+            namespace=namespace, service=service, port=port))
+        if reply is None:
+            return False, "the gateway cannot be asked"
+        return reply.allowed, reply.reason
+
+    # --- the main coroutine -------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.config.tunnel.enabled:
+            self.state.set_state(DISABLED, "the tunnel is disabled (tunnel.enabled is false)")
+            await asyncio.Event().wait()
+        await out_of_cluster_api(self.config, self.forwards)
+        for fwd in self.state.forwards:
+            fwd.local_addr = self.forwards[fwd.name]
+        watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
+        http = httpx.AsyncClient(timeout=self.config.pipeops.timeout, verify=self._verify(),
+                                 headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
+        try:
+            self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
+                                 f"{self.identity.file.path}")
+            await self.identity.wait_ready()
+            allocations = AllocationClient(self.config, http)
+            while True:
+                self.state.set_state(DISCONNECTED, "asking the control plane for the tunnel")
+                allocation = await allocations.wait_ready(self.identity.require, self._waiting)
+                self._allocated_for = self.identity.require()
+                self.state.set_allocation(allocation.tunnel_url, allocation.remote_ports)
+                try:
+                    await self._keep_connected(allocation)
+                except Rejected as exc:
+                    self._rejections += 1
+                    policy = self.config.pipeops.reconnect
+                    wait = random.uniform(0, min(policy.backoff_max,
+                                                 policy.backoff_base * 2 ** self._rejections))
+                    log.warning("%s; asking for the allocation again in %.1fs", exc, wait)
+                    self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
+                    await asyncio.sleep(wait)
+        finally:
+            await asyncio.shield(self._shutdown(watcher, http))
+
+    @property
+    def version(self) -> str:
+        return self.ctx.status.version
+
+    def _verify(self) -> Any:
+        tls = self.config.pipeops.tls
+        if tls.insecure_skip_verify:
+            return False
+        if tls.ca_file:
+            import ssl
+
+            return ssl.create_default_context(cafile=tls.ca_file)
+        return True
+
+    def _waiting(self, allocation: Allocation | None, detail: str) -> None:
+        if allocation is not None and allocation.status == "disabled":
+            self.state.set_state(DISABLED, detail)
+        else:
+            self.state.set_state(DISCONNECTED, detail,
+                                 error=detail if allocation is None else None)
+
+    async def _keep_connected(self, allocation: Allocation) -> None:
+        """Connect and reconnect until cancelled; Rejected goes to the caller."""
+        report = FailureReport(log, "the tunnel connection")
+
+        def before_sleep(retry: RetryCallState) -> None:
+            report.before_sleep(retry)
+            exc = retry.outcome.exception() if retry.outcome else None
+            wait = retry.next_action.sleep if retry.next_action else 0.0
+            self.state.set_state(DISCONNECTED, f"reconnecting in {wait:.1f}s after: {exc}",
+                                 error=str(exc))
+
+        while True:
+            retry = retrying(self.config.pipeops.reconnect, retry_on=_retryable)
+            retry.before_sleep = before_sleep
+            async for attempt in retry:
+                with attempt:
+                    try:
+                        await self._connect_once(allocation)
+                    except ConnectionLost as exc:
+                        if exc.connected_for < RESET_AFTER:
+                            raise
+                        log.warning("%s after %.0fs; reconnecting", exc, exc.connected_for)
+                        self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
+            report.recovered()
+            # A long-lived connection ended: start the backoff over, but never all agents
+            # at the same instant (jitter up to the base delay).
+            await asyncio.sleep(random.uniform(0, self.config.pipeops.reconnect.backoff_base))
+
+    async def _connect_once(self, allocation: Allocation) -> None:
+        identity = self.identity.require()
+        if identity != self._allocated_for:
+            raise Rejected("the identity changed since the allocation")
+        self.state.set_state(CONNECTING, f"connecting to {allocation.tunnel_url}")
+        connection = Connection(
+            self.config, identity, allocation, forwards=list(self.forwards),
+            on_open=self.dialer.on_open, commands=self.commands, version=self.version,
+            on_session=self._session_changed)
+        self.connection = connection
+        follow = asyncio.create_task(self._close_on_new_identity(connection, identity),
+                                     name="tunnel:identity-change")
+        try:
+            await connection.run()
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            self.connection = None
+
+    async def _close_on_new_identity(self, connection: Connection,
+                                     identity: TunnelIdentity) -> None:
+        """A re-registration (new token or cluster id) ends the connection made with the
+        old identity; the next attempt asks for the allocation with the new one."""
+        await self.identity.wait_changed(identity)
+        log.info("the identity changed; reconnecting with the new one")
+        await connection.abandon("agent identity changed")
+
+    def _session_changed(self, session: MuxSession | None, ack: HelloAck | None) -> None:
+        if session is not None and ack is not None:
+            if self._ever_connected:
+                self.state.reconnects += 1
+            self._ever_connected = True
+            self._rejections = 0
+            self.state.attach(session)
+            self.state.set_allocation(self.state.tunnel_url, ack.remote_ports)
+            self.state.set_state(CONNECTED, f"connected to {self.state.tunnel_url}", error="")
+            self.ctx.bus.publish(KIND_EVENT, "tunnel connected",
+                                 attributes={"reconnects": self.state.reconnects})
+            log.info("tunnel connected", extra={"tunnel_url": self.state.tunnel_url,
+                                                "reconnects": self.state.reconnects})
+        else:
+            self.state.detach()
+            self.state.set_state(DISCONNECTED, "the tunnel connection was lost")
+            self.ctx.bus.publish(KIND_EVENT, "tunnel disconnected", level="warning")
+
+    async def _shutdown(self, watcher: asyncio.Task[None], http: httpx.AsyncClient) -> None:
+        await self.commands.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await http.aclose()
+        await self.kube.aclose()

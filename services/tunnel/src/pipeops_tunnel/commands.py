@@ -1,0 +1,167 @@
+"""Commands from the control plane over the tunnel (PROTOCOL.md section 3).
+
+``command {id, action, payload}`` gets ``ack {id}`` at once, then ``complete {id, result}``
+or ``failed {id, error}``. The payload is validated before anything is done; a command id
+seen before is never executed again: the agent acks it and repeats the stored outcome (or,
+while it still runs, lets the one outcome follow), so a control plane that resends after a
+reconnect gets its answer without a second execution. Recent ids are kept in a bounded
+memory (``MEMORY`` entries, oldest finished first out).
+
+The runner outlives connections: an outcome whose connection died is kept in a bounded
+outbox and sent first on the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pipeops_tunnel import metrics
+from pipeops_tunnel.sessions import CommandFailed, Sessions, validate
+
+log = logging.getLogger(__name__)
+
+MEMORY = 1024  # command ids remembered for deduplication
+OUTBOX = 256  # outcomes kept while no connection is up
+MAX_RUNNING = 16  # commands carried out at once; more are failed, not queued
+MAX_ID = 256
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class CommandRunner:
+    def __init__(self, sessions: Callable[[], Awaitable[Sessions | None]], *,
+                 memory: int = MEMORY, max_running: int = MAX_RUNNING) -> None:
+        self._sessions = sessions
+        self._memory_size = memory
+        self._max_running = max_running
+        self._seen: collections.OrderedDict[str, dict[str, Any] | None] = \
+            collections.OrderedDict()
+        self._outbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=OUTBOX)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._send: Send | None = None
+
+    # --- the connection -----------------------------------------------------------------
+
+    def attach(self, send: Send) -> None:
+        """A connection is up: send through it, starting with what waited."""
+        self._send = send
+        while self._outbox:
+            message = self._outbox.popleft()
+            if not self._deliver(message):
+                self._outbox.appendleft(message)
+                break
+
+    def detach(self) -> None:
+        self._send = None
+
+    def _deliver(self, message: dict[str, Any]) -> bool:
+        if self._send is None:
+            return False
+        try:
+            self._send(message)
+        except Exception as exc:  # the session closed under us
+            log.debug("cannot send %s now: %s", message.get("type"), exc)
+            return False
+        return True
+
+    def _outcome(self, message: dict[str, Any]) -> None:
+        if not self._deliver(message):
+            self._outbox.append(message)
+
+    # --- commands -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """A ``command`` message (called from the mux reader: never blocks)."""
+        command_id = message.get("id")
+        if not isinstance(command_id, str) or not command_id or len(command_id) > MAX_ID:
+            self._deliver({"type": "error", "reason": "command without a valid id"})
+            return
+        action = message.get("action")
+        action_name = action if isinstance(action, str) else ""
+        if command_id in self._seen:
+            metrics.COMMANDS.labels(action_name[:40], "duplicate").inc()
+            log.info("duplicate command not executed again",
+                     extra={"command_id": command_id, "action": action_name})
+            self._deliver({"type": "ack", "id": command_id})
+            outcome = self._seen[command_id]
+            if outcome is not None:
+                self._outcome(outcome)
+            return
+        self._remember(command_id, None)
+        self._deliver({"type": "ack", "id": command_id})
+        try:
+            payload = validate(action_name, message.get("payload"))
+        except ValueError as exc:
+            self._finish(command_id, action_name, None, str(exc))
+            return
+        if len(self._tasks) >= self._max_running:
+            self._finish(command_id, action_name, None,
+                         f"too many commands in flight ({self._max_running})")
+            return
+        log.info("command received", extra={"command_id": command_id, "action": action_name})
+        task = asyncio.create_task(self._execute(command_id, action_name, payload),
+                                   name=f"command:{command_id}")
+        self._tasks[command_id] = task
+        task.add_done_callback(functools.partial(self._done, command_id))
+
+    def _done(self, command_id: str, _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(command_id, None)
+
+    async def _execute(self, command_id: str, action: str, payload: Any) -> None:
+        try:
+            sessions = await self._sessions()
+            if sessions is None:
+                raise CommandFailed("no Kubernetes API client: check the kubernetes config")
+            result = await sessions.run(action, payload)
+        except CommandFailed as exc:
+            self._finish(command_id, action, None, str(exc))
+        except asyncio.CancelledError:
+            self._finish(command_id, action, None, "the agent stopped before it finished")
+            raise
+        except Exception as exc:
+            log.exception("command failed unexpectedly", extra={"command_id": command_id})
+            self._finish(command_id, action, None, f"internal error: {type(exc).__name__}")
+        else:
+            self._finish(command_id, action, result, None)
+
+    def _finish(self, command_id: str, action: str, result: dict[str, Any] | None,
+                error: str | None) -> None:
+        if error is None:
+            outcome: dict[str, Any] = {"type": "complete", "id": command_id,
+                                       "result": result or {}}
+            log.info("command complete", extra={"command_id": command_id, "action": action})
+        else:
+            outcome = {"type": "failed", "id": command_id, "error": error}
+            log.warning("command failed: %s", error,
+                        extra={"command_id": command_id, "action": action})
+        metrics.COMMANDS.labels(action[:40] or "none", outcome["type"]).inc()
+        self._remember(command_id, outcome)
+        self._outcome(outcome)
+
+    def _remember(self, command_id: str, outcome: dict[str, Any] | None) -> None:
+        self._seen[command_id] = outcome
+        self._seen.move_to_end(command_id)
+        while len(self._seen) > self._memory_size:
+            # the oldest finished id goes; a running one is never forgotten
+            victim = next((cid for cid in self._seen
+                           if cid not in self._tasks and cid != command_id), None)
+            if victim is None:
+                break
+            del self._seen[victim]
+
+    async def close(self) -> None:
+        """Cancel running commands (each reports ``failed``) and wait for them."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,153 @@
+"""A small asynchronous Kubernetes REST client (httpx) for the tunnel's few API calls.
+
+Why not the official client in a thread: the tunnel makes a handful of plain REST calls
+(get a Service; create/delete Deployments, Services, PVCs; patch a scale subresource) from
+the event loop that also carries every stream. httpx is natively async, so a call is
+cancelled for real on SIGTERM (a worker thread cannot be), no thread pool is sized or
+starved, and a failed call hands back the API server's ``Status`` object, whose
+``message`` is exactly "the Kubernetes error" a failed command reports. The official
+client is still used for what it is good at: reading the in-cluster ServiceAccount or a
+kubeconfig (CA, client certificates, token, refresh hooks) into a ``Configuration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from agentkit.config import KubernetesConfig
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class KubeError(Exception):
+    """A call failed: ``status`` is the HTTP code (0: no reply), ``message`` the API's."""
+
+    def __init__(self, operation: str, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"{operation}: {message}" + (f" ({status})" if status else ""))
+        self.operation = operation
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+def load_configuration(cfg: KubernetesConfig) -> Any:
+    """The official client's ``Configuration`` from the pod's ServiceAccount or a
+    kubeconfig (blocking: call in a thread)."""
+    configuration = k8s.Configuration()
+    if cfg.in_cluster:
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=cfg.kubeconfig or None, client_configuration=configuration)
+    return configuration
+
+
+def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:
+    if not configuration.verify_ssl:
+        return False
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    return context
+
+
+def _auth_headers(configuration: Any) -> dict[str, str]:
+    """Headers from the configuration's auth settings (runs its token refresh hook)."""
+    out: dict[str, str] = {}
+    for setting in configuration.auth_settings().values():
+        if setting.get("in") == "header" and setting.get("value"):
+            out[str(setting["key"]).title()] = str(setting["value"])
+    return out
+
+
+def path_of(api: str, resource: str, namespace: str, name: str = "", sub: str = "") -> str:
+    """``/api/v1/namespaces/NS/services/NAME`` and the like (``api``: ``/api/v1``,
+    ``/apis/apps/v1``)."""
+    path = f"{api}/namespaces/{quote(namespace, safe='')}/{resource}"
+    if name:
+        path += f"/{quote(name, safe='')}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+class KubeClient:
+    def __init__(self, configuration: Any, client: httpx.AsyncClient) -> None:
+        self.configuration = configuration
+        self.client = client
+
+    @classmethod
+    async def connect(cls, cfg: KubernetesConfig) -> KubeClient:
+        configuration = await asyncio.to_thread(load_configuration, cfg)
+        verify = await asyncio.to_thread(_ssl_context, configuration)
+        client = httpx.AsyncClient(base_url=str(configuration.host), verify=verify,
+                                   timeout=TIMEOUT, trust_env=False)
+        return cls(configuration, client)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def request(self, operation: str, method: str, path: str, *,
+                      body: Any = None, content_type: str = "application/json",
+                      params: dict[str, str] | None = None) -> dict[str, Any]:
+        """One call; the parsed JSON reply, or KubeError with the API's message."""
+        headers = await asyncio.to_thread(_auth_headers, self.configuration)
+        headers["Accept"] = "application/json"
+        kwargs: dict[str, Any] = {"headers": headers, "params": params}
+        if body is not None:
+            headers["Content-Type"] = content_type
+            kwargs["json"] = body
+        try:
+            response = await self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise KubeError(operation, 0, f"{type(exc).__name__}: {exc}") from None
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if response.is_success:
+            if not isinstance(doc, dict):
+                raise KubeError(operation, response.status_code, "the reply is not a JSON object")
+            return doc
+        message = response.reason_phrase or "request failed"
+        reason = ""
+        if isinstance(doc, dict) and doc.get("kind") == "Status":
+            message = str(doc.get("message") or message)
+            reason = str(doc.get("reason") or "")
+        raise KubeError(operation, response.status_code, message, reason)
+
+    # --- the verbs the tunnel uses ------------------------------------------------------
+
+    async def get(self, api: str, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        return await self.request(f"get {resource} {namespace}/{name}", "GET",
+                                  path_of(api, resource, namespace, name))
+
+    async def create(self, api: str, resource: str, namespace: str,
+                     body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("metadata", {}).get("name", "")
+        return await self.request(f"create {resource} {namespace}/{name}", "POST",
+                                  path_of(api, resource, namespace), body=body)
+
+    async def delete(self, api: str, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        return await self.request(f"delete {resource} {namespace}/{name}", "DELETE",
+                                  path_of(api, resource, namespace, name),
+                                  body={"kind": "DeleteOptions", "apiVersion": "v1",
+                                        "propagationPolicy": "Background"})
+
+    async def scale(self, api: str, resource: str, namespace: str, name: str,
+                    replicas: int) -> dict[str, Any]:
+        return await self.request(f"scale {resource} {namespace}/{name}", "PATCH",
+                                  path_of(api, resource, namespace, name, "scale"),
+                                  body={"spec": {"replicas": replicas}},
+                                  content_type="application/merge-patch+json")

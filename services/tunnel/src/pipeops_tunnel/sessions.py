@@ -1,0 +1,213 @@
+"""Session commands against the Kubernetes API (PROTOCOL.md section 3, seeds/004).
+
+A session is a Deployment, a Service and, with ``persistentHome``, a PersistentVolumeClaim
+in ``kubernetes.session_namespace``, all named ``session-<sessionId>`` and labelled
+``app=pipeops-session, session=<sessionId>``. Payloads are validated (pydantic, strict
+types) before any object is created; a start that fails half-way deletes what it created.
+
+Payloads (unknown keys are ignored, so a newer control plane can add fields):
+
+* ``start_session {sessionId, template, user?, image?, persistentHome?, storage?, memory?,
+  cpu?, port?}``: ``image`` defaults to ``template`` (the template names the session
+  image); ``port`` (default 8080) is the container's and the Service's port.
+* ``stop_session {sessionId, deletePVC?}``: deletes the Deployment and Service, the PVC
+  only with ``deletePVC: true``.
+* ``hibernate_session {sessionId}`` / ``wake_session {sessionId}``: scale to 0 / 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from pipeops_tunnel.kube import KubeClient, KubeError
+
+APPS = "/apis/apps/v1"
+CORE = "/api/v1"
+APP_LABEL = "pipeops-session"
+
+SessionId = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")]
+Quantity = Annotated[StrictStr, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?$")]
+ImageRef = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    session_id: SessionId = Field(alias="sessionId")
+
+
+class StartSession(_Payload):
+    template: ImageRef
+    user: Annotated[StrictStr, Field(max_length=253)] = ""
+    image: ImageRef | None = None
+    persistent_home: StrictBool = Field(False, alias="persistentHome")
+    storage: Quantity = "1Gi"
+    memory: Quantity | None = None
+    cpu: Quantity | None = None
+    port: Annotated[StrictInt, Field(gt=0, lt=65536)] = 8080
+
+
+class StopSession(_Payload):
+    delete_pvc: StrictBool = Field(False, alias="deletePVC")
+
+
+class ScaleSession(_Payload):
+    pass
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    "start_session": StartSession,
+    "stop_session": StopSession,
+    "hibernate_session": ScaleSession,
+    "wake_session": ScaleSession,
+}
+
+
+class CommandFailed(Exception):
+    """The command was carried out and failed: ``str(exc)`` is the ``error`` to report."""
+
+
+def object_name(session_id: str) -> str:
+    return f"session-{session_id}"
+
+
+def labels(session_id: str) -> dict[str, str]:
+    return {"app": APP_LABEL, "session": session_id}
+
+
+def _meta(p: _Payload, suffix: str = "") -> dict[str, Any]:
+    return {"name": object_name(p.session_id) + suffix, "labels": labels(p.session_id)}
+
+
+def deployment(p: StartSession) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "session",
+        "image": p.image or p.template,
+        "ports": [{"name": "session", "containerPort": p.port}],
+        "env": [{"name": "SESSION_ID", "value": p.session_id},
+                {"name": "SESSION_USER", "value": p.user}],
+    }
+    resources = {k: v for k, v in (("memory", p.memory), ("cpu", p.cpu)) if v}
+    if resources:
+        container["resources"] = {"requests": resources, "limits": resources}
+    pod: dict[str, Any] = {"containers": [container]}
+    if p.persistent_home:
+        container["volumeMounts"] = [{"name": "home", "mountPath": "/home/session"}]
+        pod["volumes"] = [{"name": "home", "persistentVolumeClaim": {
+            "claimName": object_name(p.session_id) + "-home"}}]
+    meta = _meta(p)
+    meta["annotations"] = {"pipeops.io/user": p.user, "pipeops.io/template": p.template}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels(p.session_id)},
+                 "template": {"metadata": {"labels": labels(p.session_id)}, "spec": pod}},
+    }
+
+
+def service(p: StartSession) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(p),
+        "spec": {"type": "ClusterIP", "selector": labels(p.session_id),
+                 "ports": [{"name": "session", "port": p.port, "targetPort": p.port,
+                            "protocol": "TCP"}]},
+    }
+
+
+def pvc(p: StartSession) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(p, "-home"),
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": p.storage}}},
+    }
+
+
+class Sessions:
+    """Carries out validated session commands in one namespace."""
+
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
+        self.kube = kube
+        self.ns = namespace
+
+    async def run(self, action: str, payload: _Payload) -> dict[str, Any]:
+        try:
+            if isinstance(payload, StartSession):
+                return await self.start(payload)
+            if isinstance(payload, StopSession):
+                return await self.stop(payload)
+            replicas = 0 if action == "hibernate_session" else 1
+            return await self.scale(payload, replicas)
+        except KubeError as exc:
+            raise CommandFailed(str(exc)) from None
+
+    async def start(self, p: StartSession) -> dict[str, Any]:
+        plan: list[tuple[str, str, dict[str, Any]]] = []
+        if p.persistent_home:
+            plan.append((CORE, "persistentvolumeclaims", pvc(p)))
+        plan += [(APPS, "deployments", deployment(p)), (CORE, "services", service(p))]
+        created: list[tuple[str, str, str]] = []
+        result: dict[str, Any] = {"sessionId": p.session_id, "namespace": self.ns}
+        try:
+            for api, resource, body in plan:
+                obj = await self.kube.create(api, resource, self.ns, body)
+                created.append((api, resource, body["metadata"]["name"]))
+                if resource == "services":
+                    result["serviceIP"] = (obj.get("spec") or {}).get("clusterIP", "")
+                    result["port"] = p.port
+        except KubeError:
+            for api, resource, name in reversed(created):  # leave nothing half-made
+                try:
+                    await self.kube.delete(api, resource, self.ns, name)
+                except KubeError:
+                    pass
+            raise
+        result.update(deployment=object_name(p.session_id), service=object_name(p.session_id))
+        if p.persistent_home:
+            result["pvc"] = object_name(p.session_id) + "-home"
+        return result
+
+    async def stop(self, p: StopSession) -> dict[str, Any]:
+        name = object_name(p.session_id)
+        targets = [(APPS, "deployments", name), (CORE, "services", name)]
+        if p.delete_pvc:
+            targets.append((CORE, "persistentvolumeclaims", name + "-home"))
+        deleted: list[str] = []
+        for api, resource, obj in targets:
+            try:
+                await self.kube.delete(api, resource, self.ns, obj)
+                deleted.append(f"{resource}/{obj}")
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+        if not deleted:
+            raise CommandFailed(f"session {p.session_id} not found in namespace {self.ns}")
+        return {"sessionId": p.session_id, "namespace": self.ns, "deleted": deleted}
+
+    async def scale(self, p: _Payload, replicas: int) -> dict[str, Any]:
+        await self.kube.scale(APPS, "deployments", self.ns, object_name(p.session_id), replicas)
+        return {"sessionId": p.session_id, "namespace": self.ns, "replicas": replicas}
+
+
+def validate(action: str, payload: Any) -> _Payload:
+    """The validated payload; ValueError with a readable reason otherwise."""
+    model = PAYLOADS.get(action)
+    if model is None:
+        raise ValueError(f"unknown action {action!r}; expected one of " + ", ".join(PAYLOADS))
+    if not isinstance(payload, dict):
+        raise ValueError("invalid payload: expected a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "payload"
+        raise ValueError(f"invalid payload: {where}: {first['msg']}") from None
+

@@ -1,0 +1,194 @@
+"""What an OPEN may reach, and the dial: configured forwards and gateway-allowed Services.
+
+An OPEN payload is ``{forward}`` (a configured forward, by name) or ``{service, namespace,
+port}`` (a Service that a synced route points at: asked of the gateway with
+``Gateway.CheckTarget``, then resolved to its clusterIP through the Kubernetes API, never
+cluster DNS). Anything else, a gateway that says no, or a gateway that cannot be asked, is
+refused with ``target not allowed`` before anything is dialled. The dial has a timeout
+(``tunnel.dial_timeout``); a refused or timed-out dial is an OPEN_FAIL too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from agentkit.config import Config, ForwardConfig
+from agentkit.mux import OpenRequest, StreamReset, pipe
+from pipeops_tunnel import metrics
+from pipeops_tunnel.kube import KubeClient, KubeError, load_configuration
+
+log = logging.getLogger(__name__)
+
+NOT_ALLOWED = "target not allowed"
+IN_CLUSTER_API = "kubernetes.default.svc:443"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    label: str
+
+
+class Refused(Exception):
+    """The OPEN is refused with this reason (sent as OPEN_FAIL)."""
+
+    def __init__(self, reason: str, metric: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.metric = metric
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def default_forwards(config: Config) -> list[ForwardConfig]:
+    """The forwards of config.example.yaml, used when ``tunnel.forwards`` is empty."""
+    return [
+        ForwardConfig(name="kubernetes-api", local_addr=IN_CLUSTER_API),
+        ForwardConfig(name="kubelet", local_addr="127.0.0.1:10250"),
+        ForwardConfig(name="agent-http", local_addr=f"127.0.0.1:{config.agent.port}"),
+    ]
+
+
+def resolve_forwards(config: Config, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Forward name -> host:port to dial. The in-cluster API server address
+    (``kubernetes.default.svc:443``) is replaced by ``KUBERNETES_SERVICE_HOST/PORT`` when
+    the pod has them, so reaching the API server never depends on cluster DNS."""
+    env = os.environ if env is None else env
+    out: dict[str, str] = {}
+    for fwd in config.tunnel.forwards or default_forwards(config):
+        addr = fwd.local_addr
+        if fwd.name == "kubernetes-api" and addr == IN_CLUSTER_API \
+                and env.get("KUBERNETES_SERVICE_HOST"):
+            host = env["KUBERNETES_SERVICE_HOST"]
+            host = f"[{host}]" if ":" in host else host
+            addr = f"{host}:{env.get('KUBERNETES_SERVICE_PORT', '443')}"
+        out[fwd.name] = addr
+    return out
+
+
+async def out_of_cluster_api(config: Config, forwards: dict[str, str]) -> None:
+    """Outside a pod (``kubernetes.in_cluster: false``) the default ``kubernetes-api``
+    forward would name a DNS name that does not resolve: use the API server of the
+    kubeconfig instead (``make run`` points it at kubesim this way). In place."""
+    if config.kubernetes.in_cluster or forwards.get("kubernetes-api") != IN_CLUSTER_API:
+        return
+    try:
+        configuration = await asyncio.to_thread(load_configuration, config.kubernetes)
+    except Exception as exc:
+        log.warning("kubernetes-api forward: cannot read the kubeconfig (%s); keeping %s",
+                    exc, IN_CLUSTER_API)
+        return
+    url = urlparse(str(configuration.host))
+    if url.hostname:
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        port = url.port or (443 if url.scheme == "https" else 80)
+        forwards["kubernetes-api"] = f"{host}:{port}"
+        log.info("kubernetes-api forward dials the kubeconfig's API server",
+                 extra={"local_addr": forwards["kubernetes-api"]})
+
+
+CheckTarget = Callable[[str, str, int], Awaitable[tuple[bool, str]]]
+
+
+class TargetPolicy:
+    """Turns an OPEN payload into a :class:`Target`, or raises :class:`Refused`."""
+
+    def __init__(self, forwards: dict[str, str], check: CheckTarget,
+                 kube: Callable[[], Awaitable[KubeClient | None]]) -> None:
+        self.forwards = forwards
+        self.check = check
+        self.kube = kube
+
+    async def resolve(self, payload: dict[str, Any]) -> Target:
+        keys = set(payload)
+        if keys == {"forward"}:
+            name = payload["forward"]
+            if isinstance(name, str) and name in self.forwards:
+                host, port = split_host_port(self.forwards[name])
+                return Target(host, port, name)
+            raise Refused(NOT_ALLOWED, "not_allowed")
+        if keys == {"service", "namespace", "port"}:
+            return await self._service(payload["service"], payload["namespace"],
+                                       payload["port"])
+        raise Refused(NOT_ALLOWED, "not_allowed")
+
+    async def _service(self, service: Any, namespace: Any, port: Any) -> Target:
+        if not (isinstance(service, str) and _NAME.match(service)
+                and isinstance(namespace, str) and _NAME.match(namespace)
+                and isinstance(port, int) and not isinstance(port, bool)
+                and 0 < port < 65536):
+            raise Refused(NOT_ALLOWED, "not_allowed")
+        label = f"{namespace}/{service}:{port}"
+        allowed, why = await self.check(namespace, service, port)
+        if not allowed:
+            log.info("OPEN refused by the gateway", extra={"target": label, "why": why})
+            raise Refused(NOT_ALLOWED, "not_allowed")
+        kube = await self.kube()
+        if kube is None:
+            raise Refused("no Kubernetes API to resolve the service", "resolve_failed")
+        try:
+            svc = await kube.get("/api/v1", "services", namespace, service)
+        except KubeError as exc:
+            raise Refused(f"cannot resolve service {label}: {exc.message}",
+                          "resolve_failed") from None
+        spec = svc.get("spec") or {}
+        ip = spec.get("clusterIP")
+        if not isinstance(ip, str) or not ip or ip == "None":
+            raise Refused(f"service {label} has no clusterIP", "resolve_failed")
+        ports = [p.get("port") for p in spec.get("ports") or [] if isinstance(p, dict)]
+        if port not in ports:
+            raise Refused(f"service {label} has no port {port}", "resolve_failed")
+        return Target(ip, port, label)
+
+
+class Dialer:
+    """The ``on_open`` handler of the mux session: resolve, dial, accept, splice."""
+
+    def __init__(self, policy: TargetPolicy, dial_timeout: float) -> None:
+        self.policy = policy
+        self.dial_timeout = dial_timeout
+
+    async def on_open(self, request: OpenRequest) -> None:
+        try:
+            target = await self.policy.resolve(request.payload)
+        except Refused as exc:
+            metrics.OPENS_REFUSED.labels(exc.metric).inc()
+            request.refuse(exc.reason)
+            return
+        try:
+            async with asyncio.timeout(self.dial_timeout):
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+        except TimeoutError:
+            metrics.OPENS_REFUSED.labels("dial_timeout").inc()
+            request.refuse(f"dial {target.label} timed out after {self.dial_timeout:g}s")
+            return
+        except OSError as exc:
+            metrics.OPENS_REFUSED.labels("dial_failed").inc()
+            request.refuse(f"dial {target.label} failed: {exc.strerror or exc}")
+            return
+        try:
+            stream = request.accept()
+        except StreamReset:
+            writer.transport.abort()
+            return
+        try:
+            await pipe(stream, reader, writer)
+        except StreamReset as exc:
+            log.debug("stream reset", extra={"stream": stream.id, "target": target.label,
+                                             "reason": exc.reason})
+        except OSError as exc:
+            log.debug("local connection failed", extra={"stream": stream.id,
+                                                        "target": target.label,
+                                                        "error": str(exc)})

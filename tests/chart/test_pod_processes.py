@@ -1,0 +1,146 @@
+"""The pod's four containers as real processes, with the config the chart renders.
+
+Each container is started the way the Deployment starts it (its console script with the
+Deployment's args, the ConfigMap's config.yaml, the registrar's token from env), and then
+probed exactly as the kubelet would: a gRPC health Check on the port of each `grpc:`
+probe, an HTTP GET on each `httpGet:` path and port. The ports are moved to free ones
+through the chart's values, which also proves the values reach config and probes alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.chart.chart import AGENT_CONTAINERS, TOKEN, Chart, Rendered
+from tests.helpers import BIN, ServiceProcess, free_port, wait_for
+
+PORT_VALUES = ("registrar.grpcPort", "tunnel.grpcPort", "gateway.grpcPort", "httpApi.grpcPort",
+               "httpApi.port", "registrar.metricsPort", "tunnel.metricsPort",
+               "gateway.metricsPort")
+
+
+@pytest.fixture(scope="module")
+def pod(chart: Chart, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[tuple[Rendered, dict[str, ServiceProcess]]]:
+    folder = tmp_path_factory.mktemp("pod")
+    sets = [arg for key in PORT_VALUES for arg in ("--set", f"{key}={free_port()}")]
+    # A control plane that is not there: the registrar keeps retrying, as in a real outage.
+    sets += ["--set", f"pipeops.apiUrl=http://127.0.0.1:{free_port()}",
+             "--set", "features.nativeSidecar=false"]
+    rendered = chart.template("--set", f"pipeops.token={TOKEN}", *sets)
+    mount = folder / "etc-pipeops"
+    mount.mkdir()
+    (mount / "config.yaml").write_text(rendered.config_text)
+    state = folder / "state"
+    state.mkdir()
+
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("PIPEOPS_", "KUBERNETES_", "GATEWAY_"))}
+    processes: dict[str, ServiceProcess] = {}
+    with contextlib.ExitStack() as stack:
+        for name in AGENT_CONTAINERS:
+            container = rendered.container(name)
+            args = [a.replace("/etc/pipeops", str(mount)) for a in container["args"]]
+            env = {**base_env,
+                   # The emptyDir: the one path the image does not have here.
+                   "PIPEOPS_STATE_DIR": str(state)}
+            for var in container.get("env", []):
+                if var["name"] == "PIPEOPS_TOKEN":  # from the Secret, as the kubelet does
+                    env["PIPEOPS_TOKEN"] = TOKEN
+            proc = ServiceProcess([str(BIN / f"pipeops-{name}"), *args], env=env)
+            processes[name] = stack.enter_context(proc)
+        for proc in processes.values():
+            proc.wait_started()
+        yield rendered, processes
+        for name, proc in processes.items():
+            assert proc.terminate(timeout=15) == 0, f"{name} did not exit cleanly on SIGTERM"
+
+
+def _grpc_health(port: int) -> Any:
+    """The kubelet's gRPC probe: Health/Check with the empty service name."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        except grpc.RpcError:
+            return None
+
+
+def _http(port: int, path: str) -> tuple[int, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def _http_ok(port: int, path: str) -> bool:
+    """What the kubelet counts as success: a 2xx/3xx answer (here: 200)."""
+    try:
+        return _http(port, path)[0] == 200
+    except OSError:  # not listening yet
+        return False
+
+
+def _probe_port(rendered: Rendered, container: str, port: int | str) -> int:
+    return port if isinstance(port, int) else rendered.port(container, port)
+
+
+def test_every_probe_the_chart_declares_passes(
+        pod: tuple[Rendered, dict[str, ServiceProcess]]) -> None:
+    rendered, _ = pod
+    probed = []
+    for name in AGENT_CONTAINERS:
+        c = rendered.container(name)
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            probe = c.get(kind)
+            if probe is None:
+                continue
+            if "grpc" in probe:
+                port = _probe_port(rendered, name, probe["grpc"]["port"])
+                assert wait_for(lambda p=port: _grpc_health(p) == health_pb2.HealthCheckResponse
+                                .SERVING, timeout=15, what=f"{name} {kind}")
+            else:
+                get = probe["httpGet"]
+                port = _probe_port(rendered, name, get["port"])
+                assert wait_for(lambda p=port, path=get["path"]: _http_ok(p, path),
+                                timeout=15, what=f"{name} {kind}")
+            probed.append((name, kind))
+    assert {n for n, _ in probed} == set(AGENT_CONTAINERS)
+
+
+def test_containers_wait_for_the_identity_on_the_shared_volume(
+        pod: tuple[Rendered, dict[str, ServiceProcess]]) -> None:
+    """No native sidecar: the tunnel runs, degraded, until the identity file appears."""
+    rendered, _ = pod
+    port = rendered.port("http-api", "http")
+
+    def services() -> dict[str, Any] | None:
+        if not _http_ok(port, "/ready"):
+            return None
+        _, body = _http(port, "/ready")
+        found: dict[str, Any] = body["services"]
+        settled = (found["tunnel"].get("state") == "SERVICE_STATE_DEGRADED"
+                   and found["registrar"].get("name") == "registrar")
+        return found if settled else None
+
+    # The tunnel is degraded, not crashed; the registrar is up (its gRPC Describe answers
+    # through the http-api) though it cannot register yet.
+    found = wait_for(services, timeout=15, what="the tunnel to report itself degraded")
+    assert found["gateway"].get("name") == "gateway"
+
+
+def test_no_container_logs_the_install_token(
+        pod: tuple[Rendered, dict[str, ServiceProcess]]) -> None:
+    _, processes = pod
+    processes["registrar"].wait_record(lambda r: r.get("level") in ("warning", "error"),
+                                       what="the registrar's first failed attempt")
+    for name, proc in processes.items():
+        assert proc.lines, f"{name} logged nothing"
+        assert TOKEN not in "\n".join(proc.lines + proc.stderr_lines), name

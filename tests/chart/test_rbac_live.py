@@ -1,0 +1,122 @@
+"""The agent's RBAC, enforced: what the chart grants is enough for the registrar, and no more.
+
+The chart is installed into kubesim; the rules of the Roles and ClusterRoles bound to the
+agent's ServiceAccount become the rules of that ServiceAccount's token in kubesim (whose
+authorizer enforces them with the real API server's 403s). The real registrar then runs
+on the config the chart renders, with that token, against the real dev control plane: it
+must register, keep its state in its namespace and heartbeat with the cluster's counts,
+without a single 403. The same token is refused everything the chart does not grant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubesim.testing import Kubesim
+from pipeops_controlplane.testing import ControlPlane
+from tests.chart.chart import CHART_DIR, NAMESPACE, RELEASE, Chart, Rendered, kubesim_rules
+from tests.helpers import BIN, ServiceProcess, free_port, wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster(chart: Chart, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[Kubesim, ControlPlane, Rendered, str, Path]]:
+    """(kubesim with the chart installed, control plane, render, agent token, folder)."""
+    folder = tmp_path_factory.mktemp("rbac")
+    with Kubesim(demo=True) as ks, ControlPlane() as cp:
+        values = ["--set", f"pipeops.token={cp.token}", "--set", f"pipeops.apiUrl={cp.url}"]
+        chart.run("install", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "--create-namespace",
+                  *values, kubeconfig=ks.kubeconfig)
+        rendered = chart.template(*values)
+        token = "agent-" + secrets.token_hex(8)
+        ks.add_token(token, service_account=f"{NAMESPACE}/{rendered.service_account}",
+                     rules=kubesim_rules(rendered))
+        yield ks, cp, rendered, token, folder
+
+
+def _get(ks: Kubesim, token: str, path: str) -> int:
+    return ks.request("GET", path, token=token)[0]
+
+
+def test_the_agent_token_gets_only_what_the_chart_grants(
+        cluster: tuple[Kubesim, ControlPlane, Rendered, str, Path]) -> None:
+    ks, _, _, token, _ = cluster
+    # Granted: cluster-wide reads of what the gateway watches and the registrar counts.
+    for path in ("/api/v1/pods?limit=1", "/api/v1/nodes", "/api/v1/services",
+                 "/apis/networking.k8s.io/v1/ingresses",
+                 "/apis/networking.k8s.io/v1/ingressclasses",
+                 f"/api/v1/namespaces/{NAMESPACE}/secrets",
+                 f"/api/v1/namespaces/{NAMESPACE}/configmaps",
+                 "/apis/apps/v1/namespaces/pipeops-sessions/deployments"):
+        assert _get(ks, token, path) == 200, path
+    # Refused: secrets anywhere else, workloads outside the session namespace, RBAC.
+    for path in ("/api/v1/secrets", "/api/v1/namespaces/default/secrets",
+                 "/api/v1/namespaces/kube-system/secrets",
+                 "/api/v1/namespaces/default/configmaps",
+                 "/apis/apps/v1/namespaces/default/deployments",
+                 "/apis/rbac.authorization.k8s.io/v1/clusterroles"):
+        assert _get(ks, token, path) == 403, path
+    status, body = ks.request("POST", "/api/v1/namespaces/default/pods",
+                              {"metadata": {"name": "x"}, "spec": {"containers": [
+                                  {"name": "x", "image": "x"}]}}, token=token)
+    assert status == 403 and body["reason"] == "Forbidden"
+
+
+def test_the_registrar_runs_on_the_charts_rbac_and_config(
+        cluster: tuple[Kubesim, ControlPlane, Rendered, str, Path]) -> None:
+    ks, cp, rendered, token, folder = cluster
+    config = folder / "config.yaml"
+    config.write_text(rendered.config_text)
+    kubeconfig = yaml.safe_load(Path(ks.kubeconfig).read_text())
+    kubeconfig["users"][0]["user"]["token"] = token
+    (folder / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    (folder / "sa-token").write_text(token)
+    (folder / "cp-token").write_text("control-plane-sa-token")
+    state = folder / "state"
+    state.mkdir()
+
+    argv = [str(BIN / "pipeops-registrar"), "--config", str(config),
+            # Outside a pod: the mounted files and the in-cluster client become paths.
+            "--kubeconfig", str(folder / "kubeconfig"),
+            "--state-dir", str(state), "--grpc-port", "0",
+            "--set", "kubernetes.in_cluster=false",
+            "--set", f"kubernetes.service_account_token_path={folder / 'sa-token'}",
+            "--set", f"kubernetes.control_plane_token_path={folder / 'cp-token'}",
+            "--set", "grpc.host=127.0.0.1",
+            "--set", f"grpc.tunnel={free_port()}", "--set", f"grpc.gateway={free_port()}",
+            "--set", "metrics.registrar=0", "--set", "pipeops.heartbeat_interval=0.5"]
+    with ServiceProcess(argv, env={"PIPEOPS_TOKEN": cp.token}) as registrar:
+        registrar.wait_record(lambda r: r.get("msg") == "registered with the control plane",
+                              timeout=20, what="registration")
+        identity: dict[str, Any] = json.loads((state / "identity.json").read_text())["data"]
+        cluster_id = identity["cluster_id"]
+
+        # Its durable state, written with the agent's own token, in the agent's namespace.
+        def state_secret() -> bool:
+            status, body = ks.request("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets")
+            names = {s["metadata"]["name"] for s in body["items"]} if status == 200 else set()
+            return "pipeops-agent-state" in names
+
+        wait_for(state_secret, timeout=10, what="the registrar's state Secret")
+        pods = len(ks.request("GET", "/api/v1/pods")[1]["items"])
+        nodes = len(ks.request("GET", "/api/v1/nodes")[1]["items"])
+        beat = wait_for(lambda: (c := cp.cluster(cluster_id)) and c["heartbeat_count"] >= 1
+                        and c["last_heartbeat"], timeout=15, what="a heartbeat")
+        assert beat["metadata"]["pod_count"] == pods > 0
+        assert beat["metadata"]["node_count"] == nodes > 0
+        # The control plane was handed the control-plane identity's token, not the agent's.
+        digest = cp.cluster(cluster_id)["k8s_service_token_sha256"]  # type: ignore[index]
+        assert digest == hashlib.sha256(b"control-plane-sa-token").hexdigest()[:16]
+
+        forbidden = [r for r in registrar.records()
+                     if "forbidden" in json.dumps(r).lower() or "403" in json.dumps(r)]
+        assert forbidden == [], forbidden
+        assert registrar.terminate(timeout=15) == 0

@@ -1,0 +1,384 @@
+"""Helpers for the tunnel agent's tests: the real ``pipeops-tunnel`` process, driven by a
+small control plane written here with the same ``agentkit.mux`` library.
+
+* :class:`FakeControlPlane`: one real websockets server on 127.0.0.1 that answers
+  ``GET /api/v1/tunnel/status`` (plain HTTP through ``process_request``) and accepts the
+  tunnel WebSocket: it checks nothing itself, records everything (status requests,
+  handshake headers, hello, control messages) and answers hello with hello_ack.
+* :class:`FakeGateway`: a real gRPC server implementing ``Gateway.CheckTarget`` from an
+  allowlist (the gateway service itself does not answer it yet).
+* :class:`TcpServer`: echo / source servers that count the connections they accepted.
+* :class:`TunnelRun`: the tunnel process with its identity file, forwards and short
+  intervals; async waits (the fake control plane runs in the test's event loop, so
+  nothing here may block it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from agentkit.mux import SUBPROTOCOL, MuxSession, Role
+from agentkit.statefile import identity_file
+from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.helpers import BIN, ServiceProcess, free_port, grpcurl
+
+T = TypeVar("T")
+
+CLUSTER_TOKEN = "cluster-token-never-printed-6f1d2a9b"
+AGENT_ID = "agent-test-0001"
+CLUSTER_ID = "2b7c2c1e-4d0a-4c55-9a0e-6c1f3c9d7e11"
+
+
+async def until(condition: Callable[[], T | None], timeout: float = 15.0,
+                what: str = "condition", interval: float = 0.02) -> T:
+    """Poll ``condition`` without blocking the loop; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def eventually(fetch: Callable[[], Awaitable[T]], predicate: Callable[[T], bool],
+                     timeout: float = 15.0, what: str = "condition") -> T:
+    """Fetch (async) until ``predicate`` holds for the value; return that value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await fetch()
+        if predicate(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+# --- the control plane's end -------------------------------------------------------------
+
+
+class FakeControlPlane:
+    def __init__(self, remote_ports: dict[str, int] | None = None) -> None:
+        self.remote_ports = remote_ports or {}
+        self.status_override: tuple[int, Any] | None = None  # (code, JSON body) to answer
+        self.reject_handshake: int | None = None  # HTTP status to refuse the upgrade with
+        self.status_requests: list[dict[str, Any]] = []
+        self.handshakes: list[Headers] = []
+        self.sessions: list[MuxSession] = []
+        self.connections: list[ServerConnection] = []
+        self.hellos: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self._server: Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> FakeControlPlane:
+        self._server = await serve(self._handle, "127.0.0.1", 0,
+                                   process_request=self._process_request,
+                                   subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                                   compression=None, max_size=1 << 20, ping_interval=None)
+        return self
+
+    async def stop(self) -> None:
+        for session in self.sessions:
+            await session.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tunnel_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/tunnel"
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        url = urlparse(request.path)
+        if url.path == "/api/v1/tunnel/status":
+            self.status_requests.append({
+                "query": {k: v[0] for k, v in parse_qs(url.query).items()},
+                "authorization": request.headers.get("Authorization", ""),
+            })
+            code, body = self.status_override or (200, {
+                "status": "ready", "tunnel_url": self.tunnel_url,
+                "forwards": [{"name": n, "remote_port": p} for n, p in self.remote_ports.items()],
+            })
+            response = conn.respond(HTTPStatus(code), json.dumps(body))
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if url.path == "/tunnel":
+            self.handshakes.append(request.headers)
+            if self.reject_handshake is not None:
+                return conn.respond(HTTPStatus(self.reject_handshake), "refused\n")
+            return None
+        return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    # -- the tunnel ---------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session: MuxSession | None = None
+
+        def on_control(message: dict[str, Any]) -> None:
+            self.messages.append(message)
+            if message["type"] == "hello" and session is not None:
+                self.hellos.append(message)
+                session.send_control({"type": "hello_ack", "forwards": [
+                    {"name": f["name"], "remote_port": self.remote_ports.get(f["name"], 0)}
+                    for f in message.get("forwards", [])]})
+
+        session = MuxSession(ws, Role.CONTROL_PLANE, on_control=on_control, name="fake-cp")
+        self.connections.append(ws)
+        self.sessions.append(session)
+        await session.run()
+
+    async def wait_connected(self, count: int = 1, timeout: float = 20.0) -> MuxSession:
+        """The ``count``-th session, once its hello arrived (hello_ack is on its way)."""
+        await until(lambda: len(self.hellos) >= count and len(self.sessions) >= count,
+                    timeout, f"tunnel connection #{count}")
+        return self.sessions[count - 1]
+
+    async def wait_message(self, predicate: Callable[[dict[str, Any]], bool],
+                           timeout: float = 15.0, what: str = "a control message"
+                           ) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((m for m in self.messages if predicate(m)), None)
+
+        return await until(find, timeout, what)
+
+    def messages_for(self, command_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("id") == command_id]
+
+    async def command(self, command_id: str, action: str, payload: Any,
+                      session: MuxSession | None = None) -> dict[str, Any]:
+        """Send a command and wait for its outcome (complete or failed)."""
+        (session or self.sessions[-1]).send_control(
+            {"type": "command", "id": command_id, "action": action, "payload": payload})
+        return await self.wait_message(
+            lambda m: m.get("id") == command_id and m["type"] in ("complete", "failed"),
+            what=f"the outcome of command {command_id}")
+
+    def kill(self) -> None:
+        """Drop the live TCP connection under the WebSocket, with no close frame."""
+        transport = self.connections[-1].transport
+        transport.abort()
+
+
+# --- the gateway's CheckTarget -----------------------------------------------------------
+
+
+class FakeGateway(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
+    def __init__(self, allowed: set[tuple[str, str, int]]) -> None:
+        self.allowed = allowed
+        self.calls: list[tuple[str, str, int]] = []
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def CheckTarget(self, request: gateway_pb2.CheckTargetRequest,
+                          context: grpc.aio.ServicerContext) -> gateway_pb2.CheckTargetResponse:
+        key = (request.namespace, request.service, request.port)
+        self.calls.append(key)
+        if key in self.allowed:
+            return gateway_pb2.CheckTargetResponse(allowed=True, reason="route test/route")
+        return gateway_pb2.CheckTargetResponse(allowed=False, reason="no route points at it")
+
+    async def start(self) -> FakeGateway:
+        self.server = grpc.aio.server()
+        gateway_pb2_grpc.add_GatewayServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+
+
+# --- local targets -----------------------------------------------------------------------
+
+
+class TcpServer:
+    """A local target; ``accepted`` counts connections, ``ended`` those that closed."""
+
+    def __init__(self, handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                        Awaitable[None]]) -> None:
+        self.handle = handle
+        self.accepted = 0
+        self.ended = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> TcpServer:
+        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self.handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.ended += 1
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1 << 16):
+        writer.write(data)
+        await writer.drain()
+    writer.write_eof()
+
+
+def source(total: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                    Awaitable[None]]:
+    """Writes ``total`` bytes, then closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chunk = b"s" * 65536
+        sent = 0
+        while sent < total:
+            writer.write(chunk[: total - sent])
+            sent += min(len(chunk), total - sent)
+            await writer.drain()
+
+    return handle
+
+
+# --- the tunnel process ------------------------------------------------------------------
+
+
+def write_identity(state_dir: Path, **changes: str) -> None:
+    record = {"agent_id": AGENT_ID, "cluster_id": CLUSTER_ID, "cluster_token": CLUSTER_TOKEN,
+              "cluster_name": "test", "state": "registered", "generation": 1, **changes}
+    identity_file(state_dir).write(record)
+
+
+class TunnelRun(ServiceProcess):
+    def __init__(self, api_url: str, state_dir: Path, *, forwards: dict[str, str] | None,
+                 gateway_port: int | None = None, kubeconfig: str | None = None,
+                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """``forwards=None`` leaves ``tunnel.forwards`` unset (the built-in defaults)."""
+        self.state_dir = state_dir
+        argv = [
+            str(BIN / "pipeops-tunnel"),
+            "--api-url", api_url,
+            "--state-dir", str(state_dir),
+            "--grpc-port", "0",
+            "--set", "metrics.tunnel=0",
+            *(["--set", "tunnel.forwards=" + json.dumps(
+                [{"name": n, "local_addr": a} for n, a in forwards.items()])]
+              if forwards is not None else []),
+            "--set", f"grpc.gateway={gateway_port or free_port()}",
+            "--set", "pipeops.timeout=2",
+            "--set", "pipeops.reconnect.backoff_base=0.1",
+            "--set", "pipeops.reconnect.backoff_max=1",
+            "--set", "tunnel.status_poll_interval=0.1",
+            "--set", "kubernetes.in_cluster=false",
+            "--set", "kubernetes.session_namespace=pipeops-sessions",
+            "--log-level", "debug",
+            *(["--kubeconfig", kubeconfig] if kubeconfig else []),
+            *(extra or []),
+        ]
+        super().__init__(argv, env={"KUBERNETES_SERVICE_HOST": "", **(env or {})})
+
+    async def started(self, timeout: float = 20.0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for record in self.records():
+                if record.get("msg") == "started":
+                    return record
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError("pipeops-tunnel exited before starting:\n"
+                                     + "\n".join(self.lines[-20:] + self.stderr_lines[-20:]))
+            return None
+
+        return await until(find, timeout, "the tunnel's started line")
+
+    async def address(self) -> str:
+        return str((await self.started())["grpc"])
+
+    async def metrics(self) -> dict[str, float]:
+        """``name{label=value,...}`` -> value, from the live /metrics endpoint."""
+        url = str((await self.started())["metrics"])
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return str(resp.read().decode())
+
+        text = await asyncio.to_thread(fetch)
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    async def grpc(self, method: str, data: str = "{}") -> dict[str, Any]:
+        address = await self.address()
+        result = await asyncio.to_thread(grpcurl, "-plaintext", "-d", data, address, method)
+        assert result.returncode == 0, result.stderr
+        parsed: dict[str, Any] = json.loads(result.stdout or "{}")
+        return parsed
+
+    async def wait_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                       what: str = "a log record") -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((r for r in self.records() if predicate(r)), None)
+
+        return await until(find, timeout, what)
+
+    async def aterminate(self, timeout: float = 10.0) -> int:
+        return await asyncio.to_thread(self.terminate, timeout)
+
+    def all_output(self) -> str:
+        return "\n".join(self.lines + self.stderr_lines)

@@ -1,0 +1,37 @@
+"""Fixtures of the tunnel tests: one dev control plane per module, with short keepalives.
+
+The control plane is the real process (``pipeops-dev-controlplane``); each test
+registers its own cluster, so no test depends on another's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pipeops_controlplane.testing import ControlPlane
+from tests.tunnel.e2e_helpers import E2EStack, register
+
+CP_ARGS = ["--tunnel-ping-interval", "0.5", "--tunnel-ping-timeout", "2"]
+
+
+@pytest.fixture(scope="module")
+def controlplane() -> Iterator[ControlPlane]:
+    with ControlPlane(extra_args=CP_ARGS) as cp:
+        yield cp
+
+
+@pytest.fixture
+def reg(controlplane: ControlPlane) -> dict[str, Any]:
+    """A freshly registered cluster (reply + agent_id)."""
+    return register(controlplane)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+    """The real processes: kubesim, control plane, registrar and tunnel (one per module)."""
+    stack = E2EStack(tmp_path_factory.mktemp("e2e")).start()
+    yield stack
+    stack.stop()

@@ -1,0 +1,160 @@
+"""OPEN to a Service: allowed by the gateway (a real gRPC CheckTarget server in the test),
+resolved to its clusterIP through the Kubernetes API (real kubesim), then dialled; and the
+dial timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from agentkit.mux import OpenFailed
+from kubesim.testing import Kubesim
+from tests.tunnel.agent_helpers import (
+    FakeControlPlane,
+    FakeGateway,
+    TcpServer,
+    TunnelRun,
+    echo,
+    write_identity,
+)
+
+
+@pytest.fixture(scope="module")
+def kubesim() -> Iterator[Kubesim]:
+    with Kubesim() as ks:
+        status, body = ks.request("POST", "/api/v1/namespaces",
+                                  {"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": "apps"}})
+        assert status == 201, body
+        yield ks
+
+
+def create_service(ks: Kubesim, name: str, cluster_ip: str, port: int) -> None:
+    status, body = ks.request("POST", "/api/v1/namespaces/apps/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"clusterIP": cluster_ip, "ports": [{"port": port, "targetPort": port}],
+                 "selector": {"app": name}}})
+    assert status == 201, body
+
+
+@pytest.fixture
+async def cp() -> AsyncIterator[FakeControlPlane]:
+    plane = await FakeControlPlane().start()
+    yield plane
+    await plane.stop()
+
+
+async def test_allowed_service_is_resolved_through_the_api_and_dialled(
+    kubesim: Kubesim, cp: FakeControlPlane, state_dir: Path
+) -> None:
+    target = await TcpServer(echo).start()
+    other = await TcpServer(echo).start()
+    # kubesim keeps an explicit clusterIP: 127.0.0.1 makes the resolved address dialable
+    # here, and proves the address came from the API (no DNS name resolves to it)
+    await asyncio.to_thread(create_service, kubesim, "web", "127.0.0.1", target.port)
+    await asyncio.to_thread(create_service, kubesim, "hidden", "127.0.0.1", other.port)
+    gateway = await FakeGateway({("apps", "web", target.port),
+                                 ("apps", "ghost", 80),
+                                 ("apps", "web", 81)}).start()
+    run = TunnelRun(cp.url, state_dir, forwards={"agent-http": "127.0.0.1:9"},
+                    gateway_port=gateway.port, kubeconfig=kubesim.kubeconfig).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        session = await cp.wait_connected()
+
+        stream = await session.open_stream({"service": "web", "namespace": "apps",
+                                            "port": target.port})
+        await stream.send(b"through the service")
+        stream.write_eof()
+        assert await stream.read() == b"through the service"
+        assert target.accepted == 1
+
+        # allowed by the gateway, but no such Service
+        with pytest.raises(OpenFailed) as info:
+            await session.open_stream({"service": "ghost", "namespace": "apps", "port": 80})
+        assert "not found" in info.value.reason
+        # allowed, but the Service has no such port
+        with pytest.raises(OpenFailed) as info:
+            await session.open_stream({"service": "web", "namespace": "apps", "port": 81})
+        assert "no port 81" in info.value.reason
+        # exists, but no route points at it: the gateway says no, nothing is dialled
+        with pytest.raises(OpenFailed) as info:
+            await session.open_stream({"service": "hidden", "namespace": "apps",
+                                       "port": other.port})
+        assert info.value.reason == "target not allowed"
+        assert other.accepted == 0
+        assert ("apps", "hidden", other.port) in gateway.calls
+
+        # the gateway is gone: fail closed
+        await gateway.stop()
+        with pytest.raises(OpenFailed) as info:
+            await session.open_stream({"service": "web", "namespace": "apps",
+                                       "port": target.port})
+        assert info.value.reason == "target not allowed"
+        assert target.accepted == 1
+        metrics = await run.metrics()
+        assert metrics["pipeops_tunnel_opens_refused_total{reason=resolve_failed}"] == 2
+    finally:
+        await asyncio.to_thread(run.stop)
+        await gateway.stop()
+        await target.stop()
+        await other.stop()
+
+
+async def test_a_dial_that_hangs_is_refused_after_the_dial_timeout(
+    cp: FakeControlPlane, state_dir: Path
+) -> None:
+    # a listener whose backlog is full: further connects hang in SYN-SENT
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filler = socket.create_connection(hole.getsockname(), timeout=2)
+    port = hole.getsockname()[1]
+    run = TunnelRun(cp.url, state_dir, forwards={"slow": f"127.0.0.1:{port}"},
+                    extra=["--set", "tunnel.dial_timeout=0.5"]).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        session = await cp.wait_connected()
+        with pytest.raises(OpenFailed) as info:
+            await session.open_stream({"forward": "slow"}, timeout=5)
+        assert "timed out after 0.5s" in info.value.reason
+        metrics = await run.metrics()
+        assert metrics["pipeops_tunnel_opens_refused_total{reason=dial_timeout}"] == 1
+    finally:
+        await asyncio.to_thread(run.stop)
+        filler.close()
+        hole.close()
+
+
+async def test_default_forwards_reach_the_api_server_through_the_pod_environment(
+    cp: FakeControlPlane, state_dir: Path
+) -> None:
+    api = await TcpServer(echo).start()  # stands in for the API server's TLS port
+    run = TunnelRun(cp.url, state_dir, forwards=None,
+                    extra=["--set", "agent.port=18080"],
+                    env={"KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                         "KUBERNETES_SERVICE_PORT": str(api.port)}).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        session = await cp.wait_connected()
+        assert cp.hellos[0]["forwards"] == [{"name": "kubernetes-api"}, {"name": "kubelet"},
+                                            {"name": "agent-http"}]
+        status = await run.grpc("pipeops.agent.v1.Tunnel/GetStatus")
+        assert [(f["name"], f["local_addr"]) for f in status["forwards"]] == [
+            ("kubernetes-api", f"127.0.0.1:{api.port}"), ("kubelet", "127.0.0.1:10250"),
+            ("agent-http", "127.0.0.1:18080")]
+        stream = await session.open_stream({"forward": "kubernetes-api"})
+        await stream.send(b"\x16\x03\x01 not really TLS")
+        stream.write_eof()
+        assert await stream.read() == b"\x16\x03\x01 not really TLS"
+        assert api.accepted == 1
+    finally:
+        await asyncio.to_thread(run.stop)
+        await api.stop()

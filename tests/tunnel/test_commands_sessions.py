@@ -1,0 +1,206 @@
+"""Session commands over the tunnel (PROTOCOL.md section 3) against a real kubesim: each
+creates/scales/deletes the right objects and reports; bad payloads create nothing;
+a command id is never executed twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubesim.testing import Kubesim
+from tests.tunnel.agent_helpers import FakeControlPlane, TunnelRun, until, write_identity
+
+NS = "pipeops-sessions"
+SELECTOR = "app=pipeops-session"
+
+
+@pytest.fixture(scope="module")
+def kubesim() -> Iterator[Kubesim]:
+    with Kubesim() as ks:
+        status, body = ks.request("POST", "/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        assert status == 201, body
+        yield ks
+
+
+@pytest.fixture
+async def cp() -> AsyncIterator[FakeControlPlane]:
+    plane = await FakeControlPlane().start()
+    yield plane
+    await plane.stop()
+
+
+@pytest.fixture
+async def tunnel(cp: FakeControlPlane, kubesim: Kubesim, state_dir: Path
+                 ) -> AsyncIterator[TunnelRun]:
+    run = TunnelRun(cp.url, state_dir, forwards={"agent-http": "127.0.0.1:9"},
+                    kubeconfig=kubesim.kubeconfig).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        await cp.wait_connected()
+        yield run
+    finally:
+        await asyncio.to_thread(run.stop)
+
+
+async def objects(ks: Kubesim, session_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The session's objects in kubesim, found by label."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, path in (("deployments", f"/apis/apps/v1/namespaces/{NS}/deployments"),
+                       ("services", f"/api/v1/namespaces/{NS}/services"),
+                       ("pvcs", f"/api/v1/namespaces/{NS}/persistentvolumeclaims")):
+        status, body = await asyncio.to_thread(
+            ks.request, "GET", f"{path}?labelSelector={SELECTOR},session={session_id}")
+        assert status == 200, body
+        out[kind] = body["items"]
+    return out
+
+
+def replicas(objs: dict[str, list[dict[str, Any]]]) -> int:
+    return int(objs["deployments"][0]["spec"]["replicas"])
+
+
+async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    payload = {"sessionId": "s1", "user": "alice", "template": "firefox",
+               "persistentHome": True, "memory": "2Gi", "cpu": "1000m"}
+    outcome = await cp.command("c-start", "start_session", payload)
+    assert [m["type"] for m in cp.messages_for("c-start")] == ["ack", "complete"]
+    result = outcome["result"]
+    assert result["deployment"] == "session-s1" and result["pvc"] == "session-s1-home"
+    objs = await objects(kubesim, "s1")
+    assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 1]
+    deploy = objs["deployments"][0]
+    assert deploy["metadata"]["labels"] == {"app": "pipeops-session", "session": "s1"}
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "firefox"
+    assert container["resources"]["limits"] == {"memory": "2Gi", "cpu": "1000m"}
+    assert deploy["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": "session-s1-home"}
+    assert objs["services"][0]["spec"]["selector"] == {"app": "pipeops-session",
+                                                       "session": "s1"}
+    assert result["serviceIP"] == objs["services"][0]["spec"]["clusterIP"]
+    assert replicas(objs) == 1
+
+    outcome = await cp.command("c-hib", "hibernate_session", {"sessionId": "s1"})
+    assert outcome["type"] == "complete", outcome
+    assert replicas(await objects(kubesim, "s1")) == 0
+
+    outcome = await cp.command("c-wake", "wake_session", {"sessionId": "s1"})
+    assert outcome["type"] == "complete", outcome
+    assert replicas(await objects(kubesim, "s1")) == 1
+
+    outcome = await cp.command("c-stop", "stop_session", {"sessionId": "s1"})
+    assert outcome["type"] == "complete", outcome
+    objs = await objects(kubesim, "s1")
+    assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [0, 0, 1]
+
+    outcome = await cp.command("c-stop-pvc", "stop_session",
+                               {"sessionId": "s1", "deletePVC": True})
+    assert outcome["type"] == "complete", outcome
+    assert outcome["result"]["deleted"] == ["persistentvolumeclaims/session-s1-home"]
+    objs = await objects(kubesim, "s1")
+    assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [0, 0, 0]
+
+    metrics = await tunnel.metrics()
+    assert metrics["pipeops_tunnel_commands_total{action=start_session,result=complete}"] == 1
+    assert metrics["pipeops_tunnel_commands_total{action=stop_session,result=complete}"] == 2
+
+
+@pytest.mark.parametrize(("action", "payload", "reason"), [
+    ("start_session", {"user": "bob", "template": "firefox"}, "sessionId"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "persistentHome": "yes"},
+     "persistentHome"),
+    ("start_session", {"sessionId": "S2_bad", "template": "firefox"}, "sessionId"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "memory": "lots"}, "memory"),
+    ("start_session", {"sessionId": "s2"}, "template"),
+    ("start_session", ["s2"], "expected a JSON object"),
+    ("reboot_session", {"sessionId": "s2"}, "unknown action"),
+])
+async def test_bad_payload_fails_with_the_reason_and_creates_nothing(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun, action: str, payload: Any,
+    reason: str
+) -> None:
+    outcome = await cp.command("c-bad", action, payload)
+    assert [m["type"] for m in cp.messages_for("c-bad")] == ["ack", "failed"]
+    assert reason in outcome["error"]
+    for session_id in ("s2", "S2_bad"):
+        objs = await objects(kubesim, session_id.lower().replace("_", "-"))
+        assert objs == {"deployments": [], "services": [], "pvcs": []}
+
+
+async def test_kubernetes_errors_are_reported_and_a_half_made_start_is_undone(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    outcome = await cp.command("c-missing", "hibernate_session", {"sessionId": "nobody"})
+    assert outcome["type"] == "failed"
+    assert 'deployments.apps "session-nobody" not found' in outcome["error"]
+
+    # a Service of that name exists already: PVC and Deployment are made, the Service
+    # conflicts, and what this command created is deleted again
+    status, body = await asyncio.to_thread(kubesim.request, "POST",
+                                           f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "session-s3"},
+        "spec": {"ports": [{"port": 80}]}})
+    assert status == 201, body
+    outcome = await cp.command("c-conflict", "start_session",
+                               {"sessionId": "s3", "template": "firefox",
+                                "persistentHome": True})
+    assert outcome["type"] == "failed"
+    assert "already exists" in outcome["error"]
+    objs = await objects(kubesim, "s3")
+    assert objs["deployments"] == [] and objs["pvcs"] == []
+
+
+async def test_a_command_id_is_never_executed_twice(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    payload = {"sessionId": "s4", "template": "nginx"}
+    first = await cp.command("c-dup", "start_session", payload)
+    assert first["type"] == "complete"
+    await asyncio.to_thread(kubesim.reset_stats)
+    # the same id again: acked, the stored outcome repeated, nothing executed (a second
+    # create would have failed with AlreadyExists)
+    cp.sessions[-1].send_control({"type": "command", "id": "c-dup",
+                                  "action": "start_session", "payload": payload})
+    await until(lambda: len(cp.messages_for("c-dup")) == 4, what="the repeated answer")
+    assert [m["type"] for m in cp.messages_for("c-dup")] == ["ack", "complete",
+                                                            "ack", "complete"]
+    assert cp.messages_for("c-dup")[3] == first
+    stats = await asyncio.to_thread(kubesim.stats)
+    assert not any("s4" in path or "deployments" in path for path in stats["paths"])
+    objs = await objects(kubesim, "s4")
+    assert len(objs["deployments"]) == 1
+    await tunnel.wait_log(lambda r: r.get("msg") == "duplicate command not executed again",
+                          what="the duplicate logged")
+    metrics = await tunnel.metrics()
+    assert metrics["pipeops_tunnel_commands_total{action=start_session,result=duplicate}"] == 1
+    # a command without an id is an error, not a command
+    cp.sessions[-1].send_control({"type": "command", "action": "wake_session",
+                                  "payload": {"sessionId": "s4"}})
+    error = await cp.wait_message(lambda m: m["type"] == "error", what="the error reply")
+    assert "id" in error["reason"]
+
+
+async def test_sigterm_fails_a_running_command_and_drains(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    await asyncio.to_thread(kubesim.set_delay, 2.0)
+    try:
+        cp.sessions[-1].send_control({"type": "command", "id": "c-slow",
+                                      "action": "wake_session",
+                                      "payload": {"sessionId": "slow"}})
+        await cp.wait_message(lambda m: m == {"type": "ack", "id": "c-slow"}, what="the ack")
+        assert await tunnel.aterminate() == 0
+    finally:
+        await asyncio.to_thread(kubesim.set_delay, 0)
+    kinds = [(m["type"], m.get("id")) for m in cp.messages]
+    assert kinds[-2:] == [("failed", "c-slow"), ("drain", None)]
+    assert "stopped before it finished" in cp.messages_for("c-slow")[-1]["error"]
+    assert cp.connections[-1].close_code == 1001

@@ -1,0 +1,152 @@
+"""End to end: the real ``kubectl`` reaches kubesim through the tunnel.
+
+Real processes: kubesim (HTTPS, its own CA), the dev control plane, ``pipeops-registrar``
+(registers, writes the identity) and ``pipeops-tunnel`` (polls the allocation, connects,
+dials kubesim for the ``kubernetes-api`` forward). kubectl's kubeconfig points at the
+control plane's allocated ``kubernetes-api`` port on 127.0.0.1 with kubesim's CA and
+``tls-server-name: kubesim.local``: TLS runs end to end through the stream (passthrough),
+so a wrong server name fails certificate verification.
+
+How a watch is shown to outlive every timeout, in test-controlled time: the test sets
+every timeout on a stream's path (both ends' WebSocket ping interval and pong timeout,
+the agent's stream inactivity timeout; see ``E2E_TIMEOUTS``) to at most
+``LONGEST_TIMEOUT`` = 2 s. kubectl sets none (``--request-timeout`` 0), kubesim ends a
+watch only at a ``timeoutSeconds`` kubectl does not send, and the control plane's
+listeners have no idle timeout at all. The watch is then held for more than six times
+the longest timeout, which is the ratio of two minutes to the production pong timeout
+(20 s), and through idle gaps each longer than the longest timeout, events arriving
+after each gap. A watch cut by any of them would end kubectl (``get -w`` does not retry),
+so the process still running and still printing events is the proof.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+import yaml
+
+from tests.helpers import wait_for
+from tests.tunnel.e2e_helpers import LONGEST_TIMEOUT, E2EStack
+
+
+class Lines:
+    """A running command whose stdout lines are collected in a thread."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
+                         for s, sink in ((self.proc.stdout, self.lines),
+                                         (self.proc.stderr, self.errors))]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump(self, stream: IO[str], sink: list[str]) -> None:
+        with stream:
+            for line in stream:
+                sink.append(line.rstrip("\n"))
+
+    def wait_line(self, text: str, timeout: float = 15.0) -> None:
+        def seen() -> bool:
+            if any(text in line for line in self.lines):
+                return True
+            assert self.proc.poll() is None, f"ended: {self.lines} {self.errors}"
+            return False
+
+        wait_for(seen, timeout, what=f"{text!r} from kubectl")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        for thread in self._threads:
+            thread.join(5)
+
+
+def _run(e2e: E2EStack, *args: str, kubeconfig: Path | None = None,
+         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(e2e.kubectl(*args, kubeconfig=kubeconfig), input=stdin,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_kubectl_get_goes_through_the_tunnel(e2e: E2EStack) -> None:
+    before = e2e.view()["stats_total"]["streams_opened"]
+    result = _run(e2e, "get", "pods", "-A", "-o", "name")
+    assert result.returncode == 0, result.stderr
+    assert "pod/demo-7d4b9c-abcde" in result.stdout.split()
+    direct = e2e.kubesim.request("GET", "/api/v1/pods")[1]
+    assert len(result.stdout.split()) == len(direct["items"])
+    assert e2e.view()["stats_total"]["streams_opened"] > before  # it used the tunnel
+    forward = next(f for f in e2e.view()["forwards"] if f["name"] == "kubernetes-api")
+    assert forward["connections_total"] >= 1
+
+
+def test_tls_is_end_to_end_so_the_server_name_matters(e2e: E2EStack) -> None:
+    config = yaml.safe_load(e2e.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["tls-server-name"] = "not-in-the-certificate.test"
+    wrong = e2e.folder / "wrong-name.kubeconfig"
+    wrong.write_text(yaml.safe_dump(config))
+    result = _run(e2e, "get", "namespaces", kubeconfig=wrong)
+    assert result.returncode != 0
+    assert "certificate" in result.stderr and "not-in-the-certificate.test" in result.stderr
+
+
+def test_kubectl_apply_creates_and_updates(e2e: E2EStack) -> None:
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "applied", "namespace": e2e.NAMESPACE},
+                "data": {"greeting": "hello"}}
+    result = _run(e2e, "apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+    assert result.returncode == 0, result.stderr
+    assert "configmap/applied created" in result.stdout
+    manifest["data"] = {"greeting": "hello again"}
+    result = _run(e2e, "apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+    assert result.returncode == 0, result.stderr
+    assert "configmap/applied configured" in result.stdout
+    status, stored = e2e.kubesim.request(
+        "GET", f"/api/v1/namespaces/{e2e.NAMESPACE}/configmaps/applied")
+    assert status == 200 and stored["data"] == {"greeting": "hello again"}
+
+
+def test_kubectl_logs_follow_streams_new_lines(e2e: E2EStack) -> None:
+    follow = Lines(e2e.kubectl("logs", "-f", "-n", "demo", "demo-7d4b9c-abcde"))
+    try:
+        e2e.kubesim.append_log("demo", "demo-7d4b9c-abcde", ["e2e first line"])
+        follow.wait_line("e2e first line")
+        e2e.kubesim.append_log("demo", "demo-7d4b9c-abcde", ["e2e second line"])
+        follow.wait_line("e2e second line")
+        assert follow.proc.poll() is None  # still following
+    finally:
+        follow.stop()
+
+
+def test_a_watch_keeps_streaming_past_every_timeout(e2e: E2EStack) -> None:
+    namespace = e2e.NAMESPACE
+    connects = e2e.view()["connects"]
+    watch = Lines(e2e.kubectl("get", "configmaps", "-n", namespace, "-w", "-o", "name",
+                              "-l", "watch=e2e"))
+    started = time.monotonic()
+    try:
+        rounds = 4
+        for i in range(rounds):
+            status, body = e2e.kubesim.request(
+                "POST", f"/api/v1/namespaces/{namespace}/configmaps",
+                {"metadata": {"name": f"watched-{i}", "labels": {"watch": "e2e"}}})
+            assert status == 201, body
+            watch.wait_line(f"configmap/watched-{i}")
+            if i < rounds - 1:
+                # an idle gap longer than every timeout on the path: the watch must not end
+                with pytest.raises(subprocess.TimeoutExpired):
+                    watch.proc.wait(timeout=1.5 * LONGEST_TIMEOUT)
+        held = time.monotonic() - started
+        assert held > 4 * LONGEST_TIMEOUT
+        assert watch.proc.poll() is None, watch.errors
+        assert e2e.view()["connects"] == connects  # one tunnel connection all along
+    finally:
+        watch.stop()
