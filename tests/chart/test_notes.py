@@ -1,4 +1,4 @@
-"""NOTES.txt: how to reach the dashboard, the grpcurl and `kubectl logs -c` commands."""
+"""NOTES.txt: how to reach the HTTP API, the grpcurl and `kubectl logs -c` commands."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def test_notes_tell_how_to_reach_everything(chart: Chart) -> None:
     ns = "-n pipeops-system"
 
     assert f"kubectl {ns} port-forward {deploy} 8080:8080" in notes
-    assert "http://127.0.0.1:8080/dashboard" in notes
+    assert "curl -s http://127.0.0.1:8080/ready" in notes
+    assert "dashboard" not in notes  # the http-api serves no dashboard yet
     # One `kubectl logs -c` per container, each naming a container the pod really has.
     names = re.findall(rf"kubectl {ns} logs {re.escape(deploy)} -c ([a-z-]+)", notes)
     assert sorted(names) == sorted(AGENT_CONTAINERS)
@@ -36,7 +37,7 @@ def test_notes_follow_the_values(chart: Chart) -> None:
                         "--set", "features.controlPlaneAccess=edit")
     assert "grpcurl -plaintext 127.0.0.1:6001 list" in notes
     assert "port-forward deploy/pa-pipeops-agent 9000:9000" in notes
-    assert "http://127.0.0.1:9000/dashboard" in notes
+    assert "curl -s http://127.0.0.1:9000/ready" in notes
     assert "native sidecar" not in notes
     assert 'with access "edit"' in notes
     # No token given: the notes say how to create the Secret the pod waits for.

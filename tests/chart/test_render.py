@@ -175,6 +175,8 @@ def test_service_monitor_scrapes_ports_the_service_publishes(rendered: Rendered)
     (monitor,) = monitors
     service = rendered.one("Service", "pa-pipeops-agent")
     published = {p["name"] for p in service["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} == published
+    # Every metrics port the Service publishes is scraped; the http port serves no /metrics.
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == published - {"http"}
+    assert all(p.startswith("metrics-") for p in published - {"http"})
     labels = service["metadata"]["labels"]
     assert all(labels[k] == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
