@@ -391,57 +391,42 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
     ports = {n: s.sockets[0].getsockname()[1] for n, s in servers.items()}
     out: dict[str, float] = {}
     notes: list[str] = []
-    async with tunnel(ports) as (listen, cp, agent):
-        # bulk: best of ``reps``, interleaved so load swings hit all three alike
-        tcp, mux = [], []
-        for _ in range(reps):
-            tcp.append(await bulk(ports["sink"], mb))
-            mux.append(await bulk(listen["sink"], mb))
-        out["tcp_MBps"], out["tunnel_MBps"] = max(tcp), max(mux)
-
+    async with tunnel(ports) as (listen, cp, agent), contextlib.AsyncExitStack() as stack:
         problem = ensure_openssh()
+        fwd = None
         if problem is None:
-            async with ssh_reverse(ports["sink"]) as fwd:
-                await bulk(fwd, 16)  # warm-up: the first connection sets up the channel
-                out["ssh_R_MBps"] = max([await bulk(fwd, mb) for _ in range(reps)])
+            fwd = await stack.enter_async_context(ssh_reverse(ports["sink"]))
+            await bulk(fwd, 16)  # warm-up: the first connection sets up the channel
         else:
             notes.append(f"ssh -R not measured: {problem}")
+        # Every comparison is interleaved rep by rep, best of ``reps`` each: the box is
+        # shared, and load swings must hit both sides of a ratio alike.
+        runs: dict[str, list[float]] = {}
+
+        def note(name: str, value: float) -> None:
+            runs.setdefault(name, []).append(value)
+
+        for _ in range(reps):
+            note("tcp_MBps", await bulk(ports["sink"], mb))
+            note("tunnel_MBps", await bulk(listen["sink"], mb))
+            if fwd is not None:
+                note("ssh_R_MBps", await bulk(fwd, mb))
+            note("parallel_100_MBps", await parallel(listen["sink"], 100, mb / 100))
+            note("isolation_with_stalled_MBps", await beside_a_stalled_stream(listen, mb))
+        out.update({name: max(values) for name, values in runs.items()})
+        out["one_stream_MBps"] = out["isolation_alone_MBps"] = out["tunnel_MBps"]
+        notes.append("all runs (MB/s): " + "; ".join(
+            f"{name} {' '.join(f'{v:.0f}' for v in values)}" for name, values in runs.items()))
 
         # latency: 1 KiB request/response through the echo, direct and through the tunnel
-        direct = await latency(ports["echo"], 2000)
-        through = await latency(listen["echo"], 2000)
+        direct, through = [], []
+        for _ in range(2):
+            direct += await latency(ports["echo"], 1000)
+            through += await latency(listen["echo"], 1000)
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             out[f"direct_{name}_ms"] = pct(direct, q) * 1e3
             out[f"tunnel_{name}_ms"] = pct(through, q) * 1e3
             out[f"added_{name}_ms"] = out[f"tunnel_{name}_ms"] - out[f"direct_{name}_ms"]
-
-        # 100 parallel streams vs one (same total bytes)
-        single = max([await bulk(listen["sink"], mb) for _ in range(reps)])
-        agg = max([await parallel(listen["sink"], 100, mb / 100) for _ in range(reps)])
-        out["one_stream_MBps"], out["parallel_100_MBps"] = single, agg
-
-        # isolation: the bulk stream alongside a stalled one, vs alone
-        _, stalled_writer = await asyncio.open_connection("127.0.0.1", listen["stall"])
-
-        async def flood() -> None:
-            with contextlib.suppress(OSError):
-                while True:
-                    stalled_writer.write(CHUNK)
-                    await stalled_writer.drain()
-
-        flooder = asyncio.create_task(flood())
-        await asyncio.sleep(0.5)  # let it fill its window and every buffer on the way
-        beside = max([await bulk(listen["sink"], mb) for _ in range(reps)])
-        stall_report = await agent.ask()
-        flooder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flooder
-        stalled_writer.transport.abort()
-        for w in STALLED:
-            w.transport.abort()
-        alone = max([await bulk(listen["sink"], mb) for _ in range(reps)])
-        out["isolation_with_stalled_MBps"], out["isolation_alone_MBps"] = beside, alone
-        out["stalled_streams_during"] = stall_report["streams_active"]
 
         # memory per idle open stream: both tunnel ends' RSS growth for idle streams
         await wait_idle(cp, agent)
@@ -463,6 +448,31 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
     for s in servers.values():
         s.close()
     return notes, out
+
+
+async def beside_a_stalled_stream(listen: dict[str, int], mb: int) -> float:
+    """Bulk MB/s while another stream through the same tunnel is stalled: its client keeps
+    writing, its target never reads, so it holds its whole window and blocks its producer."""
+    _, stalled_writer = await asyncio.open_connection("127.0.0.1", listen["stall"])
+
+    async def flood() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                stalled_writer.write(CHUNK)
+                await stalled_writer.drain()
+
+    flooder = asyncio.create_task(flood())
+    try:
+        await asyncio.sleep(0.3)  # let it fill its window and every buffer on the way
+        return await bulk(listen["sink"], mb)
+    finally:
+        flooder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flooder
+        stalled_writer.transport.abort()
+        for w in STALLED:  # the stall ends only when its target goes (see ``stall``)
+            w.transport.abort()
+        STALLED.clear()
 
 
 async def wait_idle(cp: Child, agent: Child, timeout: float = 30) -> None:
@@ -534,7 +544,7 @@ def render(notes: list[str], r: dict[str, float], mb: int, reps: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="MiB per bulk transfer")
-    parser.add_argument("--reps", type=int, default=2, help="repetitions, best counts")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions, best counts")
     parser.add_argument("--idle-streams", type=int, default=1000)
     parser.add_argument("--controlplane", metavar="FORWARDS", help=argparse.SUPPRESS)
     parser.add_argument("--agent", nargs=2, metavar=("URL", "TARGETS"), help=argparse.SUPPRESS)

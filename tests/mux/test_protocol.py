@@ -385,3 +385,20 @@ def test_stream_info() -> None:
     )
     assert (info.bytes_in, info.recv_buffered, info.send_credit) == (5, 5, 256 * KiB)
     assert encode_frame(FrameType.FIN, 1)  # keep the import used
+
+
+def test_answers_to_unknown_streams_are_bounded() -> None:
+    """A peer that floods frames for unknown streams and never reads cannot make us queue
+    RSTs without limit; live streams still get theirs."""
+    from agentkit.mux.protocol import MAX_QUEUED_CONTROL
+
+    agent, st = agent_with_open_stream()
+    for sid in range(9, 9 + 2 * (MAX_QUEUED_CONTROL + 100), 2):
+        agent.receive(raw(FrameType.DATA, sid, b"?"))
+    agent.receive(raw(FrameType.FIN, 1))
+    agent.receive(raw(FrameType.FIN, 1))  # a violation on a live stream: always answered
+    out = drain_out(agent)
+    assert len(out) == MAX_QUEUED_CONTROL + 1
+    assert rsts(out)[1] == "FIN after FIN" and st.phase is Phase.CLOSED
+    agent.receive(raw(FrameType.DATA, 99_999, b"?"))  # room again once it was sent
+    assert rsts(drain_out(agent)) == {99_999: "unknown stream 99999"}

@@ -22,7 +22,7 @@ from tests.registrar.harness import RegistrarRun, beats, cluster_with_beats
 FAULTS = {
     "5xx": "HTTP 503",
     "hang": "no reply in time",
-    "close": "Server disconnected",
+    "close": "connection failed before a reply",
     "malformed": "reply is not JSON",
 }
 RETRIES = 3  # failures seen before a fault is cleared, to prove repeats stay quiet

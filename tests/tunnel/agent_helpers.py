@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import urllib.request
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -32,6 +33,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from agentkit.mux import SUBPROTOCOL, MuxSession, Role
+from agentkit.mux import Stream as MuxStream
 from agentkit.statefile import identity_file
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.helpers import BIN, ServiceProcess, free_port, grpcurl
@@ -75,8 +77,10 @@ async def eventually(fetch: Callable[[], Awaitable[T]], predicate: Callable[[T],
 
 
 class FakeControlPlane:
-    def __init__(self, remote_ports: dict[str, int] | None = None) -> None:
+    def __init__(self, remote_ports: dict[str, int] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.remote_ports = remote_ports or {}
+        self.tls = tls  # serve https:// and wss:// with this server context
         self.status_override: tuple[int, Any] | None = None  # (code, JSON body) to answer
         self.reject_handshake: int | None = None  # HTTP status to refuse the upgrade with
         self.status_requests: list[dict[str, Any]] = []
@@ -92,7 +96,8 @@ class FakeControlPlane:
         self._server = await serve(self._handle, "127.0.0.1", 0,
                                    process_request=self._process_request,
                                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                                   compression=None, max_size=1 << 20, ping_interval=None)
+                                   compression=None, max_size=1 << 20, ping_interval=None,
+                                   ssl=self.tls)
         return self
 
     async def stop(self) -> None:
@@ -109,11 +114,11 @@ class FakeControlPlane:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def tunnel_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/tunnel"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/tunnel"
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -292,6 +297,69 @@ def source(total: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
             await writer.drain()
 
     return handle
+
+
+async def https_get_through(stream: MuxStream, context: ssl.SSLContext, host: str, path: str,
+                            token: str) -> tuple[int, Any]:
+    """One HTTPS request over a mux stream (TLS end to end: the tunnel sees only bytes);
+    returns (status, parsed JSON body)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
+
+    async def pump_out() -> None:
+        data = outgoing.read()
+        if data:
+            await stream.send(data)
+
+    async def pump_in() -> bool:
+        data = await stream.read(65536)
+        if data:
+            incoming.write(data)
+        else:
+            incoming.write_eof()
+        return bool(data)
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            await pump_out()
+            await pump_in()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+               "Accept: application/json\r\nConnection: close\r\n\r\n")
+    tls.write(request.encode())
+    await pump_out()
+    response = b""
+    while True:
+        try:
+            chunk = tls.read(65536)
+        except ssl.SSLWantReadError:
+            if not await pump_in():
+                break
+            continue
+        except ssl.SSLZeroReturnError:
+            break
+        if not chunk:
+            break
+        response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"chunked" in head.lower():
+        body = _dechunk(body)
+    return status, json.loads(body)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return out
 
 
 # --- the tunnel process ------------------------------------------------------------------

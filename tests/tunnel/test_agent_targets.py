@@ -19,6 +19,7 @@ from tests.tunnel.agent_helpers import (
     TcpServer,
     TunnelRun,
     echo,
+    https_get_through,
     write_identity,
 )
 
@@ -158,3 +159,23 @@ async def test_default_forwards_reach_the_api_server_through_the_pod_environment
     finally:
         await asyncio.to_thread(run.stop)
         await api.stop()
+
+
+async def test_out_of_cluster_the_api_forward_is_the_kubeconfig_server_with_tls_passthrough(
+    kubesim: Kubesim, cp: FakeControlPlane, state_dir: Path
+) -> None:
+    run = TunnelRun(cp.url, state_dir, forwards=None, kubeconfig=kubesim.kubeconfig).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        session = await cp.wait_connected()
+        status = await run.grpc("pipeops.agent.v1.Tunnel/GetStatus")
+        api = next(f for f in status["forwards"] if f["name"] == "kubernetes-api")
+        assert api["local_addr"] == f"127.0.0.1:{kubesim.port}"
+        stream = await session.open_stream({"forward": "kubernetes-api"})
+        code, body = await https_get_through(stream, kubesim.ssl_context(), "127.0.0.1",
+                                             "/api/v1/namespaces/apps", kubesim.token)
+        assert code == 200, body
+        assert body["metadata"]["name"] == "apps"
+    finally:
+        await asyncio.to_thread(run.stop)

@@ -4,6 +4,7 @@ identity wait, allocation, handshake, hello, forwards, refusals, reconnect, drai
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from agentkit.mux import OpenFailed, StreamReset
+from kubesim.tls import write_tls
 from pipeops.agent.v1 import events_pb2, events_pb2_grpc, tunnel_pb2, tunnel_pb2_grpc
 from tests.tunnel.agent_helpers import (
     AGENT_ID,
@@ -108,6 +110,13 @@ async def test_waits_for_identity_and_allocation_then_forwards_bytes(
         assert "not allocated" in info["detail"]
         assert cp.handshakes == []
 
+        # disabled by the control plane: said so, still polling
+        cp.status_override = (200, {"status": "disabled"})
+        await eventually(lambda: run.grpc("pipeops.agent.v1.Tunnel/GetStatus"),
+                         lambda s: s["state"] == "TUNNEL_STATE_DISABLED", what="disabled")
+        info = await run.grpc("pipeops.agent.v1.Service/Describe")
+        assert info["state"] == "SERVICE_STATE_IDLE" and "disabled" in info["detail"]
+
         # a malformed reply is an error that is reported, then retried
         cp.status_override = (200, {"status": "ready", "tunnel_url": "http://nope"})
         await run.wait_log(lambda r: "ready without a ws://" in r.get("msg", ""),
@@ -148,6 +157,7 @@ async def test_waits_for_identity_and_allocation_then_forwards_bytes(
         listed = await run.grpc("pipeops.agent.v1.Tunnel/ListStreams")
         assert [s["target"] for s in listed["streams"]] == ["echo"]
         assert listed["streams"][0]["bytes_in"] == "4"
+        assert listed["streams"][0]["state"] == "open"
         stream.write_eof()
         assert await stream.read() == b""
     finally:
@@ -381,3 +391,42 @@ async def test_a_new_identity_reconnects_with_the_new_token(
     assert cp.connections[0].close_code == 1000
     assert await roundtrip(cp, {"forward": "echo"}, b"new me") == b"new me"
     assert new_token not in tunnel.all_output()
+
+
+async def test_tls_control_plane_with_an_extra_ca(
+    echo_server: TcpServer, state_dir: Path, tmp_path: Path
+) -> None:
+    files = write_tls(tmp_path, [])
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(files.cert, files.key)
+    cp = await FakeControlPlane(remote_ports=PORTS, tls=server_tls).start()
+    run = TunnelRun(cp.url, state_dir, forwards={"echo": echo_server.addr},
+                    extra=["--set", f"pipeops.tls.ca_file={files.ca_cert}"]).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        await cp.wait_connected()
+        assert cp.tunnel_url.startswith("wss://")
+        assert await roundtrip(cp, {"forward": "echo"}, b"over tls") == b"over tls"
+    finally:
+        await asyncio.to_thread(run.stop)
+        await cp.stop()
+
+
+async def test_tls_control_plane_with_an_unknown_ca_is_refused(
+    echo_server: TcpServer, state_dir: Path, tmp_path: Path
+) -> None:
+    files = write_tls(tmp_path, [])
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(files.cert, files.key)
+    cp = await FakeControlPlane(remote_ports=PORTS, tls=server_tls).start()
+    run = TunnelRun(cp.url, state_dir, forwards={"echo": echo_server.addr}).start()
+    try:
+        await run.started()
+        write_identity(state_dir)
+        await run.wait_log(lambda r: "CERTIFICATE_VERIFY_FAILED" in r.get("msg", ""),
+                           what="the verification failure logged")
+        assert cp.status_requests == [] and cp.sessions == []
+    finally:
+        await asyncio.to_thread(run.stop)
+        await cp.stop()

@@ -154,7 +154,8 @@ class ControlPlaneClient:
             raise TimedOut(f"{what}: no reply in time ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
-            raise ConnectionFailed(f"{what}: {type(exc).__name__}: {reason}") from None
+            raise ConnectionFailed(f"{what}: connection failed before a reply "
+                                   f"({type(exc).__name__}: {reason})") from None
         status = response.status_code
         if status in (401, 403):
             raise Rejected(f"{what}: the control plane refused the token", status,

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import Any
+import ssl
 
 import httpx
 from tenacity import RetryCallState
@@ -94,6 +94,7 @@ class TunnelAgent:
         self._ever_connected = False
         self._rejections = 0  # handshakes refused in a row (backoff between allocations)
         self._allocated_for: TunnelIdentity | None = None  # the identity that got it
+        self.tls: ssl.SSLContext | None = None
 
     async def _check_target(self, namespace: str, service: str, port: int) -> tuple[bool, str]:
         siblings = self.ctx.siblings
@@ -113,7 +114,9 @@ class TunnelAgent:
         for fwd in self.state.forwards:
             fwd.local_addr = self.forwards[fwd.name]
         watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
-        http = httpx.AsyncClient(timeout=self.config.pipeops.timeout, verify=self._verify(),
+        self.tls = await asyncio.to_thread(self._tls)
+        http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
+                                 verify=self.tls if self.tls is not None else True,
                                  headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
         try:
             self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
@@ -142,15 +145,19 @@ class TunnelAgent:
     def version(self) -> str:
         return self.ctx.status.version
 
-    def _verify(self) -> Any:
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context for the control plane (REST and wss://): None means the
+        system's defaults. ``pipeops.tls`` adds a CA bundle or, never in production,
+        turns verification off."""
         tls = self.config.pipeops.tls
         if tls.insecure_skip_verify:
-            return False
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
         if tls.ca_file:
-            import ssl
-
             return ssl.create_default_context(cafile=tls.ca_file)
-        return True
+        return None
 
     def _waiting(self, allocation: Allocation | None, detail: str) -> None:
         if allocation is not None and allocation.status == "disabled":
@@ -195,7 +202,7 @@ class TunnelAgent:
         connection = Connection(
             self.config, identity, allocation, forwards=list(self.forwards),
             on_open=self.dialer.on_open, commands=self.commands, version=self.version,
-            on_session=self._session_changed)
+            on_session=self._session_changed, tls=self.tls)
         self.connection = connection
         follow = asyncio.create_task(self._close_on_new_identity(connection, identity),
                                      name="tunnel:identity-change")

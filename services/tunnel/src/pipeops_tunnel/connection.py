@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,7 +77,8 @@ class Connection:
     def __init__(self, config: Config, identity: TunnelIdentity, allocation: Allocation, *,
                  forwards: list[str], on_open: OpenHandler, commands: CommandRunner,
                  version: str,
-                 on_session: Callable[[MuxSession | None, HelloAck | None], None]) -> None:
+                 on_session: Callable[[MuxSession | None, HelloAck | None], None],
+                 tls: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.identity = identity
         self.allocation = allocation
@@ -85,6 +87,7 @@ class Connection:
         self.commands = commands
         self.version = version
         self.on_session = on_session
+        self.tls = tls
         self.session: MuxSession | None = None
         self._hello_ack: asyncio.Future[dict[str, Any]] | None = None
         self._abandoned = ""
@@ -97,9 +100,13 @@ class Connection:
 
     async def _handshake(self) -> ClientConnection:
         cfg = self.config.tunnel
+        url = self.allocation.tunnel_url
+        extra: dict[str, Any] = {}
+        if url.startswith("wss://") and self.tls is not None:
+            extra["ssl"] = self.tls
         try:
             ws = await connect(
-                self.allocation.tunnel_url,
+                url,
                 subprotocols=[Subprotocol(SUBPROTOCOL)],
                 additional_headers=self.identity.headers(),
                 user_agent_header=f"pipeops-tunnel/{self.version}",
@@ -111,6 +118,7 @@ class Connection:
                 ping_timeout=cfg.ping_timeout,
                 open_timeout=min(self.config.pipeops.timeout, 30.0) or 10.0,
                 close_timeout=2.0,
+                **extra,
             )
         except InvalidStatus as exc:
             code = exc.response.status_code

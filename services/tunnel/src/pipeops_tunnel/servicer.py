@@ -38,8 +38,17 @@ class TunnelServicer(tunnel_pb2_grpc.TunnelServicer):  # type: ignore[misc]
             opened = Timestamp()
             opened.FromNanoseconds(int(info.opened_at * 1e9))
             out.append(tunnel_pb2.StreamInfo(
-                stream_id=info.stream_id, target=info.label, state=info.state,
+                stream_id=info.stream_id, target=info.label, state=_state(info.state),
                 bytes_in=info.bytes_in, bytes_out=info.bytes_out,
                 send_credit=max(0, info.send_credit), buffered_bytes=info.recv_buffered,
                 opened_at=opened))
         return tunnel_pb2.ListStreamsResponse(streams=out)
+
+
+def _state(mux_state: str) -> str:
+    """The mux's phase text in the contract's words (tunnel.proto StreamInfo.state)."""
+    if mux_state.endswith("(local half-closed)"):
+        return "half-closed-local"
+    if mux_state.endswith("(remote half-closed)"):
+        return "half-closed-remote"
+    return mux_state

@@ -168,7 +168,8 @@ async def add_listener(cluster_id: str, body: ListenerRequest, request: Request
 @debug_router.delete("/{cluster_id}/listeners/{name:path}")
 async def remove_listener(cluster_id: str, name: str, request: Request) -> dict[str, Any]:
     tunnel = _tunnel_view(request, cluster_id)
-    if "forward" in getattr(tunnel.listeners.get(name), "target", {"forward": ""}) \
-            or not await tunnel.remove_listener(name):
+    listener = tunnel.listeners.get(name)
+    if listener is None or "forward" in listener.target:  # forwards stay as allocated
         raise HTTPException(404, "no such listener")
+    await tunnel.remove_listener(name)
     return {"removed": name}

@@ -60,10 +60,20 @@ that sends past its credit gets RST). ``read()`` returns credit as it hands data
 after ``writer.drain()``). A stream's send buffer holds up to ``settings.write_limit``
 before ``drain()`` waits; waiting for credit blocks only that stream's producer.
 
+``pipe(stream, reader, writer)`` returns credit only after ``writer.drain()``; it ends
+as soon as the stream is reset (even while both directions wait on an idle socket), and
+when its task is cancelled it resets the stream (RST "cancelled") before re-raising.
+
 Counters: ``session.stats`` (:class:`MuxStats`: streams opened/closed/active, open_failed,
 bytes in/out, window-blocked seconds, resets sent/received, late frames, protocol errors)
 and ``session.stream_info()`` (:class:`StreamInfo` per stream: id, label, state, bytes,
-credit, buffered bytes, opened_at), plain attributes for the service to export.
+credit, buffered bytes and their peak, opened_at), plain attributes for the service to
+export.
+
+The WebSocket under it (websockets' asyncio ``connect``/``serve``): ``compression=None``,
+``subprotocols=[SUBPROTOCOL]``, ``max_size`` at least ``max_frame + 8`` (one frame is one
+message; 1 MiB leaves room for large control messages), ``max_queue`` bounded (the default
+16 is fine: the reader pump never waits on a stream), ``write_limit`` 32 KiB to 256 KiB.
 
 Keepalive is the transport's job, not the mux's: open the WebSocket with
 ``ping_interval``/``ping_timeout`` (PROTOCOL.md: 15 s / 20 s); a dead connection makes

@@ -71,6 +71,10 @@ __all__ = [
 ]
 
 
+MAX_QUEUED_CONTROL = 4096
+"""Queued control messages past which RSTs for unknown streams are no longer queued."""
+
+
 class Role(Enum):
     """Which end of the tunnel: decides the parity of the ids this side allocates."""
 
@@ -603,7 +607,7 @@ class MuxConnection:
             if self._is_past(sid):
                 self.stats.late_frames += 1
             elif ftype is not FrameType.RST:
-                self._send_rst(sid, f"unknown stream {sid}")
+                self._answer_stranger(sid, f"unknown stream {sid}")
             return
         if ftype is FrameType.DATA:
             self._on_data(st, frame.payload)
@@ -652,7 +656,7 @@ class MuxConnection:
                 self._violation(st, reason)
             else:
                 self.stats.protocol_errors += 1
-                self._send_rst(sid, reason)
+                self._answer_stranger(sid, reason)
             return
         self._peer_high = sid
         st = StreamState(sid, False, request, self.settings.window, self._peer_window)
@@ -722,11 +726,18 @@ class MuxConnection:
         elif self._is_past(sid):
             self.stats.late_frames += 1
         else:
-            self._send_rst(sid, reason)
+            self._answer_stranger(sid, reason)
 
     def _violation(self, st: StreamState, reason: str) -> None:
         self.stats.protocol_errors += 1
         self.reset(st, reason)
+
+    def _answer_stranger(self, sid: int, reason: str) -> None:
+        """RST for a frame naming no stream of ours. These answers are the only output a
+        peer can make us queue without limit, so past ``MAX_QUEUED_CONTROL`` queued control
+        messages (a peer that floods and does not read) they are dropped, not queued."""
+        if len(self._control) < MAX_QUEUED_CONTROL:
+            self._send_rst(sid, reason)
 
     def _send_rst(self, sid: int, reason: str) -> None:
         self.stats.resets_sent += 1
