@@ -165,11 +165,28 @@ class Stack:
         self.endpoints["http_api"] = {"url": f"http://127.0.0.1:{http_port}",
                                       "grpc": grpc["http_api"]}
         self._wait_http(f"http://127.0.0.1:{http_port}/health", 30)
+        if "kubesim" in self.endpoints:
+            self.endpoints["tunnel"] = {"kubeconfig": str(self._tunnel_kubeconfig(
+                cp["url"], kubeconfig, services["tunnel"]))}
         tmp = self.endpoints_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         tmp.replace(self.endpoints_path)
         print(f"make run: everything is up; endpoints in {self.endpoints_path}",
               file=sys.stderr, flush=True)
+
+    def _tunnel_kubeconfig(self, cp_url: str, kubeconfig: str, tunnel: Child) -> Path:
+        """A kubeconfig whose server is the control plane's ``kubernetes-api`` port: kubectl
+        with it reaches kubesim through the tunnel (TLS passes through end to end)."""
+        from pipeops_controlplane.tunnel import TunnelNotReady, kubeconfig_through_tunnel
+
+        out = self.run_dir / "tunnel.kubeconfig"
+        try:
+            kubeconfig_through_tunnel(cp_url, kubeconfig, out, tls_server_name="kubesim.local",
+                                      wait=60)
+        except TunnelNotReady as exc:
+            raise RuntimeError(f"the tunnel did not connect ({exc}); see {tunnel.log_path}"
+                               ) from exc
+        return out
 
     def _wait_http(self, url: str, timeout: float) -> None:
         import urllib.request

@@ -30,7 +30,7 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_for(ready, timeout=90, what="endpoints.json")
         endpoints = json.loads(endpoints_path.read_text())
-        assert {"kubesim", "controlplane", "grpc", "http_api"} <= endpoints.keys()
+        assert {"kubesim", "controlplane", "grpc", "http_api", "tunnel"} <= endpoints.keys()
 
         for name in ("registrar", "tunnel", "gateway"):
             check = grpcurl("-plaintext", endpoints["grpc"][name], "grpc.health.v1.Health/Check")
@@ -47,6 +47,13 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
              "nodes", "-o", "name"], capture_output=True, text=True, timeout=30, check=False)
         assert nodes.returncode == 0, nodes.stderr
         assert nodes.stdout.strip()
+
+        # The same cluster, reached through the control plane's end of the tunnel.
+        through = subprocess.run(
+            [tool("kubectl"), "--kubeconfig", endpoints["tunnel"]["kubeconfig"], "get",
+             "nodes", "-o", "name"], capture_output=True, text=True, timeout=30, check=False)
+        assert through.returncode == 0, through.stderr
+        assert through.stdout == nodes.stdout
 
         children = _children(proc.pid)
         assert len(children) >= 6  # kubesim, control plane, four services
