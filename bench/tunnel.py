@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,10 +64,17 @@ async def _commands(handle: Any) -> None:
         print(json.dumps(reply), flush=True)
 
 
-def _report(session: Any) -> dict[str, Any]:
+def _report(session: Any, command: str = "report") -> dict[str, Any]:
+    import tracemalloc
+
+    if command == "trace":  # Python allocations from now on are counted
+        tracemalloc.start()
+    elif command == "untrace":
+        tracemalloc.stop()
     stats = session.stats if session is not None else None
     return {
         "rss": rss_bytes(),
+        "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0,
         "tasks": len(asyncio.all_tasks()),
         "streams_active": stats.streams_active if stats else 0,
         "streams_opened": stats.streams_opened if stats else 0,
@@ -112,7 +120,7 @@ async def run_controlplane(forwards: list[str]) -> None:
         max_size=WS_MAX_SIZE, ping_interval=None,
     ) as ws:
         print(json.dumps({"ws": ws.sockets[0].getsockname()[1], "listeners": ports}), flush=True)
-        await _commands(lambda cmd: _report(session))
+        await _commands(lambda cmd: _report(session, cmd))
     for s in servers:
         s.close()
 
@@ -138,7 +146,7 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]]) -> None:
     ) as ws:
         async with MuxSession(ws, Role.AGENT, on_open=on_open, name="agent") as session:
             print(json.dumps({"connected": True}), flush=True)
-            await _commands(lambda cmd: _report(session))
+            await _commands(lambda cmd: _report(session, cmd))
 
 
 # --- the driver: servers and clients ----------------------------------------------
@@ -252,9 +260,9 @@ class Child:
         result: dict[str, Any] = json.loads(raw)
         return result
 
-    async def ask(self) -> dict[str, Any]:
+    async def ask(self, command: str = "report") -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(b"report\n")
+        self.proc.stdin.write(command.encode() + b"\n")
         await self.proc.stdin.drain()
         return await self.line()
 
@@ -414,6 +422,14 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
             note("parallel_100_MBps", await parallel(listen["sink"], 100, mb / 100))
             note("isolation_with_stalled_MBps", await beside_a_stalled_stream(listen, mb))
         out.update({name: max(values) for name, values in runs.items()})
+        for name, num, den in (
+            ("paired_ratio_vs_ssh_R", "tunnel_MBps", "ssh_R_MBps"),
+            ("paired_ratio_parallel", "parallel_100_MBps", "tunnel_MBps"),
+            ("paired_ratio_isolation", "isolation_with_stalled_MBps", "tunnel_MBps"),
+        ):
+            if num in runs and den in runs:
+                pairs = zip(runs[num], runs[den], strict=True)
+                out[name] = statistics.median(x / y for x, y in pairs)
         out["one_stream_MBps"] = out["isolation_alone_MBps"] = out["tunnel_MBps"]
         notes.append("all runs (MB/s): " + "; ".join(
             f"{name} {' '.join(f'{v:.0f}' for v in values)}" for name, values in runs.items()))
@@ -430,14 +446,18 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
 
         # memory per idle open stream: both tunnel ends' RSS growth for idle streams
         await wait_idle(cp, agent)
-        before = [await cp.ask(), await agent.ask()]
+        before = [await cp.ask("trace"), await agent.ask("trace")]
         conns = []
         for _ in range(idle_streams):
             conns.append(await asyncio.open_connection("127.0.0.1", listen["echo"]))
         await wait_streams(agent, before[1]["streams_active"] + idle_streams)
-        after = [await cp.ask(), await agent.ask()]
-        grown = sum(a["rss"] - b["rss"] for a, b in zip(after, before, strict=True))
+        after = [await cp.ask("report"), await agent.ask("report")]
+        grown = sum(a["traced"] - b["traced"] for a, b in zip(after, before, strict=True))
         out["idle_stream_bytes"] = grown / idle_streams
+        rss = sum(a["rss"] - b["rss"] for a, b in zip(after, before, strict=True))
+        out["idle_stream_rss_bytes"] = rss / idle_streams
+        await cp.ask("untrace")
+        await agent.ask("untrace")
         out["idle_streams"] = idle_streams
         for _, w in conns:
             w.close()
@@ -526,10 +546,14 @@ def render(notes: list[str], r: dict[str, float], mb: int, reps: int) -> str:
         f"parallel_100_streams_MBps: {r['parallel_100_MBps']:.0f}",
         f"ratio_parallel_vs_one: {ratio('parallel_100_MBps', 'one_stream_MBps')}",
         f"idle_stream_KiB: {r['idle_stream_bytes'] / 1024:.1f}"
-        f"  (RSS growth of both tunnel ends / {int(r['idle_streams'])} idle streams)",
+        f"  (Python heap of both tunnel ends, tracemalloc, / {int(r['idle_streams'])} idle"
+        f" streams; RSS growth says {r['idle_stream_rss_bytes'] / 1024:.1f})",
         f"isolation_alone_MBps: {r['isolation_alone_MBps']:.0f}",
         f"isolation_with_stalled_MBps: {r['isolation_with_stalled_MBps']:.0f}",
         f"isolation_ratio: {ratio('isolation_with_stalled_MBps', 'isolation_alone_MBps')}",
+        "# the same ratios as medians of rep-by-rep pairs (less sensitive to load swings)",
+        *[f"{k}_median: {r[k]:.2f}" for k in
+          ("paired_ratio_vs_ssh_R", "paired_ratio_parallel", "paired_ratio_isolation") if k in r],
         f"streams_opened_closed_cp: {int(r['streams_opened_cp'])} / {int(r['streams_closed_cp'])}",
         "```",
         "",

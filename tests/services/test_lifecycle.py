@@ -55,7 +55,7 @@ def test_service_serves_health_reflection_and_stops_on_sigterm(
                                  "SERVICE_STATE_DEGRADED", "SERVICE_STATE_STARTING"}
         assert info["detail"]
 
-        events = grpcurl("-plaintext", "-max-time", "2", "-d", '{"history": 5}', address,
+        events = grpcurl("-plaintext", "-max-time", "2", "-d", '{"history": 50}', address,
                          "pipeops.agent.v1.Events/Subscribe")
         assert '"message": "started"' in events.stdout
 

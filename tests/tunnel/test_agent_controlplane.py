@@ -1,5 +1,6 @@
 """The tunnel agent against the real dev control plane's tunnel side: allocation, the
-WebSocket endpoint, a forward's TCP listener, commands over HTTP, a dropped connection."""
+WebSocket endpoint, a forward's TCP listener, commands over HTTP, a dropped connection;
+and the whole chain with the real registrar writing the identity and kubesim."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from kubesim.testing import Kubesim
 from pipeops_controlplane.testing import ControlPlane
+from tests.registrar.harness import RegistrarRun, sa_token_file
 from tests.tunnel.agent_helpers import TcpServer, TunnelRun, echo, eventually, write_identity
 from tests.tunnel.e2e_helpers import register
 
@@ -86,3 +89,42 @@ async def test_agent_against_the_real_control_plane(
     finally:
         await asyncio.to_thread(run.stop)
     assert reg["token"] not in run.all_output()
+
+
+async def test_registrar_tunnel_and_control_plane_carry_a_session_command(
+    controlplane: ControlPlane, echo_server: TcpServer, state_dir: Path, tmp_path: Path
+) -> None:
+    ks = await asyncio.to_thread(Kubesim().start)
+    registrar: RegistrarRun | None = None
+    run: TunnelRun | None = None
+    try:
+        for ns in ("pipeops-system", "pipeops-sessions"):
+            code, body = await asyncio.to_thread(ks.request, "POST", "/api/v1/namespaces",
+                                                 {"metadata": {"name": ns}})
+            assert code == 201, body
+        # the real registrar writes the identity file the tunnel reads
+        registrar = RegistrarRun(controlplane, ks.kubeconfig, sa_token_file(tmp_path, ks.token),
+                                 state_dir, "pipeops-system").start()
+        identity = await asyncio.to_thread(registrar.wait_registered)
+        run = TunnelRun(controlplane.url, state_dir, forwards={"agent-http": echo_server.addr},
+                        kubeconfig=ks.kubeconfig).start()
+        await eventually(lambda: debug(controlplane, identity["cluster_id"]),
+                         lambda v: bool(v.get("connected")), timeout=20,
+                         what="the tunnel of the registered cluster")
+        code, record = await asyncio.to_thread(
+            controlplane.request, "POST", f"/api/v1/agents/{identity['agent_id']}/command",
+            {"action": "start_session", "payload": {"sessionId": "e2e", "template": "nginx"},
+             "wait": 15})
+        assert code == 200, record
+        assert record["state"] == "complete", record
+        assert record["result"]["service"] == "session-e2e"
+        code, body = await asyncio.to_thread(
+            ks.request, "GET", "/apis/apps/v1/namespaces/pipeops-sessions/deployments"
+            "?labelSelector=app%3Dpipeops-session,session%3De2e")
+        assert code == 200 and len(body["items"]) == 1, body
+        assert identity["cluster_token"] not in run.all_output()
+    finally:
+        for proc in (run, registrar):
+            if proc is not None:
+                await asyncio.to_thread(proc.stop)
+        await asyncio.to_thread(ks.stop)

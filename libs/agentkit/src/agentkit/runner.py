@@ -97,6 +97,20 @@ def load_config(args: argparse.Namespace, flags: dict[str, tuple[str, str]]) -> 
     return load(args.config, overrides=overrides, flag_names=names)
 
 
+class ServiceFailed(Exception):
+    """Raised by a service's main coroutine to stop the process with ``exit_code``.
+
+    For failures that retrying cannot fix (a refused install token): the service logs
+    the reason itself, then raises this; the runner shuts down cleanly (gRPC server,
+    metrics, siblings) and the process exits with the code. A ``SystemExit`` raised in
+    a task would escape the event loop past that shutdown.
+    """
+
+    def __init__(self, exit_code: int = 1, reason: str = "") -> None:
+        super().__init__(reason or f"exit {exit_code}")
+        self.exit_code = exit_code
+
+
 def run_service(
     name: str,
     description: str,
@@ -175,8 +189,8 @@ async def _serve(
         if not done:
             log.warning("main task did not finish within the grace period")
         elif not main_task.cancelled() and (exc := main_task.exception()) is not None:
-            if isinstance(exc, SystemExit):
-                code = int(exc.code) if isinstance(exc.code, int) else 1
+            if isinstance(exc, ServiceFailed):
+                code = exc.exit_code
             else:
                 log.error("main task failed", exc_info=exc)
                 code = 1

@@ -25,15 +25,12 @@ EXTRA_FLAGS = {
 
 
 def main() -> None:
-    agents: list[Agent] = []
-
     def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
         keeper = IdentityKeeper(identity_file(ctx.config.agent.state_dir), None)
         state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
         ctx.serve(Registration(registrar_pb2_grpc.add_RegistrarServicer_to_server,
                                RegistrarServicer(keeper, state), SERVICE_NAME))
-        agents.append(Agent(ctx, keeper, state))
-        return agents[-1].run
+        return Agent(ctx, keeper, state).run
 
     code = run_service(
         "registrar",
@@ -43,7 +40,7 @@ def main() -> None:
         metrics_key="registrar",
         extra_flags=EXTRA_FLAGS,
     )
-    sys.exit(code or max((a.exit_code for a in agents), default=0))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import logging
 from agentkit.config import Config
 from agentkit.events import KIND_EVENT
 from agentkit.retry import FailureReport, retrying
-from agentkit.runner import ServiceContext
+from agentkit.runner import ServiceContext, ServiceFailed
 from agentkit.status import DEGRADED
 from pipeops_registrar.client import ControlPlaneClient
 from pipeops_registrar.facts import FactsSource
@@ -44,7 +44,6 @@ class Agent:
         self.keeper = keeper
         self.heartbeat_state = heartbeat_state
         self.version = ctx.status.version
-        self.exit_code = 0  # 1 after a fatal error (the install token refused or missing)
 
     async def _connect_cluster(self) -> tuple[Cluster | None, str]:
         try:
@@ -111,8 +110,7 @@ class Agent:
         if not cfg.pipeops.token.get_secret_value():
             log.error("cannot register: %s", NO_TOKEN)
             self.ctx.status.set(DEGRADED, f"cannot register: {NO_TOKEN}")
-            self.exit_code = 1
-            return
+            raise ServiceFailed(1, NO_TOKEN)
         client = ControlPlaneClient(cfg.pipeops.api_url, timeout=cfg.pipeops.timeout,
                                     verify=_verify(cfg),
                                     user_agent=f"pipeops-registrar/{self.version}")
@@ -143,13 +141,11 @@ class Agent:
                     await self.keeper.update(identity)
                     self.ctx.status.set(DEGRADED, "registering again with the control plane")
         except FatalError as exc:
-            # Returned, not raised: asyncio lets a SystemExit escape the event loop past
-            # the runner's clean shutdown, so the exit code travels in ``exit_code``.
             log.error("cannot register: %s", exc)
             self.ctx.status.set(DEGRADED, f"cannot register: {exc}")
             if identity is not None:
                 await self.keeper.update(identity.evolve(state="rejected"))
-            self.exit_code = 1
+            raise ServiceFailed(1, str(exc)) from exc
         except asyncio.CancelledError:
             if identity is not None and identity.registered:
                 await asyncio.shield(heartbeater.final(identity))

@@ -3,9 +3,10 @@
     start -> wait for the registrar's identity file (status: degraded, says so)
           -> GET /api/v1/tunnel/status until ready (tenacity on faults, poll on pending)
           -> connect; on loss: backoff with full jitter (base 0.5 s, cap 30 s), reset
-             after RESET_AFTER seconds connected; a handshake refused with 401/403/404/410
-             asks for the allocation again
-    SIGTERM -> drain the live connection, cancel running commands, exit 0
+             after RESET_AFTER seconds connected; a handshake refused with
+             401/403/404/409/410, or a new identity from the registrar, asks for the
+             allocation again (with backoff)
+    SIGTERM -> running commands report failed, the live connection drains, exit 0
 
 The identity and the allocation survive a reconnect; streams do not (the mux resets them
 when the connection ends). Commands and their outcomes outlive connections.
@@ -32,7 +33,7 @@ from pipeops_tunnel.allocation import Allocation, AllocationClient
 from pipeops_tunnel.commands import CommandRunner
 from pipeops_tunnel.connection import Connection, ConnectionLost, HelloAck, Rejected
 from pipeops_tunnel.identity import IdentityWatch, TunnelIdentity
-from pipeops_tunnel.kube import KubeClient
+from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.sessions import CommandFailed, Sessions
 from pipeops_tunnel.state import CONNECTED, CONNECTING, DISABLED, DISCONNECTED, TunnelState
 from pipeops_tunnel.targets import Dialer, TargetPolicy, out_of_cluster_api
@@ -46,38 +47,6 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, Rejected)
 
 
-class LazyKube:
-    """The Kubernetes client, made on first use; a failure is retried on the next use."""
-
-    def __init__(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
-        self.client: KubeClient | None = None
-        self.problem = ""
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> KubeClient | None:
-        async with self._lock:
-            if self.client is None:
-                try:
-                    self.client = await KubeClient.connect(self.ctx.config.kubernetes)
-                    self.ctx.status.check("kubernetes", "ok")
-                except Exception as exc:
-                    self.problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
-                    log.error(self.problem)
-                    self.ctx.status.check("kubernetes", self.problem)
-            return self.client
-
-    async def sessions(self) -> Sessions | None:
-        client = await self.get()
-        if client is None:
-            raise CommandFailed(self.problem)
-        return Sessions(client, self.ctx.config.kubernetes.session_namespace)
-
-    async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-
-
 class TunnelAgent:
     def __init__(self, ctx: ServiceContext, state: TunnelState,
                  forwards: dict[str, str]) -> None:
@@ -86,8 +55,8 @@ class TunnelAgent:
         self.state = state
         self.forwards = forwards
         self.identity = IdentityWatch(identity_file(ctx.config.agent.state_dir))
-        self.kube = LazyKube(ctx)
-        self.commands = CommandRunner(self.kube.sessions)
+        self.kube = LazyKube(ctx.config.kubernetes, ctx.status)
+        self.commands = CommandRunner(self._sessions)
         policy = TargetPolicy(forwards, self._check_target, self.kube.get)
         self.dialer = Dialer(policy, ctx.config.tunnel.dial_timeout)
         self.connection: Connection | None = None
@@ -95,6 +64,12 @@ class TunnelAgent:
         self._rejections = 0  # handshakes refused in a row (backoff between allocations)
         self._allocated_for: TunnelIdentity | None = None  # the identity that got it
         self.tls: ssl.SSLContext | None = None
+
+    async def _sessions(self) -> Sessions:
+        client = await self.kube.get()
+        if client is None:
+            raise CommandFailed(self.kube.problem)
+        return Sessions(client, self.config.kubernetes.session_namespace)
 
     async def _check_target(self, namespace: str, service: str, port: int) -> tuple[bool, str]:
         siblings = self.ctx.siblings

@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from agentkit.config import KubernetesConfig
+from agentkit.status import ServiceStatus
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +152,31 @@ class KubeClient:
                                   path_of(api, resource, namespace, name, "scale"),
                                   body={"spec": {"replicas": replicas}},
                                   content_type="application/merge-patch+json")
+
+
+class LazyKube:
+    """The client, made on first use (a pod without RBAC or a kubeconfig still tunnels);
+    a failure is reported in the ``kubernetes`` check and retried on the next use."""
+
+    def __init__(self, cfg: KubernetesConfig, status: ServiceStatus) -> None:
+        self.cfg = cfg
+        self.status = status
+        self.client: KubeClient | None = None
+        self.problem = ""
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> KubeClient | None:
+        async with self._lock:
+            if self.client is None:
+                try:
+                    self.client = await KubeClient.connect(self.cfg)
+                    self.status.check("kubernetes", "ok")
+                except Exception as exc:
+                    self.problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
+                    log.error(self.problem)
+                    self.status.check("kubernetes", self.problem)
+            return self.client
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()

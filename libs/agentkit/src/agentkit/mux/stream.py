@@ -21,6 +21,46 @@ if TYPE_CHECKING:
 __all__ = ["Stream", "pipe"]
 
 
+class _Signal:
+    """``asyncio.Event`` semantics at a fraction of its size: a stream holds three of
+    these, and an idle tunnel may hold thousands of streams (an Event carries a deque of
+    ~600 bytes even with nobody waiting). Waiters get their own future, created on wait."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        waiters, self._waiters = self._waiters, None
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if self._waiters is not None and fut in self._waiters:
+                self._waiters.remove(fut)
+
+
 class Stream:
     """One multiplexed byte stream.
 
@@ -37,15 +77,16 @@ class Stream:
     when the stream is finished (FIN both ways) or reset.
     """
 
-    __slots__ = ("_closed", "_conn", "_readable", "_session", "_state", "_writable")
+    __slots__ = ("_closed", "_conn", "_end_futures", "_readable", "_session", "_state", "_writable")
 
     def __init__(self, session: MuxSession, conn: MuxConnection, state: StreamState) -> None:
         self._session = session
         self._conn = conn
         self._state = state
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._closed = asyncio.Event()
+        self._readable = _Signal()
+        self._writable = _Signal()
+        self._closed = _Signal()
+        self._end_futures: list[asyncio.Future[None]] | None = None
         state.user = self
 
     # --- identity -----------------------------------------------------------------------
@@ -198,6 +239,21 @@ class Stream:
         self._readable.set()
         self._writable.set()
         self._closed.set()
+        futures, self._end_futures = self._end_futures, None
+        for fut in futures or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    def _end_future(self) -> asyncio.Future[None]:
+        """A future done when the stream closes (cheaper to hold than a task per pipe)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.closed:
+            fut.set_result(None)
+        else:
+            if self._end_futures is None:
+                self._end_futures = []
+            self._end_futures.append(fut)
+        return fut
 
 
 async def pipe(
@@ -241,8 +297,8 @@ async def pipe(
 
     up = asyncio.create_task(upstream(), name=f"mux:pipe-up:{stream.id}")
     down = asyncio.create_task(downstream(), name=f"mux:pipe-down:{stream.id}")
-    ended = asyncio.create_task(stream.wait_closed(), name=f"mux:pipe-wait:{stream.id}")
-    pending: set[asyncio.Task[None]] = {up, down, ended}
+    ended = stream._end_future()
+    pending: set[asyncio.Future[None]] = {up, down, ended}
     failure: BaseException | None = None
     try:
         while failure is None and (up in pending or down in pending):
