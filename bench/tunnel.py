@@ -315,14 +315,13 @@ def ensure_openssh() -> str | None:
     return None if Path("/usr/sbin/sshd").exists() else "sshd still missing after apt-get"
 
 
-def _ssh_files(d: Path) -> tuple[int, int, str]:
-    """Throwaway host and user keys and an sshd_config in ``d``: (sshd port, forward
-    port, user)."""
+def _ssh_files(d: Path) -> tuple[int, str]:
+    """Throwaway host and user keys and an sshd_config in ``d``: (sshd port, user)."""
     for name in ("host", "user"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
                        check=True)
     (d / "authorized_keys").write_text((d / "user.pub").read_text())
-    sshd_port, fwd_port = free_port(), free_port()
+    sshd_port = free_port()
     user = os.environ.get("USER") or subprocess.run(
         ["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     (d / "sshd_config").write_text(
@@ -333,7 +332,7 @@ def _ssh_files(d: Path) -> tuple[int, int, str]:
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-    return sshd_port, fwd_port, user
+    return sshd_port, user
 
 
 def _spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
@@ -351,12 +350,16 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 @contextlib.asynccontextmanager
-async def ssh_reverse(target_port: int) -> AsyncIterator[int]:
-    """sshd on a free 127.0.0.1 port with throwaway keys, and ``ssh -R`` to ``target_port``;
-    yields the port sshd listens on for the forward. Everything stops on exit."""
+async def ssh_reverse(target_ports: list[int]) -> AsyncIterator[list[int]]:
+    """sshd on a free 127.0.0.1 port with throwaway keys, and ``ssh -R`` to each of
+    ``target_ports``; yields the ports sshd listens on for them. Everything stops on exit."""
     with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp:
         d = Path(tmp)
-        sshd_port, fwd_port, user = _ssh_files(d)
+        sshd_port, user = _ssh_files(d)
+        fwd_ports = [free_port() for _ in target_ports]
+        remotes = []
+        for fwd, target in zip(fwd_ports, target_ports, strict=True):
+            remotes += ["-R", f"127.0.0.1:{fwd}:127.0.0.1:{target}"]
         sshd = _spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")])
         ssh: subprocess.Popen[bytes] | None = None
         try:
@@ -365,10 +368,11 @@ async def ssh_reverse(target_port: int) -> AsyncIterator[int]:
                 ["ssh", "-N", "-i", str(d / "user"), "-p", str(sshd_port),
                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                  "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR",
-                 "-R", f"127.0.0.1:{fwd_port}:127.0.0.1:{target_port}", f"{user}@127.0.0.1"]
+                 *remotes, f"{user}@127.0.0.1"]
             )
-            await wait_port(fwd_port)
-            yield fwd_port
+            for fwd in fwd_ports:
+                await wait_port(fwd)
+            yield fwd_ports
         finally:
             _stop(ssh)
             _stop(sshd)
@@ -401,9 +405,10 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
     notes: list[str] = []
     async with tunnel(ports) as (listen, cp, agent), contextlib.AsyncExitStack() as stack:
         problem = ensure_openssh()
-        fwd = None
+        fwd = ssh_echo = None
         if problem is None:
-            fwd = await stack.enter_async_context(ssh_reverse(ports["sink"]))
+            fwd, ssh_echo = await stack.enter_async_context(
+                ssh_reverse([ports["sink"], ports["echo"]]))
             await bulk(fwd, 16)  # warm-up: the first connection sets up the channel
         else:
             notes.append(f"ssh -R not measured: {problem}")
@@ -435,14 +440,20 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
             f"{name} {' '.join(f'{v:.0f}' for v in values)}" for name, values in runs.items()))
 
         # latency: 1 KiB request/response through the echo, direct and through the tunnel
-        direct, through = [], []
+        direct: list[float] = []
+        through: list[float] = []
+        via_ssh: list[float] = []
         for _ in range(2):
             direct += await latency(ports["echo"], 1000)
             through += await latency(listen["echo"], 1000)
+            if ssh_echo is not None:
+                via_ssh += await latency(ssh_echo, 1000)
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             out[f"direct_{name}_ms"] = pct(direct, q) * 1e3
             out[f"tunnel_{name}_ms"] = pct(through, q) * 1e3
             out[f"added_{name}_ms"] = out[f"tunnel_{name}_ms"] - out[f"direct_{name}_ms"]
+            if via_ssh:
+                out[f"ssh_added_{name}_ms"] = pct(via_ssh, q) * 1e3 - out[f"direct_{name}_ms"]
 
         # memory per idle open stream: both tunnel ends' RSS growth for idle streams
         await wait_idle(cp, agent)
@@ -542,6 +553,8 @@ def render(notes: list[str], r: dict[str, float], mb: int, reps: int) -> str:
         f"latency_1KiB_tunnel_p99_ms: {r['tunnel_p99_ms']:.3f}",
         f"latency_added_p50_ms: {r['added_p50_ms']:.3f}",
         f"latency_added_p99_ms: {r['added_p99_ms']:.3f}",
+        *[f"latency_ssh_R_added_{q}_ms: {r[f'ssh_added_{q}_ms']:.3f}" for q in ("p50", "p99")
+          if f"ssh_added_{q}_ms" in r],
         f"one_stream_MBps: {r['one_stream_MBps']:.0f}",
         f"parallel_100_streams_MBps: {r['parallel_100_MBps']:.0f}",
         f"ratio_parallel_vs_one: {ratio('parallel_100_MBps', 'one_stream_MBps')}",

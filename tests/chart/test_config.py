@@ -48,6 +48,11 @@ def test_config_loads_and_matches_the_pod(rendered: Rendered, tmp_path: Path) ->
     forwards = {f.name: f.local_addr for f in cfg.tunnel.forwards}
     assert forwards["agent-http"] == f"127.0.0.1:{cfg.agent.port}"
     assert forwards["kubernetes-api"] == "kubernetes.default.svc:443"
+    # The kubelet of the pod's own node: NODE_IP is agent.node_ip, set from status.hostIP.
+    assert forwards["kubelet"] == "NODE_IP:10250"
+    for c in rendered_containers_env_node_ip(rendered):
+        assert c == {"name": "PIPEOPS_NODE_IP",
+                     "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
     for name in ("registrar", "tunnel", "gateway", "http-api"):
         assert rendered.container(name)["args"] == ["--config", "/etc/pipeops/config.yaml"]
         assert _mount(rendered, name, "config") == "/etc/pipeops"
@@ -72,7 +77,8 @@ def test_all_features_config(render: Callable[[str], Rendered], tmp_path: Path) 
     assert cfg.gateway.istio.enabled and cfg.gateway.gateway_api.enabled
     assert cfg.gateway.istio.service.create is True
     assert [r["name"] for r in cfg.gateway.gateway_api.tcp_routes] == ["runner-tcp", "other-tcp"]
-    assert {f.name for f in cfg.tunnel.forwards} == {"kubernetes-api", "agent-http", "grafana"}
+    assert {f.name for f in cfg.tunnel.forwards} == {"kubernetes-api", "kubelet", "agent-http",
+                                                     "grafana"}
     # With a ServiceMonitor the metrics servers listen on the pod IP.
     assert cfg.metrics.host == "0.0.0.0"
     assert cfg.metrics.registrar == get("all-features").port("registrar", "metrics-reg")
@@ -90,7 +96,7 @@ def test_defaults_config_is_the_services_defaults(render: Callable[[str], Render
     defaults = Config()
     assert cfg.pipeops.api_url == defaults.pipeops.api_url
     assert cfg.pipeops.heartbeat_interval == defaults.pipeops.heartbeat_interval
-    assert cfg.tunnel.inactivity_timeout == defaults.tunnel.inactivity_timeout
+    assert cfg.tunnel.ping_timeout == defaults.tunnel.ping_timeout
     assert cfg.metrics.host == "127.0.0.1"
     assert cfg.gateway.enabled is False
     assert cfg.agent.enable_ingress_sync is False
@@ -125,3 +131,11 @@ def test_the_loader_rejects_what_the_chart_must_not_render(rendered: Rendered,
     path.write_text(rendered.config_text + "\nextra_section: {a: 1}\n")
     with pytest.raises(ConfigError, match="unknown key extra_section"):
         load(path, env={})
+
+
+def rendered_containers_env_node_ip(rendered: Rendered) -> list[dict[str, object]]:
+    """The PIPEOPS_NODE_IP env entry of the tunnel container (exactly one)."""
+    env = rendered.container("tunnel").get("env", [])
+    found = [e for e in env if e["name"] == "PIPEOPS_NODE_IP"]
+    assert len(found) == 1
+    return found

@@ -19,6 +19,7 @@ from tests.chart.chart import (
     AGENT_CONTAINERS,
     NAMESPACE,
     TOKEN,
+    VALUE_SETS,
     Chart,
     Rendered,
     agent_rules,
@@ -313,23 +314,26 @@ def test_grpc_ports_are_never_published(rendered: Rendered) -> None:
 
 
 def test_network_policy_egress_is_dns_api_server_and_control_plane(
-        render: Callable[[str], Rendered]) -> None:
+        render: Callable[[str], Rendered], chart: Chart) -> None:
     policy = render("all-features").one("NetworkPolicy")
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     egress_ports = [sorted((p["port"], p["protocol"]) for p in rule["ports"])
                     for rule in spec["egress"]]
-    # DNS, the API server, the control plane, then networkPolicy.extraEgress (for the
-    # tunnel's extra forward to grafana.monitoring.svc:3000).
+    # DNS, the API server, the control plane, the node's kubelet (the kubelet forward),
+    # then networkPolicy.extraEgress (the tunnel's extra forward to grafana:3000).
     assert egress_ports == [[(53, "TCP"), (53, "UDP")], [(443, "TCP"), (6443, "TCP")],
-                            [(443, "TCP")], [(3000, "TCP")]]
+                            [(443, "TCP")], [(10250, "TCP")], [(3000, "TCP")]]
     cidrs = [[t["ipBlock"]["cidr"] for t in rule.get("to", []) if "ipBlock" in t]
              for rule in spec["egress"]]
     assert cidrs[1:3] == [["10.96.0.1/32", "172.18.0.2/32"], ["203.0.113.0/24"]]
-    assert spec["egress"][3]["to"] == [{"namespaceSelector": {"matchLabels": {
+    assert spec["egress"][4]["to"] == [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "monitoring"}}}]
-    # Without extraEgress: exactly the three rules.
-    assert len(render("all-features-chart-gateway").one("NetworkPolicy")["spec"]["egress"]) == 3
+    # Without extraEgress: exactly the four rules; without the kubelet forward, three.
+    assert len(render("all-features-chart-gateway").one("NetworkPolicy")["spec"]["egress"]) == 4
+    no_kubelet = chart.template(*VALUE_SETS["all-features-chart-gateway"],
+                                "--set", "tunnel.forwardKubelet=false")
+    assert len(no_kubelet.one("NetworkPolicy")["spec"]["egress"]) == 3
     (ingress,) = spec["ingress"]
     assert {p["port"] for p in ingress["ports"]} == {"http", "metrics-reg", "metrics-tun",
                                                       "metrics-gw"}

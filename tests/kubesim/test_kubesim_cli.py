@@ -90,15 +90,28 @@ def test_cli_prints_ready_line_and_writes_kubeconfig(tmp_path: Path) -> None:
             stream.close()
 
 
-def test_bad_seed_fails_with_a_clear_message(tmp_path: Path) -> None:
-    seed = tmp_path / "bad.yaml"
-    seed.write_text("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n")
+@pytest.mark.parametrize(("flag", "content", "words"), [
+    ("--seed", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+     "unknown kind example.com/v1/Widget"),
+    ("--seed", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n",
+     'seed rejected: 422 Invalid: ConfigMap "Bad_Name" is invalid'),
+    ("--seed", "a: [", "while parsing"),
+    ("--rbac", "tokens:\n  - serviceAccount: a/b\n", "each token entry needs a non-empty"),
+    ("--rbac", "tokens:\n  - {token: t, serviceAccount: nobody}\n",
+     "serviceAccount must be 'namespace/name'"),
+])
+def test_bad_seed_or_rbac_file_fails_with_a_clear_message(
+    tmp_path: Path, flag: str, content: str, words: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
     proc = subprocess.run(
-        [str(CLI), "--port", "0", "--data-dir", str(tmp_path / "d"), "--seed", str(seed)],
+        [str(CLI), "--port", "0", "--data-dir", str(tmp_path / "d"), flag, str(bad)],
         capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert "unknown kind example.com/v1/Widget" in proc.stderr
+    assert proc.stderr.startswith("kubesim: ") and words in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.fixture(scope="module")

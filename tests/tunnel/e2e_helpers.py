@@ -169,7 +169,6 @@ E2E_TIMEOUTS = {
     # every timeout on a stream's path, shortened (see test_e2e_kubectl's docstring)
     "cp_ping_interval": 0.5, "cp_ping_timeout": 2.0,
     "agent_ping_interval": 0.5, "agent_ping_timeout": 2.0,
-    "agent_inactivity_timeout": 2.0,
 }
 LONGEST_TIMEOUT = max(E2E_TIMEOUTS.values())
 
@@ -213,7 +212,6 @@ def e2e_config(path: Any, kubesim_port: int, agent_http_port: int) -> Any:
             ],
             "ping_interval": t["agent_ping_interval"],
             "ping_timeout": t["agent_ping_timeout"],
-            "inactivity_timeout": t["agent_inactivity_timeout"],
             "status_poll_interval": 0.2,
         },
         "pipeops": {"reconnect": {"backoff_base": 0.1, "backoff_max": 0.5}, "timeout": 2},

@@ -138,7 +138,7 @@ async def test_default_forwards_reach_the_api_server_through_the_pod_environment
 ) -> None:
     api = await TcpServer(echo).start()  # stands in for the API server's TLS port
     run = TunnelRun(cp.url, state_dir, forwards=None,
-                    extra=["--set", "agent.port=18080"],
+                    extra=["--set", "agent.port=18080", "--set", "agent.node_ip=127.0.0.2"],
                     env={"KUBERNETES_SERVICE_HOST": "127.0.0.1",
                          "KUBERNETES_SERVICE_PORT": str(api.port)}).start()
     try:
@@ -149,7 +149,7 @@ async def test_default_forwards_reach_the_api_server_through_the_pod_environment
                                             {"name": "agent-http"}]
         status = await run.grpc("pipeops.agent.v1.Tunnel/GetStatus")
         assert [(f["name"], f["local_addr"]) for f in status["forwards"]] == [
-            ("kubernetes-api", f"127.0.0.1:{api.port}"), ("kubelet", "127.0.0.1:10250"),
+            ("kubernetes-api", f"127.0.0.1:{api.port}"), ("kubelet", "127.0.0.2:10250"),
             ("agent-http", "127.0.0.1:18080")]
         stream = await session.open_stream({"forward": "kubernetes-api"})
         await stream.send(b"\x16\x03\x01 not really TLS")
@@ -179,3 +179,16 @@ async def test_out_of_cluster_the_api_forward_is_the_kubeconfig_server_with_tls_
         assert body["metadata"]["name"] == "apps"
     finally:
         await asyncio.to_thread(run.stop)
+
+
+def test_node_ip_forwards_follow_agent_node_ip() -> None:
+    """``NODE_IP`` in a forward is the node's IP; with none known the forward is left out
+    instead of dialling a kubelet that is not there."""
+    from agentkit.config import Config
+    from pipeops_tunnel.targets import resolve_forwards
+
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"}
+    assert resolve_forwards(Config(), env) == {
+        "kubernetes-api": "10.0.0.1:6443", "agent-http": "127.0.0.1:8080"}
+    config = Config.model_validate({"agent": {"node_ip": "fd00::7"}})
+    assert resolve_forwards(config, env)["kubelet"] == "[fd00::7]:10250"

@@ -8,8 +8,8 @@ control plane's allocated ``kubernetes-api`` port on 127.0.0.1 with kubesim's CA
 so a wrong server name fails certificate verification.
 
 How a watch is shown to outlive every timeout, in test-controlled time: the test sets
-every timeout on a stream's path (both ends' WebSocket ping interval and pong timeout,
-the agent's stream inactivity timeout; see ``E2E_TIMEOUTS``) to at most
+every timeout on a stream's path (both ends' WebSocket ping interval and pong timeout;
+the agent has no stream idle timeout, on purpose; see ``E2E_TIMEOUTS``) to at most
 ``LONGEST_TIMEOUT`` = 2 s. kubectl sets none (``--request-timeout`` 0), kubesim ends a
 watch only at a ``timeoutSeconds`` kubectl does not send, and the control plane's
 listeners have no idle timeout at all. The watch is then held for more than six times

@@ -10,6 +10,10 @@ PIPEOPS_TOKEN from a Secret.
 {{- if $v.tunnel.forwardApiServer }}
 {{- $forwards = append $forwards (dict "name" "kubernetes-api" "local_addr" "kubernetes.default.svc:443" "remote_port" 0) }}
 {{- end }}
+{{- if $v.tunnel.forwardKubelet }}
+{{- /* NODE_IP is agent.node_ip, which PIPEOPS_NODE_IP sets from status.hostIP. */}}
+{{- $forwards = append $forwards (dict "name" "kubelet" "local_addr" "NODE_IP:10250" "remote_port" 0) }}
+{{- end }}
 {{- if $v.tunnel.forwardAgentHttp }}
 {{- $forwards = append $forwards (dict "name" "agent-http" "local_addr" (printf "127.0.0.1:%v" $v.httpApi.port) "remote_port" 0) }}
 {{- end }}
@@ -34,7 +38,6 @@ PIPEOPS_TOKEN from a Secret.
     "tls" (dict "insecure_skip_verify" $v.pipeops.insecureSkipVerify))
   "tunnel" (dict
     "enabled" $v.tunnel.enabled
-    "inactivity_timeout" $v.tunnel.inactivityTimeout
     "forwards" $forwards)
   "kubernetes" (dict
     "in_cluster" true

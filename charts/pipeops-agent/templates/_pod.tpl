@@ -30,6 +30,10 @@ seccompProfile:
   valueFrom:
     fieldRef:
       fieldPath: spec.nodeName
+- name: PIPEOPS_NODE_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
 {{- end }}
 
 {{/*

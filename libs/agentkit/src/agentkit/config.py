@@ -67,6 +67,8 @@ class AgentConfig(_Section):
     enable_ingress_sync: bool = Field(False, description="publish Ingress routes (gateway)")
     state_dir: Path = Field(Path("/var/run/pipeops"), description="the shared state volume")
     node_name: str = Field("", description="from the pod's fieldRef")
+    node_ip: str = Field("", description="the node's IP (status.hostIP): replaces NODE_IP in "
+                         "forward addresses, e.g. the kubelet forward NODE_IP:10250")
     pod_name: str = Field("", description="from the pod's fieldRef")
     pod_namespace: str = Field("", description="from the pod's fieldRef")
 
@@ -114,8 +116,10 @@ class ForwardConfig(_Section):
 
 class TunnelConfig(_Section):
     enabled: bool = True
-    forwards: list[ForwardConfig] = Field(default_factory=list, description="what may be dialled")
-    inactivity_timeout: Duration = Field(300.0, description="idle streams are closed after this")
+    forwards: list[ForwardConfig] = Field(
+        default_factory=list,
+        description="what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), "
+                    "agent-http")
     window: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="per-stream credit")
     max_frame: int = Field(64 * 1024, ge=1024, le=1024 * 1024, description="largest DATA payload")
     ping_interval: Duration = Field(15.0, gt=0)
@@ -229,6 +233,7 @@ ENV_VARS: dict[str, str] = {
     "PIPEOPS_ENABLE_INGRESS_SYNC": "agent.enable_ingress_sync",
     "PIPEOPS_STATE_DIR": "agent.state_dir",
     "PIPEOPS_NODE_NAME": "agent.node_name",
+    "PIPEOPS_NODE_IP": "agent.node_ip",
     "PIPEOPS_POD_NAME": "agent.pod_name",
     "PIPEOPS_POD_NAMESPACE": "agent.pod_namespace",
     "PIPEOPS_LOG_LEVEL": "logging.level",

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "target not allowed"
 IN_CLUSTER_API = "kubernetes.default.svc:443"
+NODE_IP = "NODE_IP"
+"""A forward's host that stands for ``agent.node_ip`` (the pod's status.hostIP)."""
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -56,7 +58,7 @@ def default_forwards(config: Config) -> list[ForwardConfig]:
     """The forwards of config.example.yaml, used when ``tunnel.forwards`` is empty."""
     return [
         ForwardConfig(name="kubernetes-api", local_addr=IN_CLUSTER_API),
-        ForwardConfig(name="kubelet", local_addr="127.0.0.1:10250"),
+        ForwardConfig(name="kubelet", local_addr=f"{NODE_IP}:10250"),
         ForwardConfig(name="agent-http", local_addr=f"127.0.0.1:{config.agent.port}"),
     ]
 
@@ -69,6 +71,14 @@ def resolve_forwards(config: Config, env: Mapping[str, str] | None = None) -> di
     out: dict[str, str] = {}
     for fwd in config.tunnel.forwards or default_forwards(config):
         addr = fwd.local_addr
+        host, _, port = addr.rpartition(":")
+        if host == NODE_IP:
+            if not config.agent.node_ip:
+                log.info("forward %s skipped: it dials the node (%s) and agent.node_ip is "
+                         "not set", fwd.name, addr)
+                continue
+            node = config.agent.node_ip
+            addr = f"[{node}]:{port}" if ":" in node else f"{node}:{port}"
         if fwd.name == "kubernetes-api" and addr == IN_CLUSTER_API \
                 and env.get("KUBERNETES_SERVICE_HOST"):
             host = env["KUBERNETES_SERVICE_HOST"]

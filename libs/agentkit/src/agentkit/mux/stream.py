@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import StreamReset
@@ -77,7 +78,16 @@ class Stream:
     when the stream is finished (FIN both ways) or reset.
     """
 
-    __slots__ = ("_closed", "_conn", "_end_futures", "_readable", "_session", "_state", "_writable")
+    __slots__ = (
+        "_closed",
+        "_conn",
+        "_end_futures",
+        "_readable",
+        "_session",
+        "_sink",
+        "_state",
+        "_writable",
+    )
 
     def __init__(self, session: MuxSession, conn: MuxConnection, state: StreamState) -> None:
         self._session = session
@@ -87,6 +97,8 @@ class Stream:
         self._writable = _Signal()
         self._closed = _Signal()
         self._end_futures: list[asyncio.Future[None]] | None = None
+        # pipe's shortcut: takes arrived data at once; True when no reader need wake
+        self._sink: Callable[[], bool] | None = None
         state.user = self
 
     # --- identity -----------------------------------------------------------------------
@@ -230,6 +242,8 @@ class Stream:
     # --- called by the session --------------------------------------------------------
 
     def _wake_readers(self) -> None:
+        if self._sink is not None and self._sink():
+            return
         self._readable.set()
 
     def _wake_writers(self) -> None:
@@ -284,9 +298,39 @@ async def pipe(
             stream.write(data)
             await stream.drain()
 
+    transport = writer.transport
+    state = stream._state
+    conn = stream._conn
+    parked = False  # downstream waits in read_chunk() with nothing buffered
+
+    def write_through() -> bool:
+        """Data just arrived (called by the session's reader pump): while downstream is
+        parked and the socket's write buffer is empty, hand chunks straight to the socket,
+        saving a task switch per chunk. A chunk (<= max frame <= the buffer's high-water
+        mark) written to an empty buffer leaves drain() nothing to wait for, so credit goes
+        back at once, as downstream would after its drain(). True: nothing left to do."""
+        if not parked or transport.is_closing():
+            return False
+        moved = 0
+        while state.recv_buf and not transport.get_write_buffer_size():
+            chunk = conn.read_chunk(state)
+            if chunk is None:
+                break
+            writer.write(chunk)
+            conn.release(state, len(chunk))
+            moved += 1
+        if moved:
+            stream._session._after()  # a WINDOW may be due
+        return not state.recv_buf and not state.remote_fin
+
     async def downstream() -> None:  # stream -> TCP
+        nonlocal parked
         while True:
-            chunk = await stream.read_chunk()
+            parked = True
+            try:
+                chunk = await stream.read_chunk()
+            finally:
+                parked = False
             if not chunk:
                 if writer.can_write_eof():
                     writer.write_eof()
@@ -295,6 +339,11 @@ async def pipe(
             await writer.drain()  # credit goes back only once the local socket took it
             stream.release(len(chunk))
 
+    try:
+        if stream.max_frame <= transport.get_write_buffer_limits()[1]:
+            stream._sink = write_through
+    except (AttributeError, NotImplementedError):  # a transport without buffer limits
+        pass
     up = asyncio.create_task(upstream(), name=f"mux:pipe-up:{stream.id}")
     down = asyncio.create_task(downstream(), name=f"mux:pipe-down:{stream.id}")
     ended = stream._end_future()
@@ -315,6 +364,7 @@ async def pipe(
         failure = failure or exc
         raise
     finally:
+        stream._sink = None
         for task in pending:
             task.cancel()
         if pending:
