@@ -27,6 +27,8 @@ from typing import Any, TextIO
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 INSTALL_TOKEN = "dev-install-token"
+AGENT_NAMESPACE = "pipeops-system"
+SESSION_NAMESPACE = "pipeops-sessions"
 
 
 def free_port() -> int:
@@ -119,9 +121,15 @@ class Stack:
         token_file = self.run_dir / "serviceaccount-token"
 
         if kubeconfig is None:
+            # The namespaces `helm install` would create: the agent's state lives in one,
+            # session commands act in the other.
+            seed = self.run_dir / "agent-namespaces.yaml"
+            seed.write_text("".join(
+                f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+                for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE)))
             kubesim = self.start("kubesim", [
                 str(BIN / "pipeops-kubesim"), "--host", "127.0.0.1", "--port", "0",
-                "--data-dir", str(self.run_dir / "kubesim"), "--demo"])
+                "--data-dir", str(self.run_dir / "kubesim"), "--demo", "--seed", str(seed)])
             ready = kubesim.wait_for(lambda r: r.get("event") == "ready", 30)
             kubeconfig = ready["kubeconfig"]
             token_file.write_text(ready["token"])
@@ -139,6 +147,8 @@ class Stack:
             "--api-url", cp["url"], "--state-dir", str(self.state_dir),
             "--cluster-name", "dev-cluster", "--kubeconfig", str(kubeconfig),
             "--set", "kubernetes.in_cluster=false",
+            "--set", f"kubernetes.namespace={AGENT_NAMESPACE}",
+            "--set", f"kubernetes.session_namespace={SESSION_NAMESPACE}",
             "--set", f"grpc.registrar={self.port(50051)}",
             "--set", f"grpc.tunnel={self.port(50052)}",
             "--set", f"grpc.gateway={self.port(50053)}",

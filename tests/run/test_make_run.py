@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import ROOT, grpcurl, tool, wait_for
 
@@ -38,15 +39,28 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
 
         with urllib.request.urlopen(endpoints["http_api"]["url"] + "/health", timeout=5) as r:
             assert json.load(r)["status"] == "healthy"
-        with urllib.request.urlopen(endpoints["controlplane"]["url"] + "/debug/clusters",
-                                    timeout=5) as r:
-            assert isinstance(json.load(r), list)
+        def heartbeating() -> list[dict[str, Any]] | None:
+            with urllib.request.urlopen(endpoints["controlplane"]["url"] + "/debug/clusters",
+                                        timeout=5) as r:
+                clusters: list[dict[str, Any]] = json.load(r)
+            beat = clusters[0]["last_heartbeat"] if clusters else None
+            # The registrar asks the tunnel over gRPC: "connected" proves both siblings.
+            return clusters if beat and beat["tunnel_status"] == "connected" else None
+
+        wait_for(heartbeating, timeout=30, what="a heartbeat saying the tunnel is connected")
 
         nodes = subprocess.run(
             [tool("kubectl"), "--kubeconfig", endpoints["kubesim"]["kubeconfig"], "get",
              "nodes", "-o", "name"], capture_output=True, text=True, timeout=30, check=False)
         assert nodes.returncode == 0, nodes.stderr
         assert nodes.stdout.strip()
+        # The registrar keeps the identity in the cluster too (a new pod resumes from it).
+        state = subprocess.run(
+            [tool("kubectl"), "--kubeconfig", endpoints["kubesim"]["kubeconfig"], "get",
+             "secrets,configmaps", "-n", "pipeops-system", "-o", "name"],
+            capture_output=True, text=True, timeout=30, check=False)
+        assert state.returncode == 0, state.stderr
+        assert "secret/" in state.stdout and "configmap/" in state.stdout, state.stdout
 
         # The same cluster, reached through the control plane's end of the tunnel.
         through = subprocess.run(
