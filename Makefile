@@ -5,6 +5,8 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 export UV_PYTHON := 3.11
+# The tests start many short-lived processes: let them reuse compiled bytecode.
+unexport PYTHONDONTWRITEBYTECODE
 STAMP := .venv/.setup-done
 
 .PHONY: help setup proto proto-check lint test run bench chart images clean

@@ -264,3 +264,53 @@ def test_imperative_commands_send_protobuf_that_kubesim_decodes(
     assert core.read_namespaced_secret("creds", ns).data == {"password": "czNjcmV0"}
     out = kubectl("delete", "secret", "creds", "-n", ns).stdout
     assert out.startswith('secret "creds" deleted')
+
+
+SSA_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ssa
+  namespace: default
+  labels: {{app: ssa{extra_label}}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: ssa}}
+  template:
+    metadata:
+      labels: {{app: ssa}}
+    spec:
+      containers:
+      - name: main
+        image: busybox:1.36
+        env:
+        - {{name: KEEP, value: "1"}}
+{extra_env}
+"""
+
+
+def test_server_side_apply_removes_what_the_manager_stopped_applying(
+    kubectl: Callable[..., Any], api: client.ApiClient
+) -> None:
+    apps = client.AppsV1Api(api)
+    full = SSA_DEPLOYMENT.format(extra_label=", tier: web",
+                                 extra_env='        - {name: DROP, value: "2"}')
+    out = kubectl("apply", "--server-side", "-f", "-", stdin=full).stdout
+    assert out == "deployment.apps/ssa serverside-applied\n"
+    dep = apps.read_namespaced_deployment("ssa", "default")
+    assert dep.metadata.labels == {"app": "ssa", "tier": "web"}
+    assert [e.name for e in dep.spec.template.spec.containers[0].env] == ["KEEP", "DROP"]
+    # Another client's change to a field the manager never applied survives.
+    apps.patch_namespaced_deployment("ssa", "default",
+                                     {"metadata": {"annotations": {"owner": "someone"}}})
+    try:
+        kubectl("apply", "--server-side", "-f", "-",
+                stdin=SSA_DEPLOYMENT.format(extra_label="", extra_env=""))
+        dep = apps.read_namespaced_deployment("ssa", "default")
+        assert dep.metadata.labels == {"app": "ssa"}
+        assert [e.name for e in dep.spec.template.spec.containers[0].env] == ["KEEP"]
+        assert dep.metadata.annotations == {"owner": "someone"}
+        assert dep.metadata.generation == 2
+    finally:
+        kubectl("delete", "deployment", "ssa")

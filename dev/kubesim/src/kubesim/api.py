@@ -19,7 +19,7 @@ from typing import Any
 from kubesim import errors, objects
 from kubesim.auth import Authenticator
 from kubesim.logs import PodLogs
-from kubesim.patch import apply_patch
+from kubesim.patch import apply_patch, apply_removals
 from kubesim.resources import Registry, ResourceType
 from kubesim.selectors import Predicate
 from kubesim.stats import TrafficStats
@@ -48,6 +48,9 @@ class Cluster:
     # How long a deleted namespace stays Terminating before its contents go.
     namespace_finalize_delay: float = 0.5
     _services_created: int = 0
+    # What each field manager last applied (server-side apply), so that the next apply
+    # removes what it no longer sets: (storage key, namespace, name, manager) -> body.
+    _applied: dict[tuple[Any, ...], Obj] = field(default_factory=dict)
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class Cluster:
     def patch(self, rt: ResourceType, namespace: str | None, name: str, kind: str,
               body: Any, subresource: str | None = None, dry_run: bool = False,
               field_manager: str | None = None) -> Obj:
+        applied: tuple[tuple[Any, ...], Obj] | None = None  # (key, body) to remember
         if kind == "apply":
             if not field_manager:
                 raise errors.ApiError(
@@ -127,15 +131,26 @@ class Cluster:
             if body.get("metadata", {}).get("name", name) != name:
                 raise errors.bad_request("the name of the object does not match the name on "
                                          "the URL")
+            key = (rt.storage_key, namespace or "", name, field_manager)
             if not self.exists(rt, namespace, name):
                 body = {**body, "metadata": {**body.get("metadata", {}), "name": name}}
-                return self.create(rt, namespace, body, dry_run=dry_run)
+                created = self.create(rt, namespace, body, dry_run=dry_run)
+                if not dry_run:
+                    self._applied[key] = body
+                return created
+            applied = (key, body)
+            previous = self._applied.get(key)
+            if previous is not None:
+                body = apply_removals(previous, body)
             kind = "strategic"
         old = self.get(rt, namespace, name)
         new = apply_patch(kind, old, body)
         if not isinstance(new, dict):
             raise errors.bad_request("the patch did not produce an object")
-        return self.update(rt, namespace, name, new, subresource, dry_run=dry_run)
+        updated = self.update(rt, namespace, name, new, subresource, dry_run=dry_run)
+        if applied is not None and not dry_run:
+            self._applied[applied[0]] = applied[1]
+        return updated
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str,
                options: dict[str, Any] | None = None, dry_run: bool = False) -> Obj:
@@ -150,6 +165,9 @@ class Cluster:
         if rt.storage_key == NS_TYPE_KEY and not dry_run:
             return self._terminate_namespace(old)
         gone = self.store.delete(rt.storage_key, ns, name, dry_run=dry_run)
+        if not dry_run:
+            for key in [k for k in self._applied if k[:3] == (rt.storage_key, ns, name)]:
+                del self._applied[key]
         if rt.kind == "Pod" and not rt.group and not dry_run:
             self.logs.forget_pod(ns, name)
         return gone

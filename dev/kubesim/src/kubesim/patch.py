@@ -123,6 +123,26 @@ def _merge_list(field: str, current: JSON, patch: list[JSON]) -> list[JSON]:
     return result
 
 
+def apply_removals(previous: JSON, current: JSON, field: str = "") -> JSON:
+    """`current` as a strategic merge patch that also removes what the same field manager
+    applied last time and no longer applies (server-side apply's field ownership, for one
+    manager: enough for `helm upgrade` and `kubectl apply --server-side`)."""
+    if isinstance(previous, dict) and isinstance(current, dict):
+        out = {k: apply_removals(previous.get(k), v, k) for k, v in current.items()}
+        out.update({k: None for k in previous if k not in current})
+        return out
+    if isinstance(previous, list) and isinstance(current, list):
+        key = _merge_key(field, current + previous)
+        if key is None or not all(isinstance(v, dict) and key in v
+                                  for v in current + previous):
+            return current
+        before = {v[key]: v for v in previous}
+        kept = [apply_removals(before.get(v[key]), v, "") for v in current]
+        present = {v[key] for v in current}
+        return kept + [{"$patch": "delete", key: k} for k in before if k not in present]
+    return current
+
+
 def _pointer(path: str) -> list[str]:
     if path == "":
         return []
