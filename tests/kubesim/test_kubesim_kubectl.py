@@ -124,6 +124,7 @@ def test_apply_changes_are_patched(kubectl: Callable[..., Any], api: client.ApiC
     assert dep.spec.replicas == 3
     assert dep.spec.template.spec.containers[0].image == "nginx:1.28"
     assert dep.spec.template.spec.containers[0].ports[0].container_port == 80
+    assert dep.spec.template.spec.containers[0].ports[0].protocol == "TCP"  # defaulted
     assert dep.metadata.generation == 2
     assert dep.status.ready_replicas == 3
 

@@ -33,7 +33,7 @@ from agentkit.mux import (
     pipe,
 )
 from agentkit.mux.frames import HEADER_SIZE, FrameType, decode_frame
-from tests.mux.conftest import WS_OPTIONS, TcpServer, mux_tasks
+from tests.mux.conftest import WS_OPTIONS, TcpServer, WsPair, mux_tasks
 from tests.mux.helpers import jraw, raw, wait_for
 
 MiB = 1024 * 1024
@@ -356,3 +356,35 @@ async def test_control_messages_travel_as_text() -> None:
             assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {
                 "type": "hello_ack", "forwards": [],
             }
+
+
+async def test_a_peer_that_stops_reading_pushes_back_on_the_writer(ws_pair: WsPair) -> None:
+    """When the peer's TCP side stops reading, what the session hands the WebSocket stays
+    bounded (websockets' write limit plus a message or two) however much credit the
+    streams hold; the rest waits in the streams' own bounded send buffers, and all of it
+    arrives once the peer reads again."""
+    held: list[Stream] = []
+
+    async def hold(request: OpenRequest) -> None:
+        held.append(request.accept())
+
+    async with (
+        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        MuxSession(ws_pair.client, Role.AGENT, on_open=hold, name="agent") as agent,
+    ):
+        streams = [await cp.open_stream({"forward": f"s{i}"}) for i in range(160)]
+        window = cp.settings.window
+        ws_pair.client.transport.pause_reading()  # the agent's socket is no longer read
+        block = b"w" * window
+        for stream in streams:  # all the credit the agent granted: 40 MiB
+            stream.write(block)
+        server_transport = ws_pair.server.transport
+        bound = 32 * 1024 + 2 * (DEFAULT_MAX_FRAME + HEADER_SIZE + 14)
+        assert server_transport.get_write_buffer_size() <= bound
+        # the writer pump is stuck in websockets' drain(), no further
+        await wait_for(lambda: server_transport.get_write_buffer_size() > 0, timeout=30)
+        assert server_transport.get_write_buffer_size() <= bound
+        assert sum(s.info().send_buffered for s in streams) > 20 * MiB
+        ws_pair.client.transport.resume_reading()
+        await wait_for(lambda: agent.stats.bytes_in == 160 * window, timeout=60)
+        assert all(s.info().recv_buffered == window for s in held)

@@ -175,6 +175,9 @@ def _deployment(obj: Obj) -> Obj:
         "maxUnavailable": "25%", "maxSurge": "25%"}})
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
+    template = spec.get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        spec["template"] = {**template, "spec": _pod_spec_defaults(template["spec"])}
     obj["spec"] = spec
     obj["status"] = deployment_status(obj["metadata"].get("generation", 1), replicas)
     return obj
@@ -198,7 +201,25 @@ def deployment_status(generation: int, replicas: int) -> dict[str, Any]:
     return status
 
 
+def _pod_spec_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """Container ports default to TCP, as the real server defaults them."""
+    def container(c: Any) -> Any:
+        if not isinstance(c, dict) or not isinstance(c.get("ports"), list):
+            return c
+        ports = [{**p, "protocol": p.get("protocol") or "TCP"} if isinstance(p, dict) else p
+                 for p in c["ports"]]
+        return {**c, "ports": ports}
+
+    out = dict(spec)
+    for key in ("containers", "initContainers"):
+        if isinstance(out.get(key), list):
+            out[key] = [container(c) for c in out[key]]
+    return out
+
+
 def _pod(obj: Obj) -> Obj:
+    if isinstance(obj.get("spec"), dict):
+        obj["spec"] = _pod_spec_defaults(obj["spec"])
     if obj.get("status"):
         return obj
     now = now_rfc3339()
@@ -210,6 +231,7 @@ def _pod(obj: Obj) -> Obj:
             for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
         ],
         "podIP": "10.244.0.10",
+        "podIPs": [{"ip": "10.244.0.10"}],
         "hostIP": "10.0.0.10",
         "startTime": now,
         "containerStatuses": [

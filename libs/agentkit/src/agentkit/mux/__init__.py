@@ -60,6 +60,11 @@ that sends past its credit gets RST). ``read()`` returns credit as it hands data
 after ``writer.drain()``). A stream's send buffer holds up to ``settings.write_limit``
 before ``drain()`` waits; waiting for credit blocks only that stream's producer.
 
+Hot path: on a websockets connection the session writes frames synchronously while its
+writer pump is idle and the connection is not paused (otherwise the pump ``await``s
+``send()``), and ``pipe`` hands arriving chunks straight to an idle socket; both save a
+task switch per message and keep every backpressure rule.
+
 ``pipe(stream, reader, writer)`` returns credit only after ``writer.drain()``; it ends
 as soon as the stream is reset (even while both directions wait on an idle socket), and
 when its task is cancelled it resets the stream (RST "cancelled") before re-raising.

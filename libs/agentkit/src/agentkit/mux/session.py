@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .errors import OpenFailed, OpenTimeout, SessionClosed, StreamError
 from .protocol import (
+    MAX_QUEUED_CONTROL,
     CloseCause,
     DataReceived,
     MuxConnection,
@@ -365,7 +366,8 @@ class MuxSession:
         except ValueError:
             message = None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            self._conn.send_text('{"type":"error","reason":"invalid control message"}')
+            if len(self._conn._control) < MAX_QUEUED_CONTROL:  # a flood is not answered
+                self._conn.send_text('{"type":"error","reason":"invalid control message"}')
             return
         if message["type"] == "drain":
             self._conn.peer_draining = True
