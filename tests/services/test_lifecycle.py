@@ -21,12 +21,16 @@ SECRET = "install-token-do-not-print-0123456789"
 
 
 def start(service: str, state_dir: Path) -> ServiceProcess:
-    argv = [tool(f"pipeops-{service}"), "--grpc-port", "0", "--state-dir", str(state_dir),
+    """The install token comes from the config file: no log line may show it."""
+    config = state_dir.parent / "config.yaml"
+    config.write_text(f"pipeops:\n  token: {SECRET}\n")
+    argv = [tool(f"pipeops-{service}"), "--config", str(config),
+            "--grpc-port", "0", "--state-dir", str(state_dir),
             "--set", "metrics.registrar=0", "--set", "metrics.tunnel=0",
             "--set", "metrics.gateway=0", "--api-url", "http://127.0.0.1:9"]
     if service == "http-api":
         argv += ["--port", str(free_port()), "--host", "127.0.0.1"]
-    return ServiceProcess(argv, env={"PIPEOPS_TOKEN": SECRET}).start()
+    return ServiceProcess(argv).start()
 
 
 @pytest.mark.parametrize("service", list(SERVICES))
