@@ -79,6 +79,10 @@ def _report(session: Any, command: str = "report") -> dict[str, Any]:
         "streams_active": stats.streams_active if stats else 0,
         "streams_opened": stats.streams_opened if stats else 0,
         "streams_closed": stats.streams_closed if stats else 0,
+        "blocked_streams": sum(  # streams with data to send and no credit
+            1 for i in (session.stream_info() if session is not None else [])
+            if i.send_credit == 0 and i.send_buffered
+        ),
     }
 
 
@@ -426,7 +430,7 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
                 note("ssh_R_MBps", await bulk(fwd, mb))
             note("parallel_100_MBps", await parallel(listen["sink"], 100, mb / 100))
             note("isolation_alone_MBps", await bulk(listen["sink"], mb))
-            note("isolation_with_stalled_MBps", await beside_a_stalled_stream(listen, mb))
+            note("isolation_with_stalled_MBps", await beside_a_stalled_stream(listen, mb, cp))
         out.update({name: max(values) for name, values in runs.items()})
         for name, num, den in (
             ("paired_ratio_vs_ssh_R", "tunnel_MBps", "ssh_R_MBps"),
@@ -482,7 +486,7 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
     return notes, out
 
 
-async def beside_a_stalled_stream(listen: dict[str, int], mb: int) -> float:
+async def beside_a_stalled_stream(listen: dict[str, int], mb: int, cp: Child) -> float:
     """Bulk MB/s while another stream through the same tunnel is stalled: its client keeps
     writing, its target never reads, so it holds its whole window and blocks its producer."""
     _, stalled_writer = await asyncio.open_connection("127.0.0.1", listen["stall"])
@@ -495,7 +499,11 @@ async def beside_a_stalled_stream(listen: dict[str, int], mb: int) -> float:
 
     flooder = asyncio.create_task(flood())
     try:
-        await asyncio.sleep(0.3)  # let it fill its window and every buffer on the way
+        deadline = time.monotonic() + 30
+        while not (await cp.ask())["blocked_streams"]:  # it filled every buffer on the way
+            if time.monotonic() > deadline:
+                raise RuntimeError("the stalled stream never ran out of credit")
+            await asyncio.sleep(0.05)
         return await bulk(listen["sink"], mb)
     finally:
         flooder.cancel()

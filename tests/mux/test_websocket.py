@@ -14,6 +14,7 @@ import json
 import os
 import tracemalloc
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -41,7 +42,7 @@ MiB = 1024 * 1024
 
 @contextlib.asynccontextmanager
 async def ws_server(
-    max_size: int = 1 << 20,
+    max_size: int = 1 << 20, **extra: Any
 ) -> AsyncIterator[tuple[str, asyncio.Queue[ServerConnection]]]:
     """A websockets server; every accepted connection is put on the queue and held open
     until it closes."""
@@ -51,7 +52,7 @@ async def ws_server(
         await accepted.put(conn)
         await conn.wait_closed()
 
-    options = {**WS_OPTIONS, "max_size": max_size}
+    options = {**WS_OPTIONS, "max_size": max_size, **extra}
     async with serve(
         handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], **options  # type: ignore[arg-type]
     ) as server:
@@ -388,3 +389,62 @@ async def test_a_peer_that_stops_reading_pushes_back_on_the_writer(ws_pair: WsPa
         ws_pair.client.transport.resume_reading()
         await wait_for(lambda: agent.stats.bytes_in == 160 * window, timeout=60)
         assert all(s.info().recv_buffered == window for s in held)
+
+
+async def test_keepalive_pings_pass_and_a_silent_peer_ends_the_session(
+    echo_server: TcpServer,
+) -> None:
+    """Keepalive is the WebSocket's (PROTOCOL.md: ping 15 s, no pong in 20 s; here 50 ms
+    and 300 ms): pings and pongs interleave with stream frames; when the peer goes silent
+    the ping times out, the session ends and its streams are reset. (websockets then waits
+    ``close_timeout`` for a closing handshake the silent peer never does: keep it short.)"""
+    target = (echo_server.host, echo_server.port)
+
+    async def dial(request: OpenRequest) -> None:
+        reader, writer = await asyncio.open_connection(*target)
+        with contextlib.suppress(StreamReset):
+            await pipe(request.accept(), reader, writer)
+
+    async with (
+        ws_server(ping_interval=0.05, ping_timeout=0.3, close_timeout=0.5) as (url, accepted),
+        ws_connect(url) as client,
+    ):
+        server_conn = await asyncio.wait_for(accepted.get(), 5)
+        async with (
+            MuxSession(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
+            MuxSession(client, Role.AGENT, on_open=dial, name="agent"),
+        ):
+            stream = await cp.open_stream({"forward": "echo"})
+            payload = os.urandom(2 * MiB)
+            for _ in range(3):  # traffic, and pongs (latency is measured from them)
+                await stream.send(payload)
+                assert await asyncio.wait_for(stream.readexactly(len(payload)), 10) == payload
+                server_conn.latency = 0.0
+                await wait_for(lambda: server_conn.latency > 0)
+            assert not cp.closed
+            client.transport.pause_reading()  # the agent goes silent: no more pongs
+            with pytest.raises(StreamReset):
+                await asyncio.wait_for(stream.read(1), 10)
+            await asyncio.wait_for(cp.wait_closed(), 5)
+            assert cp.close_code == 1011 and "transport closed" in cp.close_reason
+            assert cp.stats.streams_active == 0
+            client.transport.resume_reading()
+
+
+async def test_an_idle_session_hands_data_to_the_websocket_at_once(ws_pair: WsPair) -> None:
+    """With its writer pump idle, a session over websockets sends synchronously inside
+    ``write()`` (no task switch: the latency saving bench/tunnel.py measures)."""
+    held: list[Stream] = []
+
+    async def hold(request: OpenRequest) -> None:
+        held.append(request.accept())
+
+    async with (
+        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        MuxSession(ws_pair.client, Role.AGENT, on_open=hold, name="agent") as agent,
+    ):
+        stream = await cp.open_stream({"forward": "x"})
+        stream.write(b"now")
+        assert cp.stats.bytes_out == 3  # framed and written before write() returned
+        await wait_for(lambda: agent.stats.bytes_in == 3)
+        assert await held[0].read(3) == b"now"

@@ -479,11 +479,16 @@ class _DirectWriter:
 
     @classmethod
     def wrap(cls, transport: object) -> _DirectWriter | None:
+        """A direct writer for a websockets asyncio connection (websockets >= 14, as
+        locked), else None: other transports always go through ``await send()``."""
         try:
             from websockets.asyncio.connection import Connection
-        except ImportError:  # pragma: no cover - websockets is a dependency of agentkit
+        except ImportError:  # websockets is the services' dependency, not agentkit's
             return None
-        return cls(transport) if isinstance(transport, Connection) else None
+        needed = ("protocol", "paused", "send_in_progress", "send_data", "transport")
+        if isinstance(transport, Connection) and all(hasattr(transport, a) for a in needed):
+            return cls(transport)
+        return None
 
     def flush(self, conn: MuxConnection) -> bool:
         """Send what ``conn`` has queued while the transport takes it without waiting;
