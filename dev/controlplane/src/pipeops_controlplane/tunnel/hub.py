@@ -70,7 +70,9 @@ class TunnelHub:
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             compression=None, ping_interval=s.ping_interval, ping_timeout=s.ping_timeout,
             max_size=s.max_message, max_queue=s.max_queue, write_limit=s.write_limit,
-            server_header=None,
+            # A peer whose pong is late is dead: do not wait the default 10 s for the
+            # close handshake it will never answer.
+            close_timeout=2.0, server_header=None,
         )
         port = next(iter(self._server.sockets)).getsockname()[1]
         public = s.public_host or f"{s.bind_host}:{port}"
