@@ -23,6 +23,8 @@ MASK = "***"
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "taskName"}
+    # uvicorn repeats its message with terminal colour codes: not for JSON lines.
+    | {"color_message"}
 )
 
 _PATTERNS = [

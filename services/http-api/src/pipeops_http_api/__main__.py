@@ -9,14 +9,15 @@ from typing import Any
 from agentkit.runner import ServiceContext, run_service
 from agentkit.status import READY
 from pipeops_http_api.app import create_app
-from pipeops_http_api.server import serve
+from pipeops_http_api.server import listen, serve
 
 
 def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     async def main() -> None:
         app = create_app(ctx)
+        sock = listen(ctx.config.agent.host, ctx.config.agent.port)
         ctx.status.set(READY, f"serving HTTP on {ctx.config.agent.host}:{ctx.config.agent.port}")
-        await serve(app, ctx.config.agent.host, ctx.config.agent.port)
+        await serve(app, sock)
 
     return main
 

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 from collections.abc import Generator
 
 import uvicorn
 from fastapi import FastAPI
+
+from agentkit.runner import ServiceFailed
+
+log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -22,11 +28,28 @@ class _Server(uvicorn.Server):
         yield  # the runner handles signals
 
 
-async def serve(app: FastAPI, host: str, port: int, graceful_timeout: float = 2.0) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound before uvicorn starts so that a port in use is one clear
+    error line and exit 1 (uvicorn itself would ``sys.exit`` from inside a task)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        log.error("cannot listen on %s:%s: %s", host, port, exc.strerror or exc)
+        raise ServiceFailed(1, f"cannot listen on {host}:{port}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(app: FastAPI, sock: socket.socket, graceful_timeout: float = 2.0) -> None:
+    config = uvicorn.Config(app, log_config=None, access_log=False,
                             timeout_graceful_shutdown=graceful_timeout, lifespan="off")
     server = _Server(config)
-    task = asyncio.create_task(server.serve(), name="uvicorn")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:
         await asyncio.shield(task)
     finally:
