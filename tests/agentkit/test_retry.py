@@ -46,3 +46,29 @@ async def test_retrying_gives_up_on_non_retryable() -> None:
                                       and not isinstance(e, PermissionError)):
             with attempt:
                 raise PermissionError("401")
+
+
+async def test_cancellation_is_never_retried_even_by_a_lenient_predicate() -> None:
+    """SIGTERM cancels the task mid-attempt: the cancellation must end the loop, not
+    become one more retry (a predicate like ``not isinstance(e, Fatal)`` says yes to it)."""
+    import asyncio
+
+    policy = ReconnectConfig(backoff_base=0.001, backoff_max=0.002)
+    attempts = 0
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        nonlocal attempts
+        async for attempt in retrying(policy, retry_on=lambda e: not isinstance(e, KeyError)):
+            with attempt:
+                attempts += 1
+                started.set()
+                await asyncio.Event().wait()
+
+    task = asyncio.create_task(forever())
+    await started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the cancellation was swallowed and retried"
+    assert task.cancelled()
+    assert attempts == 1

@@ -73,11 +73,15 @@ def retrying(
     retry_on: Callable[[BaseException], bool] = lambda exc: isinstance(exc, Exception),
     max_attempts: int | None = None,
 ) -> AsyncRetrying:
-    """An ``AsyncRetrying`` for ``async for attempt in retrying(...): with attempt: ...``."""
+    """An ``AsyncRetrying`` for ``async for attempt in retrying(...): with attempt: ...``.
+
+    Only ``Exception``s are ever retried, whatever ``retry_on`` says: a cancellation
+    (SIGTERM) or ``KeyboardInterrupt`` inside an attempt always propagates.
+    """
     return AsyncRetrying(
         wait=full_jitter(policy.backoff_base, policy.backoff_max),
         stop=stop_after_attempt(max_attempts) if max_attempts else stop_never,
-        retry=retry_if_exception(retry_on),
+        retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and retry_on(exc)),
         before_sleep=report.before_sleep if report else None,
         reraise=True,
     )

@@ -45,9 +45,9 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(app: FastAPI, sock: socket.socket, graceful_timeout: float = 2.0) -> None:
+async def serve(app: FastAPI, sock: socket.socket, graceful_timeout: int = 2) -> None:
     config = uvicorn.Config(app, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=graceful_timeout, lifespan="off")
+                            timeout_graceful_shutdown=int(graceful_timeout), lifespan="off")
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:
