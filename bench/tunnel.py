@@ -1,13 +1,15 @@
 """Tunnel benchmark: the mux over a real WebSocket on loopback, next to plain TCP and
 ``ssh -R``, all measured in one run and reported as ratios (bench/results/tunnel.md).
 
-    .venv/bin/python bench/tunnel.py [--mb 200] [--quick]
+    .venv/bin/python bench/tunnel.py [--mb 200] [--reps 5]
+    .venv/bin/python bench/tunnel.py --latency-only 3    # just the latency, printed
 
 The tunnel path is the product's: a TCP client connects to the control plane's listener,
 which opens a mux stream over the WebSocket; the agent's ``on_open`` dials the target and
 ``pipe``s. The control-plane end and the agent end run in their own processes (as in
 production), the driver (clients and the sink/echo servers) in this one. ``ssh -R`` gets
-the same shape: sshd listens, the ssh client dials the target, three processes.
+the same shape: sshd listens, the ssh client dials the target, three processes. The
+tunnel ends run on the services' event loop (``agentkit.runner.run_loop``: uvloop).
 
 If ``sshd`` is missing and we run as root, Debian's openssh-server/openssh-client are
 installed with apt-get; otherwise the ssh lines say how to install them. Never a test.
@@ -74,6 +76,7 @@ def _report(session: Any, command: str = "report") -> dict[str, Any]:
     stats = session.stats if session is not None else None
     return {
         "rss": rss_bytes(),
+        "cpu": time.process_time(),
         "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0,
         "tasks": len(asyncio.all_tasks()),
         "streams_active": stats.streams_active if stats else 0,
@@ -448,11 +451,15 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
         direct: list[float] = []
         through: list[float] = []
         via_ssh: list[float] = []
+        cpu = 0.0
         for _ in range(2):
             direct += await latency(ports["echo"], 1000)
+            before = (await cp.ask())["cpu"] + (await agent.ask())["cpu"]
             through += await latency(listen["echo"], 1000)
+            cpu += (await cp.ask())["cpu"] + (await agent.ask())["cpu"] - before
             if ssh_echo is not None:
                 via_ssh += await latency(ssh_echo, 1000)
+        out["tunnel_cpu_ms"] = cpu / 2000 * 1e3
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             out[f"direct_{name}_ms"] = pct(direct, q) * 1e3
             out[f"tunnel_{name}_ms"] = pct(through, q) * 1e3
@@ -484,6 +491,26 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
     for s in servers.values():
         s.close()
     return notes, out
+
+
+async def latency_only(rounds: int) -> None:
+    """The latency part alone (for quick before/after comparisons while tuning)."""
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cpu = 0.0
+    async with tunnel({"echo": port}) as (listen, cp, agent):
+        direct: list[float] = []
+        through: list[float] = []
+        for _ in range(rounds):
+            direct += await latency(port, 1000)
+            before = (await cp.ask())["cpu"] + (await agent.ask())["cpu"]
+            through += await latency(listen["echo"], 1000)
+            cpu += (await cp.ask())["cpu"] + (await agent.ask())["cpu"] - before
+    server.close()
+    print(f"tunnel CPU per round trip (both ends): {cpu / rounds / 1000 * 1e3:.3f} ms")
+    for q in (0.5, 0.99):
+        d, t = pct(direct, q) * 1e3, pct(through, q) * 1e3
+        print(f"p{q * 100:.0f}: direct {d:.3f} ms, tunnel {t:.3f} ms, added {t - d:.3f} ms")
 
 
 async def beside_a_stalled_stream(listen: dict[str, int], mb: int, cp: Child) -> float:
@@ -562,6 +589,8 @@ def render(notes: list[str], r: dict[str, float], mb: int, reps: int) -> str:
         f"latency_1KiB_tunnel_p99_ms: {r['tunnel_p99_ms']:.3f}",
         f"latency_added_p50_ms: {r['added_p50_ms']:.3f}",
         f"latency_added_p99_ms: {r['added_p99_ms']:.3f}",
+        f"latency_tunnel_cpu_per_round_trip_ms: {r['tunnel_cpu_ms']:.3f}"
+        "  (CPU time of both tunnel ends per 1 KiB round trip; less load-dependent)",
         *[f"latency_ssh_R_added_{q}_ms: {r[f'ssh_added_{q}_ms']:.3f}" for q in ("p50", "p99")
           if f"ssh_added_{q}_ms" in r],
         f"one_stream_MBps: {r['one_stream_MBps']:.0f}",
@@ -592,6 +621,8 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=200, help="MiB per bulk transfer")
     parser.add_argument("--reps", type=int, default=5, help="repetitions, best counts")
     parser.add_argument("--idle-streams", type=int, default=1000)
+    parser.add_argument("--latency-only", type=int, metavar="ROUNDS", default=0,
+                        help="only the latency, ROUNDS x 1000 round trips; prints, writes nothing")
     parser.add_argument("--controlplane", metavar="FORWARDS", help=argparse.SUPPRESS)
     parser.add_argument("--agent", nargs=2, metavar=("URL", "TARGETS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -603,8 +634,10 @@ def main() -> int:
 
             profiler = cProfile.Profile()
             profiler.enable()
+        from agentkit.runner import run_loop  # the services' event loop (uvloop)
+
         if args.controlplane:
-            asyncio.run(run_controlplane(args.controlplane.split(",")))
+            run_loop(run_controlplane(args.controlplane.split(",")))
         else:
             url, spec = args.agent
             targets = {}
@@ -612,12 +645,15 @@ def main() -> int:
                 name, _, addr = item.partition("=")
                 host, _, port = addr.rpartition(":")
                 targets[name] = (host, int(port))
-            asyncio.run(run_agent(url, targets))
+            run_loop(run_agent(url, targets))
         if profile:
             profiler.disable()
             profiler.dump_stats(Path(profile) / ("cp.prof" if args.controlplane else "agent.prof"))
         return 0
     started = time.monotonic()
+    if args.latency_only:
+        asyncio.run(latency_only(args.latency_only))
+        return 0
     notes, results = asyncio.run(measure(args.mb, args.reps, args.idle_streams))
     text = render(notes, results, args.mb, args.reps)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -164,3 +164,37 @@ def test_example_config_names_every_key() -> None:
 
     walk(Config, example, "")
     assert missing == []
+
+
+@pytest.mark.parametrize("raw", ["pit_abc123\n", "  pit_abc123\r\n", "\tpit_abc123 "])
+def test_surrounding_whitespace_of_the_token_is_dropped(raw: str) -> None:
+    # kubectl create secret --from-file keeps the file's final newline
+    config = load(None, env={"PIPEOPS_TOKEN": raw})
+    assert config.pipeops.token.get_secret_value() == "pit_abc123"
+    assert config.secrets() == ["pit_abc123"]
+
+
+@pytest.mark.parametrize("raw", ["pit_abc 123", "pit_abc\n123", "pit_\x00abc", "pit_\x7fabc"])
+def test_a_token_with_inner_whitespace_or_control_characters_is_a_config_error(
+        raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, env={"PIPEOPS_TOKEN": raw})
+    assert str(info.value) == (
+        "config error: pipeops.token = '***' (from env PIPEOPS_TOKEN): "
+        "the token contains whitespace or control characters")
+    assert "abc" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["pipeops-agent", "a", "a1-b2", "x" * 57])
+def test_agent_name_accepts_dns_labels(name: str) -> None:
+    assert load(None, env={}, overrides={"agent.name": name}).agent.name == name
+
+
+@pytest.mark.parametrize("name", ["", "Pipeops", "pipeops_agent", "-agent", "agent-",
+                                  "pipeops.agent", "x" * 58])
+def test_agent_name_must_be_a_dns_label_of_57_characters_at_most(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, env={}, overrides={"agent.name": name})
+    assert str(info.value) == (
+        f"config error: agent.name = {name!r} (from flag --set agent.name): "
+        "expected a DNS-1123 label (a-z, 0-9, '-') of at most 57 characters")

@@ -177,15 +177,3 @@ def agent_rules(rendered: Rendered, kind: str) -> list[tuple[dict[str, Any], dic
         pairs.append((roles[0], binding))
     return pairs
 
-
-def kubesim_rules(rendered: Rendered) -> list[dict[str, Any]]:
-    """The agent's RBAC as kubesim token rules: a Role's rules hold in its namespace only."""
-    rules: list[dict[str, Any]] = []
-    for kind in ("ClusterRole", "Role"):
-        for role, _ in agent_rules(rendered, kind):
-            for rule in role["rules"]:
-                entry = {k: list(rule[k]) for k in ("apiGroups", "resources", "verbs")}
-                if kind == "Role":
-                    entry["namespaces"] = [role["metadata"]["namespace"]]
-                rules.append(entry)
-    return rules

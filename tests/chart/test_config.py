@@ -35,8 +35,13 @@ def test_config_loads_and_matches_the_pod(rendered: Rendered, tmp_path: Path) ->
     assert cfg.grpc.gateway == rendered.port("gateway", "grpc-gateway")
     assert cfg.grpc.http_api == rendered.port("http-api", "grpc-http-api")
     assert cfg.agent.port == rendered.port("http-api", "http")
-    # gRPC servers listen where the kubelet's probes reach them (the pod IP).
-    assert cfg.grpc.host == "0.0.0.0"
+    # gRPC servers listen on localhost only; the kubelet's probes reach a health-only
+    # listener on the pod IP, at the port each probe names.
+    assert cfg.grpc.host == "127.0.0.1"
+    assert cfg.grpc.probe_host == "0.0.0.0"
+    assert cfg.grpc.registrar_probe == rendered.port("registrar", "probe-registrar")
+    assert cfg.grpc.tunnel_probe == rendered.port("tunnel", "probe-tunnel")
+    assert cfg.grpc.gateway_probe == rendered.port("gateway", "probe-gateway")
     assert str(cfg.agent.state_dir) == _mount(rendered, "registrar", "state")
     assert cfg.kubernetes.in_cluster is True
     assert cfg.kubernetes.namespace == NAMESPACE
@@ -103,8 +108,9 @@ def test_defaults_config_is_the_services_defaults(render: Callable[[str], Render
 
 
 @pytest.mark.parametrize(("values", "expected"), [
-    (["--set", "registrar.grpcPort=6001", "--set", "httpApi.port=9000"],
-     {"registrar": 6001, "http": 9000}),
+    (["--set", "registrar.grpcPort=6001", "--set", "registrar.probePort=6011",
+      "--set", "httpApi.port=9000"],
+     {"registrar": 6001, "probe": 6011, "http": 9000}),
     (["--set", "pipeops.heartbeatInterval=1m", "--set", "agent.logLevel=debug"],
      {"heartbeat": 60.0, "level": "debug"}),
 ])
@@ -115,7 +121,9 @@ def test_values_flow_into_the_config(chart: Chart, tmp_path: Path, values: list[
     if "registrar" in expected:
         assert cfg.grpc.registrar == expected["registrar"] == rendered.port(
             "registrar", "grpc-registrar")
-        assert rendered.container("registrar")["startupProbe"]["grpc"]["port"] == 6001
+        assert cfg.grpc.registrar_probe == expected["probe"] == rendered.port(
+            "registrar", "probe-registrar")
+        assert rendered.container("registrar")["startupProbe"]["grpc"]["port"] == 6011
         assert cfg.agent.port == expected["http"] == rendered.port("http-api", "http")
         forwards = {f.name: f.local_addr for f in cfg.tunnel.forwards}
         assert forwards["agent-http"] == "127.0.0.1:9000"

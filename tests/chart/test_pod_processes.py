@@ -20,10 +20,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pipeops.agent.v1 import events_pb2, events_pb2_grpc, service_pb2, service_pb2_grpc
 from tests.chart.chart import AGENT_CONTAINERS, TOKEN, Chart, Rendered
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
 
 PORT_VALUES = ("registrar.grpcPort", "tunnel.grpcPort", "gateway.grpcPort", "httpApi.grpcPort",
+               "registrar.probePort", "tunnel.probePort", "gateway.probePort",
                "httpApi.port", "registrar.metricsPort", "tunnel.metricsPort",
                "gateway.metricsPort")
 
@@ -144,3 +146,35 @@ def test_no_container_logs_the_install_token(
     for name, proc in processes.items():
         assert proc.lines, f"{name} logged nothing"
         assert TOKEN not in "\n".join(proc.lines + proc.stderr_lines), name
+
+
+def test_the_probed_ports_serve_health_only(
+        pod: tuple[Rendered, dict[str, ServiceProcess]]) -> None:
+    """What the kubelet dials on the pod IP gives away nothing: Events (every log line),
+    Describe and reflection answer only on the localhost gRPC port."""
+    rendered, _ = pod
+    for name in ("registrar", "tunnel", "gateway"):
+        probe_port = rendered.container(name)["livenessProbe"]["grpc"]["port"]
+        grpc_port = rendered.port(name, f"grpc-{name}")
+        assert wait_for(lambda p=probe_port: _grpc_health(p) is not None, timeout=15,
+                        what=f"{name}'s probe listener")
+        for port, expected in ((probe_port, grpc.StatusCode.UNIMPLEMENTED),
+                               (grpc_port, grpc.StatusCode.OK)):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    service_pb2_grpc.ServiceStub(channel).Describe(
+                        service_pb2.DescribeRequest(), timeout=5)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                assert code == expected, (name, port, "Describe")
+                stream = events_pb2_grpc.EventsStub(channel).Subscribe(
+                    events_pb2.SubscribeRequest(history=1), timeout=5)
+                try:
+                    next(stream)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                finally:
+                    stream.cancel()
+                assert code == expected, (name, port, "Events")

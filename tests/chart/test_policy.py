@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.chart.chart import (
     AGENT_CONTAINERS,
+    CHART_DIR,
     NAMESPACE,
     TOKEN,
     VALUE_SETS,
@@ -156,6 +158,47 @@ def test_agent_writes_secrets_only_in_its_own_namespace(rendered: Rendered) -> N
     assert "pipeops-sessions" in session_ns
 
 
+def _grants_in(rendered: Rendered, namespace: str) -> list[tuple[str, str, str]]:
+    """(resource, resourceName or "*", verb) that Roles bound to the agent grant there."""
+    out = []
+    for role, _ in agent_rules(rendered, "Role"):
+        if role["metadata"]["namespace"] != namespace:
+            continue
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == [""], rule
+            for res in rule["resources"]:
+                for name in rule.get("resourceNames") or ["*"]:
+                    out.extend((res, name, verb) for verb in rule["verbs"])
+    return sorted(out)
+
+
+def test_agent_touches_only_its_two_state_objects_in_its_namespace(
+        rendered: Rendered) -> None:
+    """The namespace also holds the install-token and control-plane token Secrets: the
+    agent's token may get and update its own two objects by name, and create (which
+    resourceNames cannot restrict) for their first write. Nothing else: no list, watch,
+    patch or delete, no other Secret."""
+    name = yaml.safe_load(rendered.config_text)["agent"]["name"]
+    assert _grants_in(rendered, NAMESPACE) == sorted([
+        ("secrets", f"{name}-state", "get"), ("secrets", f"{name}-state", "update"),
+        ("configmaps", f"{name}-identity", "get"), ("configmaps", f"{name}-identity", "update"),
+        ("secrets", "*", "create"), ("configmaps", "*", "create"),
+    ])
+
+
+def test_state_object_names_follow_agent_name(chart: Chart) -> None:
+    rendered = chart.template("--set", f"pipeops.token={TOKEN}", "--set", "agent.name=edge-7")
+    assert yaml.safe_load(rendered.config_text)["agent"]["name"] == "edge-7"
+    grants = _grants_in(rendered, NAMESPACE)
+    assert ("secrets", "edge-7-state", "get") in grants
+    assert ("configmaps", "edge-7-identity", "update") in grants
+    assert not [g for g in grants if g[1].startswith("pipeops-agent")]
+    # A name that cannot name a Kubernetes object is refused at render time.
+    proc = chart.run("template", "pa", str(CHART_DIR), "--set", "agent.name=Edge_7",
+                     check=False)
+    assert proc.returncode != 0 and "/agent/name" in proc.stderr
+
+
 def test_agent_is_never_bound_to_a_builtin_role(rendered: Rendered) -> None:
     for binding in rendered.of_kind("ClusterRoleBinding") + rendered.of_kind("RoleBinding"):
         if subjects_match(binding, rendered.service_account, NAMESPACE):
@@ -268,8 +311,10 @@ def test_native_sidecar_registrar_by_default(render: Callable[[str], Rendered]) 
     (registrar,) = spec["initContainers"]
     assert registrar["name"] == "registrar"
     assert registrar["restartPolicy"] == "Always"
-    grpc_port = rendered.port("registrar", "grpc-registrar")
-    assert registrar["startupProbe"]["grpc"] == {"port": grpc_port}
+    # The kubelet holds the others back until the registrar's health-only listener says
+    # SERVING.
+    probe_port = rendered.port("registrar", "probe-registrar")
+    assert registrar["startupProbe"]["grpc"] == {"port": probe_port}
     assert [c["name"] for c in spec["containers"]] == ["tunnel", "gateway", "http-api"]
     assert all("restartPolicy" not in c for c in spec["containers"])
 
@@ -288,13 +333,23 @@ def test_plain_containers_when_native_sidecars_are_off(render: Callable[[str], R
     assert "state_dir: /var/run/pipeops" in rendered.config_text
 
 
-def test_kubelet_grpc_probes_for_the_grpc_services(rendered: Rendered) -> None:
+def test_kubelet_grpc_probes_hit_the_health_only_ports(rendered: Rendered) -> None:
+    """The gRPC servers stay on localhost; the kubelet dials a health-only listener."""
+    config = yaml.safe_load(rendered.config_text)
+    assert config["grpc"]["host"] == "127.0.0.1"
+    assert config["grpc"]["probe_host"] == "0.0.0.0"
     for name in ("registrar", "tunnel", "gateway"):
         c = rendered.container(name)
-        port = rendered.port(name, f"grpc-{name}")
+        port = rendered.port(name, f"probe-{name}")
+        assert port == config["grpc"][f"{name}_probe"]
+        assert port != rendered.port(name, f"grpc-{name}")
         for probe in ("startupProbe", "livenessProbe"):
             assert c[probe]["grpc"] == {"port": port}, (name, probe)
         assert "httpGet" not in json.dumps(c)
+    # The http-api is probed over HTTP: no probe listener, no probe port.
+    assert "http_api_probe" not in config["grpc"]
+    assert not [p for p in rendered.container("http-api")["ports"]
+                if p["name"].startswith("probe")]
 
 
 def test_http_probes_for_the_http_api(rendered: Rendered) -> None:
@@ -309,8 +364,8 @@ def test_http_probes_for_the_http_api(rendered: Rendered) -> None:
 def test_grpc_ports_are_never_published(rendered: Rendered) -> None:
     for service in rendered.of_kind("Service"):
         for port in service["spec"]["ports"]:
-            assert not str(port.get("targetPort", "")).startswith("grpc"), port
-            assert port["port"] not in (50051, 50052, 50053, 50054), port
+            assert not str(port.get("targetPort", "")).startswith(("grpc", "probe")), port
+            assert port["port"] not in (50051, 50052, 50053, 50054, 50061, 50062, 50063), port
 
 
 def test_network_policy_egress_is_dns_api_server_and_control_plane(

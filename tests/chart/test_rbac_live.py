@@ -1,11 +1,13 @@
 """The agent's RBAC, enforced: what the chart grants is enough for the registrar, and no more.
 
-The chart is installed into kubesim; the rules of the Roles and ClusterRoles bound to the
-agent's ServiceAccount become the rules of that ServiceAccount's token in kubesim (whose
-authorizer enforces them with the real API server's 403s). The real registrar then runs
-on the config the chart renders, with that token, against the real dev control plane: it
-must register, keep its state in its namespace and heartbeat with the cluster's counts,
-without a single 403. The same token is refused everything the chart does not grant.
+The chart is installed into kubesim with the real helm; a token for the agent's
+ServiceAccount, with no rules of its own, is then authorised by kubesim from the Roles,
+ClusterRoles and bindings the chart stored (resourceNames included), with the real API
+server's 403s. The real registrar runs on the config the chart renders, with that token,
+against the real dev control plane: it must register, keep its state in its namespace and
+heartbeat with the cluster's counts, without a single 403. The same token is refused
+everything the chart does not grant, the install-token and control-plane token Secrets
+beside its own state first of all.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 
 from kubesim.testing import Kubesim
 from pipeops_controlplane.testing import ControlPlane
-from tests.chart.chart import CHART_DIR, NAMESPACE, RELEASE, Chart, Rendered, kubesim_rules
+from tests.chart.chart import CHART_DIR, NAMESPACE, RELEASE, Chart, Rendered
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
 
 
@@ -37,13 +39,44 @@ def cluster(chart: Chart, tmp_path_factory: pytest.TempPathFactory
                   *values, kubeconfig=ks.kubeconfig)
         rendered = chart.template(*values)
         token = "agent-" + secrets.token_hex(8)
-        ks.add_token(token, service_account=f"{NAMESPACE}/{rendered.service_account}",
-                     rules=kubesim_rules(rendered))
+        # No rules of its own: kubesim grants what the chart's stored RBAC grants.
+        ks.add_token(token, service_account=f"{NAMESPACE}/{rendered.service_account}")
         yield ks, cp, rendered, token, folder
 
 
 def _get(ks: Kubesim, token: str, path: str) -> int:
     return ks.request("GET", path, token=token)[0]
+
+
+def _secret_names(rendered: Rendered) -> tuple[str, str]:
+    """(install-token Secret, control-plane token Secret) the chart renders."""
+    install = {s["metadata"]["name"] for s in rendered.of_kind("Secret")
+               if s.get("type") == "Opaque"}
+    control_plane = {s["metadata"]["name"] for s in rendered.of_kind("Secret")
+                     if s.get("type") == "kubernetes.io/service-account-token"}
+    assert len(install) == len(control_plane) == 1, (install, control_plane)
+    return install.pop(), control_plane.pop()
+
+
+def test_the_agent_token_cannot_read_the_token_secrets_beside_its_state(
+        cluster: tuple[Kubesim, ControlPlane, Rendered, str, Path]) -> None:
+    ks, _, rendered, token, _ = cluster
+    secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
+    for name in _secret_names(rendered):
+        assert ks.request("GET", f"{secrets_path}/{name}")[0] == 200, name  # it is there
+        status, body = ks.request("GET", f"{secrets_path}/{name}", token=token)
+        assert status == 403, name
+        assert body["reason"] == "Forbidden"
+        assert "system:serviceaccount:" in body["message"], body
+        for method, payload in (("DELETE", None), ("PATCH", {"metadata": {"labels": {
+                "x": "y"}}}), ("PUT", {"metadata": {"name": name}})):
+            kind = "application/merge-patch+json" if method == "PATCH" else "application/json"
+            assert ks.request(method, f"{secrets_path}/{name}", payload, token=token,
+                              content_type=kind)[0] == 403, (method, name)
+    # Nor list or watch them in bulk.
+    for path in (secrets_path, f"{secrets_path}?watch=true",
+                 f"/api/v1/namespaces/{NAMESPACE}/configmaps"):
+        assert _get(ks, token, path) == 403, path
 
 
 def test_the_agent_token_gets_only_what_the_chart_grants(
@@ -53,10 +86,12 @@ def test_the_agent_token_gets_only_what_the_chart_grants(
     for path in ("/api/v1/pods?limit=1", "/api/v1/nodes", "/api/v1/services",
                  "/apis/networking.k8s.io/v1/ingresses",
                  "/apis/networking.k8s.io/v1/ingressclasses",
-                 f"/api/v1/namespaces/{NAMESPACE}/secrets",
-                 f"/api/v1/namespaces/{NAMESPACE}/configmaps",
                  "/apis/apps/v1/namespaces/pipeops-sessions/deployments"):
         assert _get(ks, token, path) == 200, path
+    # Its own two state objects, by name: allowed (404 until the registrar writes them).
+    for path in (f"/api/v1/namespaces/{NAMESPACE}/secrets/pipeops-agent-state",
+                 f"/api/v1/namespaces/{NAMESPACE}/configmaps/pipeops-agent-identity"):
+        assert _get(ks, token, path) in (200, 404), path
     # Refused: secrets anywhere else, workloads outside the session namespace, RBAC.
     for path in ("/api/v1/secrets", "/api/v1/namespaces/default/secrets",
                  "/api/v1/namespaces/kube-system/secrets",
@@ -90,7 +125,7 @@ def test_the_registrar_runs_on_the_charts_rbac_and_config(
             "--set", "kubernetes.in_cluster=false",
             "--set", f"kubernetes.service_account_token_path={folder / 'sa-token'}",
             "--set", f"kubernetes.control_plane_token_path={folder / 'cp-token'}",
-            "--set", "grpc.host=127.0.0.1",
+            "--set", "grpc.probe_host=127.0.0.1", "--set", "grpc.registrar_probe=0",
             "--set", f"grpc.tunnel={free_port()}", "--set", f"grpc.gateway={free_port()}",
             "--set", "metrics.registrar=0", "--set", "pipeops.heartbeat_interval=0.5"]
     with ServiceProcess(argv, env={"PIPEOPS_TOKEN": cp.token}) as registrar:
@@ -106,6 +141,12 @@ def test_the_registrar_runs_on_the_charts_rbac_and_config(
             return "pipeops-agent-state" in names
 
         wait_for(state_secret, timeout=10, what="the registrar's state Secret")
+        status, stored = ks.request(
+            "GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/pipeops-agent-identity")
+        assert status == 200 and stored["data"]["agent_id"] == identity["agent_id"]
+        # The agent's token reads back what it wrote, by name.
+        assert _get(ks, token, f"/api/v1/namespaces/{NAMESPACE}/secrets/"
+                               "pipeops-agent-state") == 200
         pods = len(ks.request("GET", "/api/v1/pods")[1]["items"])
         nodes = len(ks.request("GET", "/api/v1/nodes")[1]["items"])
         beat = wait_for(lambda: (c := cp.cluster(cluster_id)) and c["heartbeat_count"] >= 1

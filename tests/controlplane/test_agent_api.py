@@ -260,6 +260,38 @@ def test_fault_switches_misbehave_and_clear(cp: ControlPlane) -> None:
     assert cp.faults()["mode"] is None
 
 
+@pytest.mark.parametrize("code", [401, 403, 404])
+def test_refusal_faults_on_heartbeats_leave_registration_working(
+        cp: ControlPlane, code: int) -> None:
+    body, reply = registered(cp)
+    cluster_id, agent_id = reply["cluster_id"], body["agent_id"]
+    cp.set_fault(str(code), target="heartbeat")
+    for _ in range(2):  # until cleared, however often it is asked
+        status, answer = heartbeat(cp, cluster_id, reply["token"],
+                                   heartbeat_body(cluster_id, agent_id))
+        assert status == code and "fault injected" in answer["detail"]
+        status, again = register(cp, agent_id=agent_id, cluster_id=cluster_id)
+        assert status == 200 and again["cluster_id"] == cluster_id
+    assert cp.faults()["hits"] == 2
+    view = cp.cluster(cluster_id)
+    assert view is not None and view["heartbeat_count"] == 0
+    cp.clear_fault()
+    assert heartbeat(cp, cluster_id, reply["token"],
+                     heartbeat_body(cluster_id, agent_id))[0] == 200
+
+
+def test_echo_headers_fault_answers_502_with_the_request_headers(cp: ControlPlane) -> None:
+    before = len(cp.clusters())
+    cp.set_fault("echo_headers", target="register")
+    status, raw = _raw_post(cp, "/api/v1/clusters/agent/register", 5)
+    assert status == 502
+    text = raw.decode()
+    assert "POST /api/v1/clusters/agent/register" in text
+    assert f"authorization: Bearer {TOKENS[0]}" in text
+    assert len(cp.clusters()) == before  # the request never reached the API
+    assert cp.faults()["hits"] == 1
+
+
 def test_state_file_keeps_clusters_across_restarts_and_a_corrupt_one_is_named(
         tmp_path: Path) -> None:
     state = tmp_path / "clusters.json"

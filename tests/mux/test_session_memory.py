@@ -258,3 +258,30 @@ async def test_cancelling_a_pipe_resets_its_stream() -> None:
                 await asyncio.wait_for(stream.read(1), 5)
             assert info.value.by_peer
             assert handlers[0].cancelled()
+
+
+async def test_cancelled_mid_teardown_still_ends_closed() -> None:
+    """The owner's grace runs out while the session waits for a peer that never answers
+    the close: the supervisor is cancelled mid-teardown, and still every waiter returns
+    and the session is marked closed (before, close() and wait_closed() hung forever)."""
+    a, b = memory_transport_pair()
+    never = asyncio.Event()
+
+    async def close_hangs(code: int = 1000, reason: str = "") -> None:
+        await never.wait()
+
+    a.close = close_hangs  # type: ignore[method-assign]
+    session = MuxSession(a, Role.CONTROL_PLANE, name="cp", close_timeout=60)
+    peer = MuxSession(b, Role.AGENT, name="agent")
+    session.start()
+    peer.start()
+    closing = asyncio.create_task(session.close())
+    await wait_for(lambda: session.close_code is not None)  # tearing down, stuck in close
+    assert session._supervisor is not None
+    session._supervisor.cancel()
+    await asyncio.wait_for(session.wait_closed(), timeout=2)
+    await asyncio.wait_for(closing, timeout=2)
+    assert session.closed
+    with pytest.raises(SessionClosed):
+        await session.open_stream({"forward": "x"})
+    await peer.close()

@@ -448,3 +448,134 @@ async def test_an_idle_session_hands_data_to_the_websocket_at_once(ws_pair: WsPa
         assert cp.stats.bytes_out == 3  # framed and written before write() returned
         await wait_for(lambda: agent.stats.bytes_in == 3)
         assert await held[0].read(3) == b"now"
+
+
+async def test_fragmented_messages_keep_their_order_among_direct_ones() -> None:
+    """Complete messages are handled as websockets parses them; a fragmented one goes
+    through ``recv()``, and the messages behind it wait their turn: the stream reads the
+    bytes in the order they were sent, whichever way each message took."""
+    accepted_streams: list[Stream] = []
+
+    async def keep(request: OpenRequest) -> None:
+        accepted_streams.append(request.accept())
+
+    async with ws_server() as (url, accepted), ws_connect(url) as client:
+        session = await session_for_raw_peer(accepted, keep)
+        try:
+            await client.send(jraw(FrameType.OPEN, 2, {"forward": "x"}))
+            reply = decode_frame(await asyncio.wait_for(client.recv(decode=False), 5))
+            assert (reply.type, reply.stream_id) == (FrameType.OPEN_OK, 2)
+            assert "process_event" in vars(session._transport)  # the direct path is on
+            await client.send(raw(FrameType.DATA, 2, b"one,"))
+            two = raw(FrameType.DATA, 2, b"two,")
+            await client.send([two[:3], two[3:7], two[7:]])  # one message in three frames
+            await client.send(raw(FrameType.DATA, 2, b"three,"))
+            await client.send([b'{"type":', b'"noted"}'])  # fragmented text as well
+            await client.send(raw(FrameType.DATA, 2, b"four"))
+            await client.send(raw(FrameType.FIN, 2))
+            await wait_for(lambda: len(accepted_streams) == 1)
+            data = await asyncio.wait_for(accepted_streams[0].read(-1), 5)
+            assert data == b"one,two,three,four"
+            assert not session.closed and session.stats.protocol_errors == 0
+        finally:
+            await session.close()
+        assert "process_event" not in vars(session._transport)  # undone with the session
+
+
+async def test_pipe_takes_over_what_its_reader_already_buffered(ws_pair: WsPair) -> None:
+    """Bytes and EOF that reached the StreamReader before ``pipe`` started (a client that
+    writes before the stream is open) go first, then the connection is the pipe's."""
+    got: list[bytes] = []
+
+    async def collect(request: OpenRequest) -> None:
+        stream = request.accept()
+        got.append(await stream.read(-1))
+        stream.write(b"reply")
+        stream.write_eof()
+
+    arrived = asyncio.Event()
+    outcome: list[BaseException | None] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await wait_for(lambda: reader._eof)  # type: ignore[attr-defined]  # data, then EOF
+        arrived.set()
+        try:
+            await pipe(await cp.open_stream({"forward": "x"}), reader, writer)
+            outcome.append(None)
+        except (StreamReset, OSError) as exc:
+            outcome.append(exc)
+
+    async with (
+        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        MuxSession(ws_pair.client, Role.AGENT, on_open=collect, name="agent"),
+    ):
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.sockets[0].getsockname()[1])
+            payload = os.urandom(5000)
+            writer.write(payload)
+            writer.write_eof()
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert await asyncio.wait_for(reader.read(), 5) == b"reply"
+            writer.close()
+            await wait_for(lambda: outcome == [None])
+            assert got == [payload]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+def test_pipe_round_trips_on_the_services_event_loop() -> None:
+    """The services run on uvloop (``agentkit.runner.run_loop``), whose transports are
+    not asyncio's classes: request/response, a large transfer and half-closes through
+    two pipes, both ends on that loop."""
+    from agentkit.runner import run_loop
+
+    async def scenario() -> tuple[list[bytes], bytes, str]:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(1 << 16):
+                    writer.write(data)
+                    await writer.drain()
+                writer.write_eof()
+                await reader.read()  # until the pipe closes the connection
+            finally:
+                writer.close()
+
+        async def dial(request: OpenRequest) -> None:
+            r, w = await asyncio.open_connection("127.0.0.1", target_port)
+            with contextlib.suppress(StreamReset, OSError):
+                await pipe(request.accept(), r, w)
+
+        async def listen(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(StreamReset, OSError):
+                await pipe(await cp.open_stream({"forward": "echo"}), r, w)
+
+        target = await asyncio.start_server(echo, "127.0.0.1", 0)
+        target_port = target.sockets[0].getsockname()[1]
+        async with ws_server() as (url, accepted), ws_connect(url) as client:
+            cp = MuxSession(await asyncio.wait_for(accepted.get(), 5), Role.CONTROL_PLANE)
+            async with cp, MuxSession(client, Role.AGENT, on_open=dial):
+                front = await asyncio.start_server(listen, "127.0.0.1", 0)
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", front.sockets[0].getsockname()[1])
+                replies = []
+                for i in range(20):
+                    writer.write(b"%04d" % i * 256)
+                    replies.append(await asyncio.wait_for(reader.readexactly(1024), 5))
+                big = os.urandom(3 * MiB)
+                writer.write(big)
+                writer.write_eof()
+                back = await asyncio.wait_for(reader.read(), 20)
+                writer.close()
+                front.close()
+                await front.wait_closed()
+        target.close()
+        await target.wait_closed()
+        assert back == big
+        return replies, back[:4], type(asyncio.get_running_loop()).__module__
+
+    replies, _, loop_module = run_loop(scenario())
+    assert replies == [b"%04d" % i * 256 for i in range(20)]
+    assert loop_module.startswith("uvloop")

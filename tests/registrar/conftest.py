@@ -8,6 +8,7 @@ and after every test, so no test depends on another's order.
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ def kubesim() -> Iterator[Kubesim]:
 
 @pytest.fixture(scope="module")
 def controlplane() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
+    # two install tokens: two workspaces (``cp.token`` is the first)
+    with ControlPlane(["pit_" + secrets.token_hex(12), "pit_other_" + secrets.token_hex(12)]
+                      ) as cp:
         yield cp
 
 

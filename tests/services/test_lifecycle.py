@@ -106,3 +106,41 @@ def test_http_api_port_in_use_is_one_clear_line_and_exit_1(state_dir: Path) -> N
         f"cannot listen on 127.0.0.1:{port}: Address already in use"]
     assert proc.records()[-1] == {**proc.records()[-1], "msg": "stopped", "exit_code": 1}
     assert not proc.stderr_lines, proc.stderr_lines
+
+
+def test_probe_listener_serves_only_health(state_dir: Path) -> None:
+    """With grpc.probe_host, the kubelet's listener answers health and nothing else."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.helpers import ROOT
+
+    probe = free_port()
+    config = state_dir.parent / "config.yaml"
+    config.write_text("grpc:\n  probe_host: 127.0.0.1\n")
+    argv = [tool("pipeops-tunnel"), "--config", str(config), "--grpc-port", "0",
+            "--state-dir", str(state_dir), "--set", "metrics.tunnel=0",
+            "--set", f"grpc.tunnel_probe={probe}", "--api-url", "http://127.0.0.1:9"]
+    with ServiceProcess(argv) as proc:
+        started = proc.wait_started()
+        address, probed = started["grpc"], f"127.0.0.1:{probe}"
+        assert started["grpc_probe"] == probed
+        # Health answers on both, with one status (a Check as the kubelet sends it).
+        for target in (address, probed):
+            with grpc.insecure_channel(target) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, target
+        # No reflection on the probe listener: grpcurl cannot even list it.
+        listed = grpcurl("-plaintext", probed, "list")
+        assert listed.returncode != 0
+        assert "does not support the reflection API" in listed.stderr
+        assert grpcurl("-plaintext", address, "list").returncode == 0
+        # Events (every log line) and Describe are not served there.
+        for method in ("pipeops.agent.v1.Events/Subscribe", "pipeops.agent.v1.Service/Describe"):
+            call = grpcurl("-plaintext", "-max-time", "5", "-import-path", str(ROOT / "proto"),
+                           "-proto", "pipeops/agent/v1/events.proto",
+                           "-proto", "pipeops/agent/v1/service.proto", probed, method)
+            assert call.returncode != 0, method
+            assert "Code: Unimplemented" in call.stderr, (method, call.stderr)
+        assert proc.terminate(timeout=5) == 0

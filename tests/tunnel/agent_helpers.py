@@ -4,7 +4,10 @@ small control plane written here with the same ``agentkit.mux`` library.
 * :class:`FakeControlPlane`: one real websockets server on 127.0.0.1 that answers
   ``GET /api/v1/tunnel/status`` (plain HTTP through ``process_request``) and accepts the
   tunnel WebSocket: it checks nothing itself, records everything (status requests,
-  handshake headers, hello, control messages) and answers hello with hello_ack.
+  handshake headers, hello, control messages) and answers hello with hello_ack. Knobs:
+  ``settings`` (its mux settings), ``ack_window`` (the window granted in hello_ack),
+  ``ack_gate`` (hello_ack waits until the event is set), ``after_ack`` (called with the
+  session right after hello_ack was queued, in the same reader callback).
 * :class:`FakeGateway`: a real gRPC server implementing ``Gateway.CheckTarget`` from an
   allowlist (the gateway service itself does not answer it yet).
 * :class:`TcpServer`: echo / source servers that count the connections they accepted.
@@ -32,7 +35,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from agentkit.mux import SUBPROTOCOL, MuxSession, Role
+from agentkit.mux import SUBPROTOCOL, MuxSession, MuxSettings, Role
 from agentkit.mux import Stream as MuxStream
 from agentkit.statefile import identity_file
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
@@ -89,6 +92,11 @@ class FakeControlPlane:
         self.connections: list[ServerConnection] = []
         self.hellos: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
+        self.session_messages: list[list[dict[str, Any]]] = []  # per connection
+        self.settings: MuxSettings | None = None
+        self.ack_window: int | None = None
+        self.ack_gate: asyncio.Event | None = None
+        self.after_ack: Callable[[MuxSession], None] | None = None
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -101,6 +109,9 @@ class FakeControlPlane:
         return self
 
     async def stop(self) -> None:
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         for session in self.sessions:
             await session.close()
         if self._server is not None:
@@ -147,16 +158,38 @@ class FakeControlPlane:
 
     async def _handle(self, ws: ServerConnection) -> None:
         session: MuxSession | None = None
+        mine: list[dict[str, Any]] = []
+        self.session_messages.append(mine)
+
+        def ack(hello: dict[str, Any]) -> None:
+            assert session is not None
+            message: dict[str, Any] = {"type": "hello_ack", "forwards": [
+                {"name": f["name"], "remote_port": self.remote_ports.get(f["name"], 0)}
+                for f in hello.get("forwards", [])]}
+            if self.ack_window is not None:
+                message["window"] = self.ack_window
+            session.send_control(message)
+            if self.after_ack is not None:
+                self.after_ack(session)
+
+        async def gated_ack(hello: dict[str, Any], gate: asyncio.Event) -> None:
+            await gate.wait()
+            ack(hello)
 
         def on_control(message: dict[str, Any]) -> None:
             self.messages.append(message)
+            mine.append(message)
             if message["type"] == "hello" and session is not None:
                 self.hellos.append(message)
-                session.send_control({"type": "hello_ack", "forwards": [
-                    {"name": f["name"], "remote_port": self.remote_ports.get(f["name"], 0)}
-                    for f in message.get("forwards", [])]})
+                if self.ack_gate is None:
+                    ack(message)
+                else:
+                    task = asyncio.create_task(gated_ack(message, self.ack_gate))
+                    self._handlers.add(task)
+                    task.add_done_callback(self._handlers.discard)
 
-        session = MuxSession(ws, Role.CONTROL_PLANE, on_control=on_control, name="fake-cp")
+        session = MuxSession(ws, Role.CONTROL_PLANE, on_control=on_control,
+                             settings=self.settings, name="fake-cp")
         self.connections.append(ws)
         self.sessions.append(session)
         await session.run()

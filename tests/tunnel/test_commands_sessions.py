@@ -204,3 +204,32 @@ async def test_sigterm_fails_a_running_command_and_drains(
     assert kinds[-2:] == [("failed", "c-slow"), ("drain", None)]
     assert "stopped before it finished" in cp.messages_for("c-slow")[-1]["error"]
     assert cp.connections[-1].close_code == 1001
+
+
+async def test_outcomes_kept_for_the_next_connection_wait_for_its_hello_ack(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    await asyncio.to_thread(kubesim.set_delay, 1.0)
+    try:
+        cp.sessions[-1].send_control({"type": "command", "id": "c-kept",
+                                      "action": "wake_session",
+                                      "payload": {"sessionId": "kept"}})
+        await cp.wait_message(lambda m: m == {"type": "ack", "id": "c-kept"}, what="the ack")
+        cp.ack_gate = asyncio.Event()  # the next connection gets no hello_ack for now
+        cp.kill()  # the outcome finds no connection: it waits in the outbox
+        await tunnel.wait_log(lambda r: r.get("command_id") == "c-kept"
+                              and str(r.get("msg")).startswith("command failed"),
+                              what="the outcome, made while disconnected")
+        await cp.wait_connected(count=2)
+        # a round trip on the new connection: anything queued before it has arrived
+        cp.sessions[1].send_control({"type": "no-such-type"})
+        await until(lambda: any(m["type"] == "error" for m in cp.session_messages[1]),
+                    what="the error reply")
+        assert not [m for m in cp.session_messages[1] if m.get("id") == "c-kept"]
+        cp.ack_gate.set()
+        await until(lambda: any(m.get("id") == "c-kept" for m in cp.session_messages[1]),
+                    what="the kept outcome after hello_ack")
+        outcome = next(m for m in cp.session_messages[1] if m.get("id") == "c-kept")
+        assert outcome["type"] == "failed"
+    finally:
+        await asyncio.to_thread(kubesim.set_delay, 0)

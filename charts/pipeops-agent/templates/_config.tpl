@@ -67,7 +67,11 @@ PIPEOPS_TOKEN from a Secret.
     "tunnel" $v.tunnel.grpcPort
     "gateway" $v.gateway.grpcPort
     "http_api" $v.httpApi.grpcPort
-    "deadline" $v.grpc.deadline)
+    "deadline" $v.grpc.deadline
+    "probe_host" $v.grpc.probeHost
+    "registrar_probe" $v.registrar.probePort
+    "tunnel_probe" $v.tunnel.probePort
+    "gateway_probe" $v.gateway.probePort)
   "metrics" (dict
     "host" (include "pipeops-agent.metricsHost" .)
     "registrar" $v.registrar.metricsPort

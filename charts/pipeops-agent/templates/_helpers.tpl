@@ -56,6 +56,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+The registrar's durable identity in the release namespace: names it derives from config
+agent.name (services/registrar kube.StateObjects), which the chart renders from
+agent.name; the agent's Role grants exactly these two by name.
+*/}}
+{{- define "pipeops-agent.stateSecretName" -}}{{ printf "%s-state" .Values.agent.name }}{{- end }}
+{{- define "pipeops-agent.identityConfigMapName" -}}{{ printf "%s-identity" .Values.agent.name }}{{- end }}
+
 {{/* Image reference of one container: (dict "root" $ "c" .Values.registrar) */}}
 {{- define "pipeops-agent.image" -}}
 {{- $registry := .root.Values.image.registry | trimSuffix "/" }}
@@ -90,7 +98,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- /* int: values files give float64, --set gives int64, and uniq compares types too. */}}
 {{- $ports := list }}
-{{- range list .Values.registrar.grpcPort .Values.tunnel.grpcPort .Values.gateway.grpcPort .Values.httpApi.grpcPort .Values.httpApi.port .Values.registrar.metricsPort .Values.tunnel.metricsPort .Values.gateway.metricsPort }}
+{{- range list .Values.registrar.grpcPort .Values.tunnel.grpcPort .Values.gateway.grpcPort .Values.httpApi.grpcPort .Values.registrar.probePort .Values.tunnel.probePort .Values.gateway.probePort .Values.httpApi.port .Values.registrar.metricsPort .Values.tunnel.metricsPort .Values.gateway.metricsPort }}
 {{- $ports = append $ports (int .) }}
 {{- end }}
 {{- if ne (len $ports) (len (uniq $ports)) }}

@@ -62,16 +62,20 @@ out of the same emptyDir by subPath so every root filesystem stays read-only.
 {{- end }}
 {{- end }}
 
-{{/* A kubelet gRPC probe on grpc.health.v1 (the overall status, service ""). */}}
+{{/*
+A kubelet gRPC probe on grpc.health.v1 (the overall status, service ""), sent to the
+container's health-only listener (probePort on grpc.probeHost): the service's own gRPC
+server listens on localhost, which the kubelet cannot reach.
+*/}}
 {{- define "pipeops-agent.grpcProbes" -}}
 startupProbe:
   grpc:
-    port: {{ .c.grpcPort }}
+    port: {{ .c.probePort }}
   periodSeconds: 2
   failureThreshold: {{ .c.probes.startupFailureThreshold }}
 livenessProbe:
   grpc:
-    port: {{ .c.grpcPort }}
+    port: {{ .c.probePort }}
   periodSeconds: {{ .c.probes.periodSeconds }}
   failureThreshold: {{ .c.probes.failureThreshold }}
   timeoutSeconds: 2

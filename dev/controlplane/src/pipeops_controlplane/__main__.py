@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from agentkit import logs
+from agentkit.runner import run_loop
 from pipeops_controlplane.app import asgi, create_app
 from pipeops_controlplane.auth import InstallTokens
 from pipeops_controlplane.settings import Settings
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         connect_wait=args.tunnel_connect_wait)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings, tokens, args.log_level, tunnel_settings))
+            run_loop(serve(settings, tokens, args.log_level, tunnel_settings))
     except StateFileError as exc:
         sys.exit(f"pipeops-dev-controlplane: --state {exc}")
 

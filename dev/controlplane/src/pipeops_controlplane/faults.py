@@ -10,6 +10,11 @@ requests under ``/api/`` (optionally only to register or only to heartbeat calls
 * ``malformed``: answer 200 with a body that is not JSON.
 * ``no_cluster_id``: answer registration 200 with a valid reply that lacks
   ``cluster_id`` (other calls pass through).
+* ``401``, ``403``, ``404``: answer that status with a JSON error, as a control plane
+  that refuses the token or forgot the cluster would; with ``target: heartbeat`` the
+  heartbeats keep being refused while registration keeps working.
+* ``echo_headers``: answer 502 with a plain-text body that echoes the request's headers,
+  ``Authorization`` first, as a misconfigured proxy might (tests that no token leaks).
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Mode = Literal["5xx", "hang", "close", "malformed", "no_cluster_id"]
+Mode = Literal["5xx", "hang", "close", "malformed", "no_cluster_id", "401", "403", "404",
+               "echo_headers"]
 Target = Literal["all", "register", "heartbeat"]
-MODES: tuple[str, ...] = ("5xx", "hang", "close", "malformed", "no_cluster_id")
+MODES: tuple[str, ...] = ("5xx", "hang", "close", "malformed", "no_cluster_id", "401", "403",
+                          "404", "echo_headers")
+REFUSALS = {"401": b'{"detail": "invalid token (fault injected)"}',
+            "403": b'{"detail": "forbidden (fault injected)"}',
+            "404": b'{"detail": "cluster not found (fault injected)"}'}
 
 
 @dataclass
@@ -47,9 +57,10 @@ class FaultSwitch:
         return {"mode": self.mode, "target": self.target, "hits": self.hits}
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(send: Send, status: int, body: bytes,
+                   content_type: bytes = b"application/json") -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
+                "headers": [(b"content-type", content_type),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
@@ -79,6 +90,15 @@ class FaultMiddleware:
         last = await _drain(receive)
         if mode == "5xx":
             await _respond(send, 503, b'{"error": "service unavailable (fault injected)"}')
+        elif mode in REFUSALS:
+            await _respond(send, int(mode), REFUSALS[mode])
+        elif mode == "echo_headers":
+            # the credentials first, so that even a short excerpt of the body holds them
+            headers = sorted(scope["headers"], key=lambda h: h[0] != b"authorization")
+            lines = [f"{name.decode(errors='replace')}: {value.decode(errors='replace')}"
+                     for name, value in headers]
+            text = "bad gateway; " + "\n".join(lines) + f"\n{scope['method']} {scope['path']}"
+            await _respond(send, 502, text.encode(), b"text/plain")
         elif mode == "malformed":
             await _respond(send, 200, b'{"cluster_id": "oops, this is not json')
         elif mode == "no_cluster_id":

@@ -72,6 +72,15 @@ class AgentConfig(_Section):
     pod_name: str = Field("", description="from the pod's fieldRef")
     pod_namespace: str = Field("", description="from the pod's fieldRef")
 
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        # It names Kubernetes objects: <name>-state (Secret), <name>-identity (ConfigMap).
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?", value):
+            raise ValueError("expected a DNS-1123 label (a-z, 0-9, '-') of at most "
+                             "57 characters")
+        return value
+
 
 class ReconnectConfig(_Section):
     enabled: bool = True
@@ -98,6 +107,16 @@ class PipeopsConfig(_Section):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        # A token read with --from-file often ends with a newline: drop it. Anything
+        # else a header cannot carry is refused here rather than retried forever.
+        token = value.get_secret_value().strip()
+        if any(ch.isspace() or not ch.isprintable() for ch in token):
+            raise ValueError("the token contains whitespace or control characters")
+        return SecretStr(token)
 
 
 class ForwardConfig(_Section):
@@ -194,6 +213,11 @@ class GrpcConfig(_Section):
     gateway: Port = 50053
     http_api: Port = 50054
     deadline: Duration = Field(2.0, gt=0, description="default deadline of a sibling call")
+    probe_host: str = Field("", description="health-only listener for kubelet gRPC probes; "
+                            "empty: none")
+    registrar_probe: Port = Field(50061, description="the registrar's probe port (0: free)")
+    tunnel_probe: Port = Field(50062, description="the tunnel's probe port (0: free)")
+    gateway_probe: Port = Field(50063, description="the gateway's probe port (0: free)")
 
 
 class MetricsConfig(_Section):

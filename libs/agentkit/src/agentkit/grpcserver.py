@@ -3,7 +3,13 @@
 Every container serves its own contract service plus ``grpc.health.v1.Health``,
 ``grpc.reflection.v1alpha.ServerReflection``, ``pipeops.agent.v1.Events`` and
 ``pipeops.agent.v1.Service``, bound to 127.0.0.1 by default, so
-``grpcurl -plaintext localhost:PORT list`` works after a ``kubectl port-forward``.
+``grpcurl -plaintext localhost:PORT list`` works after a ``kubectl port-forward`` (which
+connects to localhost inside the pod) and no other pod can reach them.
+
+The kubelet's gRPC probes dial the pod IP, not localhost. For them a container may open
+a second, tiny listener (``probe_host``/``probe_port``) that serves only
+``grpc.health.v1.Health``, backed by the same servicer as the main server so both answer
+the same status; no reflection, no Events, no contract service there.
 """
 
 from __future__ import annotations
@@ -43,6 +49,17 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
         return self.status.to_proto()
 
 
+def _bind(server: grpc.aio.Server, address: str, what: str) -> int:
+    """Listen on ``address``; the bound port, or OSError (grpcio says RuntimeError or 0)."""
+    try:
+        bound: int = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot bind {what} to {address}")
+    return bound
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -51,7 +68,12 @@ class GrpcServer:
         registrations: list[Registration],
         host: str,
         port: int,
+        *,
+        probe_host: str = "",
+        probe_port: int = 0,
     ) -> None:
+        """Bind ``host:port``; with a ``probe_host``, also bind the health-only listener
+        on ``probe_host:probe_port`` (port 0: a free port). OSError when either cannot."""
         self.status = status
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self.health = health.aio.HealthServicer()
@@ -70,13 +92,20 @@ class GrpcServer:
         self.service_names = names
         reflection.enable_server_reflection(names, self.server)
         self.address = f"{host}:{port}"
-        bound = self.server.add_insecure_port(self.address)
-        if bound == 0:
-            raise OSError(f"cannot bind gRPC to {self.address}")
-        self.port = bound
+        self.port = _bind(self.server, self.address, "gRPC")
+        self.probe_server: grpc.aio.Server | None = None
+        self.probe_address = ""
+        self.probe_port = 0
+        if probe_host:
+            self.probe_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.probe_server)
+            self.probe_address = f"{probe_host}:{probe_port}"
+            self.probe_port = _bind(self.probe_server, self.probe_address, "the gRPC health probe")
 
     async def start(self) -> None:
         await self.server.start()
+        if self.probe_server is not None:
+            await self.probe_server.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -84,4 +113,6 @@ class GrpcServer:
         """Answer NOT_SERVING, let in-flight calls finish for ``grace`` seconds, stop."""
         self.status.set(STOPPING, "shutting down")
         await self.health.enter_graceful_shutdown()
+        if self.probe_server is not None:
+            await self.probe_server.stop(0)
         await self.server.stop(grace)

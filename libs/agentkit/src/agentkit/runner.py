@@ -19,7 +19,9 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
+
+import uvloop
 
 from agentkit import logs
 from agentkit.config import Config, ConfigError, load, parse_set
@@ -111,6 +113,17 @@ class ServiceFailed(Exception):
         self.exit_code = exit_code
 
 
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on uvloop's event loop, for every process of ours that serves
+    traffic (the services and the dev control plane). Measured on the tunnel (bench/
+    tunnel.py): about a fifth less CPU per relayed message than the stdlib loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def run_service(
     name: str,
     description: str,
@@ -150,7 +163,7 @@ def run_service(
         siblings=Siblings(config),
     )
     try:
-        return asyncio.run(_serve(ctx, setup, metrics_key, args.shutdown_grace))
+        return run_loop(_serve(ctx, setup, metrics_key, args.shutdown_grace))
     except KeyboardInterrupt:
         return 0
 
@@ -168,11 +181,18 @@ async def _serve(
         ctx.status.metrics_url = metrics.url
     host = ctx.config.grpc.host
     port = getattr(ctx.config.grpc, ctx.name.replace("-", "_"))
-    server = GrpcServer(ctx.status, ctx.bus, ctx.registrations, host, port)
+    # The kubelet's probes get a health-only listener (grpc.probe_host); the http-api has
+    # no probe port: it is probed over HTTP.
+    probe_port = getattr(ctx.config.grpc, f"{ctx.name.replace('-', '_')}_probe", None)
+    probe_host = ctx.config.grpc.probe_host if probe_port is not None else ""
+    server = GrpcServer(ctx.status, ctx.bus, ctx.registrations, host, port,
+                        probe_host=probe_host, probe_port=probe_port or 0)
     ctx.grpc_port = server.port
     await server.start()
     log.info("started", extra={"grpc": f"{host}:{server.port}", "version": ctx.status.version,
-                               **({"metrics": metrics.url} if metrics else {})})
+                               **({"metrics": metrics.url} if metrics else {}),
+                               **({"grpc_probe": f"{probe_host}:{server.probe_port}"}
+                                  if probe_host else {})})
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

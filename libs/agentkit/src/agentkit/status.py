@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentkit.events import KIND_STATUS, EventBus
+from agentkit.logs import masker
 from pipeops.agent.v1 import service_pb2
 
 STARTING = service_pb2.SERVICE_STATE_STARTING
@@ -33,6 +34,7 @@ class ServiceStatus:
     started_at: float = field(default_factory=time.time)
 
     def set(self, state: int, detail: str) -> None:
+        detail = masker.mask(detail)  # it is served to anyone who may ask: never a secret
         if (state, detail) == (self.state, self.detail):
             return
         self.state, self.detail = state, detail
@@ -41,8 +43,8 @@ class ServiceStatus:
         self.bus.publish(KIND_STATUS, detail, level=level, attributes={"state": name})
 
     def check(self, name: str, result: str) -> None:
-        """Record a named sub-check: ``"ok"`` or the reason it fails."""
-        self.checks[name] = result
+        """Record a named sub-check: ``"ok"`` or the reason it fails (secrets masked)."""
+        self.checks[name] = masker.mask(result)
 
     def to_proto(self) -> service_pb2.ServiceInfo:
         started = Timestamp()

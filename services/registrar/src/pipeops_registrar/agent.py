@@ -4,6 +4,21 @@
           -> register (retry until it works; bad install token: exit 1)
           -> heartbeat until SIGTERM; "cluster not found" -> register again, same ids
     SIGTERM -> one last heartbeat "disconnected" within 2 s, exit 0
+
+The identity stored in the cluster is never overwritten unread: with an empty volume,
+reading it is retried for as long as the API server fails transiently (degraded
+meanwhile); only a successful read, or a 404/401/403 that says there is none to be had,
+lets the agent go on (a new id is generated only then).
+
+Re-registration after "cluster not found" (or a refused cluster token) is immediate
+after a delivered heartbeat; when the control plane keeps refusing heartbeats while it
+accepts registration, each further round waits with full jitter (pipeops.reconnect),
+so the agent never floods it nor rewrites its state objects in a tight loop.
+
+A stored cluster id the control plane refuses (401/403, e.g. another workspace's) is
+named once in a warning and dropped: the agent registers once more as a new cluster
+(a new agent id too, unless one is configured), and only if that is refused too does
+it exit 1, leaving the stored identity untouched.
 """
 
 from __future__ import annotations
@@ -11,22 +26,30 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agentkit.config import Config
+from tenacity import RetryCallState
+
+from agentkit.config import Config, ReconnectConfig
 from agentkit.events import KIND_EVENT
-from agentkit.retry import FailureReport, retrying
+from agentkit.retry import FailureReport, full_jitter, retrying
 from agentkit.runner import ServiceContext, ServiceFailed
-from agentkit.status import DEGRADED
+from agentkit.status import DEGRADED, STARTING
 from pipeops_registrar.client import ControlPlaneClient
 from pipeops_registrar.facts import FactsSource
 from pipeops_registrar.heartbeat import ClusterGone, Heartbeater, HeartbeatState
 from pipeops_registrar.identity import Identity, choose_agent_id, generate_agent_id
 from pipeops_registrar.keeper import IdentityKeeper
 from pipeops_registrar.kube import Cluster, KubeError, StateObjects, load_api_client
-from pipeops_registrar.registration import NO_TOKEN, FatalError, Registration
+from pipeops_registrar.registration import NO_TOKEN, FatalError, Registration, StaleIdentity
 
 log = logging.getLogger(__name__)
 
-CLUSTER_STATE_ATTEMPTS = 8  # tries to read the cluster copy before going on without it
+
+def rejoin_wait(policy: ReconnectConfig, streak: int) -> float:
+    """The wait before re-registration number ``streak`` (1, 2, ...) in a row without a
+    delivered heartbeat: full jitter, as every other retry of the reconnect policy."""
+    state = RetryCallState(retrying(policy), None, (), {})
+    state.attempt_number = streak
+    return float(full_jitter(policy.backoff_base, policy.backoff_max)(state))
 
 
 def _verify(config: Config) -> bool | str:
@@ -58,37 +81,47 @@ class Agent:
         return await asyncio.to_thread(Cluster, api_client), ""
 
     async def _stored_identity(self) -> Identity | None:
-        """The file's copy, else the cluster's (retried briefly: it may be starting)."""
+        """The file's copy, else the cluster's.
+
+        A transient failure to read the cluster's copy is retried without end (the
+        service reports degraded): going on without it would generate a new agent id,
+        overwrite the stored copy and register a second cluster.
+        """
         stored = await self.keeper.load_file()
         if stored is not None or self.keeper.objects is None:
             return stored
         report = FailureReport(log, "reading the identity from the cluster")
-        try:
-            async for attempt in retrying(self.config.pipeops.reconnect, report=report,
-                                          retry_on=lambda e: isinstance(e, KubeError),
-                                          max_attempts=CLUSTER_STATE_ATTEMPTS):
-                with attempt:
+        async for attempt in retrying(self.config.pipeops.reconnect, report=report,
+                                      retry_on=lambda e: isinstance(e, KubeError)):
+            with attempt:
+                try:
                     stored = await self.keeper.load_cluster()
-        except KubeError as exc:
-            log.warning("going on without the identity stored in the cluster: %s", exc)
-            return None
+                except KubeError as exc:
+                    self.ctx.status.set(DEGRADED, "waiting for the Kubernetes API to read "
+                                        f"the stored identity before registering: {exc}")
+                    self.ctx.status.check("kubernetes", str(exc))
+                    raise
+        if report.failing:
+            self.ctx.status.set(STARTING, "registering with the control plane")
         report.recovered()
         if stored is not None:
             log.info("resuming the identity stored in the cluster",
                      extra={"agent_id": stored.agent_id, "cluster_id": stored.cluster_id})
         return stored
 
+    async def _new_agent_id(self, facts: FactsSource) -> str:
+        cluster = facts.cluster
+        agent_id = generate_agent_id(self.config.agent.cluster_name, {
+            "server": cluster.server if cluster else "",
+            "version": await facts.k8s_version(),
+        })
+        log.info("generated a new agent id", extra={"agent_id": agent_id})
+        return agent_id
+
     async def _initial_identity(self, facts: FactsSource) -> Identity:
         cfg = self.config
         stored = await self._stored_identity()
-        agent_id = choose_agent_id(cfg.agent.id, stored)
-        if not agent_id:
-            cluster = facts.cluster
-            agent_id = generate_agent_id(cfg.agent.cluster_name, {
-                "server": cluster.server if cluster else "",
-                "version": await facts.k8s_version(),
-            })
-            log.info("generated a new agent id", extra={"agent_id": agent_id})
+        agent_id = choose_agent_id(cfg.agent.id, stored) or await self._new_agent_id(facts)
         base = stored or Identity()
         same_plane = stored is not None and stored.api_url in ("", cfg.pipeops.api_url)
         if stored is not None and not same_plane:
@@ -104,6 +137,29 @@ class Agent:
         )
         await self.keeper.update(identity)  # the agent id is stored before registering
         return identity
+
+    async def _register(self, registration: Registration, identity: Identity,
+                        facts: FactsSource) -> Identity:
+        """Register; a refused stored cluster id is dropped once for a new cluster.
+
+        The new identity is kept only once registered: when the install token is refused
+        as well, the stored identity stays as it was for when the token is fixed.
+        """
+        try:
+            return await registration.register(identity)
+        except StaleIdentity as exc:
+            objects = self.keeper.objects
+            where = (f"secret/{objects.secret_name} in namespace {objects.namespace} and "
+                     if objects is not None and objects.available else "")
+            log.warning("%s: the stored identity (%s%s) may belong to another workspace; "
+                        "discarding it and registering as a new cluster", exc, where,
+                        self.keeper.file.path,
+                        extra={"cluster_id": exc.cluster_id, "agent_id": identity.agent_id})
+            fresh = identity.evolve(
+                agent_id=self.config.agent.id or await self._new_agent_id(facts),
+                cluster_id="", cluster_token="", workspace_id="", registered_at="",
+                state="unregistered")
+            return await registration.register(fresh)
 
     async def run(self) -> None:
         cfg = self.config
@@ -124,22 +180,33 @@ class Agent:
                                   self.heartbeat_state, self.version)
         # The state stays "starting" until registration works (ready) or fails (degraded).
         identity: Identity | None = None
+        streak = 0  # re-registrations in a row with no heartbeat delivered in between
+        said: set[str] = set()  # kinds of refusal warned about during this streak
         try:
             identity = await self._initial_identity(facts)
             while True:
-                identity = await registration.register(identity)
+                identity = await self._register(registration, identity, facts)
                 await self.keeper.update(identity)
                 self.ctx.bus.publish(KIND_EVENT, "registered", attributes={
                     "agent_id": identity.agent_id, "cluster_id": identity.cluster_id})
+                delivered = heartbeater.delivered_total
                 try:
                     await heartbeater.run(identity)
                 except ClusterGone as exc:
-                    log.warning("the control plane no longer accepts this cluster (%s); "
-                                "registering again with the same ids", exc,
-                                extra={"cluster_id": identity.cluster_id})
+                    if heartbeater.delivered_total > delivered:
+                        streak, said = 0, set()
+                    wait = rejoin_wait(cfg.pipeops.reconnect, streak) if streak else 0.0
+                    streak += 1
+                    log.log(logging.DEBUG if exc.kind in said else logging.WARNING,
+                            "the control plane no longer accepts this cluster (%s); "
+                            "registering again with the same ids", exc,
+                            extra={"cluster_id": identity.cluster_id, "failure": exc.kind,
+                                   "retry_in": round(wait, 2)})
+                    said.add(exc.kind)
                     identity = identity.evolve(state="unregistered")
                     await self.keeper.update(identity)
                     self.ctx.status.set(DEGRADED, "registering again with the control plane")
+                    await asyncio.sleep(wait)
         except FatalError as exc:
             log.error("cannot register: %s", exc)
             self.ctx.status.set(DEGRADED, f"cannot register: {exc}")

@@ -3,8 +3,9 @@
 Every reply is validated with pydantic; anything unexpected raises a typed error that
 carries the status code and a bounded, token-free excerpt of the body. Transport
 failures (refused, reset, timed out) become ``Unreachable``. No error ever holds a token:
-the ``Authorization`` header is never part of a message and ``token`` fields in an
-excerpt are replaced with ``***``.
+the ``Authorization`` header is never part of a message, ``token`` fields in an excerpt
+are replaced with ``***``, and the excerpt goes through the log masker (registered
+secrets, ``Bearer ...``), in case a reply echoes the request.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from agentkit import logs
+
 EXCERPT = 200  # characters of a reply body kept in an error
 
 
@@ -27,7 +30,9 @@ def excerpt(body: bytes | str, limit: int = EXCERPT) -> str:
         text = json.dumps(_redact(json.loads(text)))
     except ValueError:
         text = re.sub(r"(?i)(token\"?\s*[:=]\s*\"?)[^\s\",}]+", r"\1***", text)
-    text = " ".join(text.split())
+    # e.g. a proxy echoing the request headers: registered secrets, "Bearer ..." and the
+    # like. Masked before cutting, so that a cut never leaves half a secret unrecognised.
+    text = " ".join(logs.masker.mask(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

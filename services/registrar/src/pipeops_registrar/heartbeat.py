@@ -39,7 +39,14 @@ FINAL_TIMEOUT = 1.0
 
 
 class ClusterGone(Exception):
-    """The control plane no longer accepts this cluster's heartbeats: re-register."""
+    """The control plane no longer accepts this cluster's heartbeats: re-register.
+
+    ``kind`` is the failure's kind (``not_found``, ``rejected``) for logs.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _stamp(when: float | None) -> Timestamp | None:
@@ -90,6 +97,7 @@ class Heartbeater:
         self.state = state
         self.version = version
         self.report = FailureReport(log, "heartbeat")
+        self.delivered_total = 0  # beats the control plane accepted, ever
         interval = config.pipeops.heartbeat_interval
         # A beat older than the interval is stale anyway: never wait much longer for it.
         self.timeout = min(config.pipeops.timeout, max(interval, 2.0))
@@ -142,7 +150,7 @@ class Heartbeater:
                                         timeout=timeout or self.timeout)
         except (NotFound, Rejected) as exc:
             self._failed(exc)
-            raise ClusterGone(str(exc)) from None
+            raise ClusterGone(str(exc), exc.kind) from None
         except ControlPlaneError as exc:
             self._failed(exc)
             self.report.failed(exc, cluster_id=identity.cluster_id)
@@ -150,6 +158,7 @@ class Heartbeater:
             return False
         self.state.last_success = time.time()
         self.state.last_error = ""
+        self.delivered_total += 1
         self.report.recovered()
         self.status.check("heartbeat", "ok")
         metrics.AGENT_STATUS.set(1)

@@ -7,7 +7,9 @@ API and model modules (seconds of start-up). The client is synchronous, so every
 runs in a daemon thread with a request timeout and no urllib3 retries (our own loops
 retry). Counting never lists the cluster: one metadata-only ``limit=1`` page, whose
 ``metadata.remainingItemCount`` plus the one item returned is the total, so a heartbeat
-costs the same on 10 pods or 10,000.
+costs the same on 10 pods or 10,000. A server that gives no ``remainingItemCount`` is
+counted by pages, and that count is kept for ``PAGED_COUNT_TTL`` (the ``limit=1`` page is
+still asked every time, so the count is exact again as soon as the server gives one).
 
 The state objects live in ``kubernetes.namespace``: a Secret (the cluster token and the
 ids it belongs to) and a ConfigMap (the ids, readable by operators). Lacking RBAC for
@@ -44,6 +46,9 @@ REQUEST_TIMEOUT = (5.0, 10.0)  # connect, read
 # it); plain JSON stays acceptable for a server that does not.
 META_ACCEPT = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
 VERSION_TTL = 60.0  # the API server's version rarely changes; ask once a minute
+# A count that took paging through every object is reused this long (seconds): heartbeats
+# must not list the whole cluster every few seconds.
+PAGED_COUNT_TTL = 300.0
 STATE_KEYS = ("agent_id", "cluster_id", "cluster_name", "workspace_id", "api_url",
               "tunnel_url", "gateway_url", "registered_at")
 
@@ -106,6 +111,7 @@ class Cluster:
         self.api_client = api_client
         self._version: tuple[float, str] | None = None
         self._warned_no_remaining: set[str] = set()
+        self._paged: dict[str, tuple[float, int]] = {}  # operation -> (when, count)
 
     @property
     def server(self) -> str:
@@ -168,10 +174,13 @@ class Cluster:
         if not meta.get("continue"):
             return items
         # More pages but no count (some servers omit it): page through, rarely.
+        cached = self._paged.get(operation)
+        if cached is not None and time.monotonic() - cached[0] < PAGED_COUNT_TTL:
+            return cached[1]
         if operation not in self._warned_no_remaining:
             self._warned_no_remaining.add(operation)
-            log.warning("the API server gives no remainingItemCount; counting by pages",
-                        extra={"operation": operation})
+            log.warning("the API server gives no remainingItemCount; counting by pages, "
+                        "at most every %g s", PAGED_COUNT_TTL, extra={"operation": operation})
         total, token = items, meta["continue"]
         while token:
             doc = await self.request(operation, "GET", path,
@@ -179,6 +188,7 @@ class Cluster:
                                      accept=META_ACCEPT)
             total += len(doc.get("items") or [])
             token = (doc.get("metadata") or {}).get("continue")
+        self._paged[operation] = (time.monotonic(), total)
         return total
 
     async def count_nodes(self) -> int:

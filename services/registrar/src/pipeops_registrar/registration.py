@@ -4,7 +4,9 @@ Transient failures (network, timeouts, 5xx, malformed replies) are retried forev
 exponential backoff and full jitter while the service reports degraded; each kind of
 failure is logged once at warning level (repeats at debug) and the recovery once.
 401/403 mean the install token is wrong: one clear error line, then exit 1 so the pod
-crash-loops visibly, as the source documents specify.
+crash-loops visibly, as the source documents specify. When a stored ``cluster_id`` was
+offered, 401/403 may mean that id belongs to another workspace instead: ``StaleIdentity``
+lets the caller try once more as a new cluster first.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ NO_TOKEN = "no install token: set pipeops.token (env PIPEOPS_TOKEN)"
 
 class FatalError(Exception):
     """The registrar cannot go on (exit 1): the install token is missing or refused."""
+
+
+class StaleIdentity(FatalError):
+    """401/403 while offering a stored ``cluster_id``: it may belong to another workspace.
+
+    The caller registers once more as a new cluster before giving up (exit 1).
+    """
+
+    def __init__(self, cluster_id: str, status: int) -> None:
+        super().__init__(f"the control plane refused cluster {cluster_id} (HTTP {status})")
+        self.cluster_id = cluster_id
+        self.status = status
 
 
 class ServiceTokenUnavailable(Exception):
@@ -114,6 +128,8 @@ class Registration:
                         install_token, self._body(identity, k8s_version, service_token))
                 except Rejected as exc:
                     metrics.REGISTRATION_ATTEMPTS.labels("rejected").inc()
+                    if identity.cluster_id:
+                        raise StaleIdentity(identity.cluster_id, exc.status) from None
                     raise FatalError(
                         f"the control plane at {self.client.api_url} refused the install "
                         f"token (HTTP {exc.status}): check pipeops.token / PIPEOPS_TOKEN"

@@ -111,7 +111,8 @@ class ClusterTunnel:
 
     def usable_session(self) -> MuxSession | None:
         s = self.session
-        if s is None or s.closed or s.draining or s.peer_draining:
+        # ``connection.closed``: the session is being torn down (it refuses to send)
+        if s is None or s.closed or s.connection.closed or s.draining or s.peer_draining:
             return None
         return s
 

@@ -91,7 +91,7 @@ class CommandBook:
         record.acked_at = record.finished_at = None
         record.sends += 1
         record.sent_at = now_rfc3339()
-        record.done = asyncio.Event()
+        record.done.clear()  # the same event: a caller still waiting hears the new outcome
         return record
 
     def on_reply(self, message: dict[str, Any]) -> bool:

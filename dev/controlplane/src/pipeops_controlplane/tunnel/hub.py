@@ -278,9 +278,10 @@ class TunnelHub:
         if tunnel is None or session is None:
             raise NotConnected("the agent's tunnel is not connected")
         command_id = command_id or str(uuid.uuid4())
-        record = tunnel.commands.sending(command_id, action, payload)
+        # sent first: a session closing under us raises SessionClosed and records nothing
         session.send_control({"type": "command", "id": command_id, "action": action,
                               "payload": payload})
+        record = tunnel.commands.sending(command_id, action, payload)
         log.info("command sent", extra={"cluster_id": cluster.cluster_id, "id": command_id,
                                         "action": action})
         return record

@@ -57,16 +57,19 @@ Flow control: each side grants ``settings.window`` bytes per stream (default 256
 streams opened later). The receive buffer of a stream never exceeds its window (a peer
 that sends past its credit gets RST). ``read()`` returns credit as it hands data out;
 ``read_chunk()`` + ``release(n)`` return it only when the caller says (``pipe`` does so
-after ``writer.drain()``). A stream's send buffer holds up to ``settings.write_limit``
+once its socket took the bytes). A stream's send buffer holds up to ``settings.write_limit``
 before ``drain()`` waits; waiting for credit blocks only that stream's producer.
 
-Hot path: on a websockets connection the session writes frames synchronously while its
-writer pump is idle and the connection is not paused (otherwise the pump ``await``s
-``send()``), and ``pipe`` hands arriving chunks straight to an idle socket; both save a
-task switch per message and keep every backpressure rule.
+Hot path (no task switch per message): on a websockets connection the session handles
+each complete message as websockets parses it (in ``data_received``; fragmented messages
+and what follows them go through ``recv()``, in order) and writes frames synchronously
+while its writer pump is idle and the connection is not paused (otherwise the pump
+``await``s ``send()``); ``pipe`` is the TCP connection's protocol while it runs, so bytes
+move between socket and stream in callbacks. Every backpressure rule is kept.
 
-``pipe(stream, reader, writer)`` returns credit only after ``writer.drain()``; it ends
-as soon as the stream is reset (even while both directions wait on an idle socket), and
+``pipe(stream, reader, writer)`` returns credit only once the socket took the bytes (its
+write buffer under the high-water mark, what ``writer.drain()`` waits for); it ends as
+soon as the stream is reset (even while both directions wait on an idle socket), and
 when its task is cancelled it resets the stream (RST "cancelled") before re-raising.
 
 Counters: ``session.stats`` (:class:`MuxStats`: streams opened/closed/active, open_failed,

@@ -377,21 +377,30 @@ class MuxSession:
             except Exception:
                 log.exception("control handler failed for %r", message.get("type"))
 
+    def _on_message(self, message: bytes | bytearray | memoryview | str) -> bool:
+        """One received message; False once the connection failed (the reader stops)."""
+        conn = self._conn
+        if isinstance(message, str):
+            self._on_text(message)
+        else:
+            conn.receive(message)
+            if conn._events:
+                self._dispatch()
+            if conn.failure is not None:
+                return False
+        if conn.has_output:
+            self._kick_writer()
+        return True
+
     async def _read_loop(self) -> None:
         recv = self._transport.recv
-        conn = self._conn
-        while True:
-            message = await recv()
-            if isinstance(message, str):
-                self._on_text(message)
-            else:
-                conn.receive(message)
-                if conn._events:
-                    self._dispatch()
-                if conn.failure is not None:
-                    return
-            if conn.has_output:
-                self._kick_writer()
+        uninstall = _DirectReader.install(self._transport, self._on_message)
+        try:
+            while self._on_message(await recv()):
+                pass
+        finally:
+            if uninstall is not None:
+                uninstall()
 
     async def _write_loop(self) -> None:
         send = self._transport.send
@@ -425,7 +434,14 @@ class MuxSession:
             self._close_request = self._close_request or (1001, "session cancelled")
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await asyncio.gather(*pending, return_exceptions=True)
+        except asyncio.CancelledError:  # cancelled again before teardown could start
+            self._mark_closed(1001, "session cancelled")
+            for task in self._handlers:
+                task.cancel()
+            self._done.set()
+            raise
         failure = self._conn.failure
         if failure is not None:
             code, reason = failure
@@ -442,26 +458,39 @@ class MuxSession:
         if cancelled:  # torn down cleanly; the canceller still sees the cancellation
             raise asyncio.CancelledError
 
-    async def _teardown(self, code: int, reason: str) -> None:
-        self.close_code = code
-        self.close_reason = reason
+    def _mark_closed(self, code: int, reason: str) -> None:
+        """The part of teardown that needs no waiting: every stream reset locally, every
+        pending open failed. Safe to call twice."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
         self._conn.connection_lost(reason)
         self._dispatch()
         for fut in self._opening.values():
             if not fut.done():
                 fut.set_exception(SessionClosed(reason))
-        handlers = [t for t in self._handlers if t is not asyncio.current_task()]
-        if handlers:  # they saw their streams reset: give them a moment to wind down
-            _, pending = await asyncio.wait(handlers, timeout=self.handler_grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _teardown(self, code: int, reason: str) -> None:
+        # Whatever interrupts it (the owner's own cancellation when its grace runs out),
+        # the session ends marked closed: close() and wait_closed() never hang on it.
         try:
-            async with asyncio.timeout(self.close_timeout):
-                await self._transport.close(code, _truncate(reason, 120))
-        except Exception as exc:  # the transport may be dead already
-            log.debug("closing the transport: %r", exc)
-        self._done.set()
+            self._mark_closed(code, reason)
+            handlers = [t for t in self._handlers if t is not asyncio.current_task()]
+            if handlers:  # they saw their streams reset: give them a moment to wind down
+                _, pending = await asyncio.wait(handlers, timeout=self.handler_grace)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
+            try:
+                async with asyncio.timeout(self.close_timeout):
+                    await self._transport.close(code, _truncate(reason, 120))
+            except Exception as exc:  # the transport may be dead already
+                log.debug("closing the transport: %r", exc)
+        finally:
+            for task in self._handlers:
+                if task is not asyncio.current_task():
+                    task.cancel()
+            self._done.set()
         log.debug("mux session %s closed: %s %s", self.name, code, reason)
 
 
@@ -518,6 +547,75 @@ class _DirectWriter:
             log.debug("direct send failed: %r", exc)
             return False
         return True
+
+
+class _DirectReader:
+    """Messages handled as websockets parses them, in the connection's ``data_received``,
+    instead of queued for ``recv()`` and picked up by the reader pump a loop iteration
+    later (a task switch per message, on each side of each direction: most of what the
+    tunnel added to a round trip). Only complete unfragmented messages with nothing queued
+    ahead of them go this way; everything else (fragments, the messages after them, text
+    that is not UTF-8) takes websockets' own path to ``recv()``, in order. Nothing waits
+    here: the session never waits on a stream, and its buffers are bounded by the windows.
+    A protocol failure cancels the reader pump, which ends the session as ``recv()`` would.
+    """
+
+    @staticmethod
+    def install(
+        transport: object, handle: Callable[[bytes | str], bool]
+    ) -> Callable[[], None] | None:
+        """Hook ``handle`` into a websockets asyncio connection (returns the undo), or
+        None for any other transport, which then goes through ``recv()`` alone."""
+        if _DirectWriter.wrap(transport) is None:
+            return None
+        from websockets.frames import Opcode
+
+        ws: Any = transport
+        original = getattr(ws, "process_event", None)
+        queue = getattr(getattr(ws, "recv_messages", None), "frames", None)
+        if original is None or queue is None or "process_event" in vars(ws):
+            return None
+        reader = asyncio.current_task()
+        assert reader is not None
+        binary, text, cont = Opcode.BINARY, Opcode.TEXT, Opcode.CONT
+        fragmented = False  # a fragmented message is going websockets' way
+
+        def process_event(event: Any) -> None:
+            nonlocal fragmented
+            opcode = event.opcode
+            if opcode is not binary and opcode is not text:
+                if opcode is cont and event.fin:
+                    fragmented = False
+                original(event)
+                return
+            if fragmented or not event.fin or len(queue):
+                fragmented = fragmented or not event.fin
+                original(event)
+                return
+            data = event.data
+            message: bytes | str
+            if opcode is text:
+                try:
+                    message = bytes(data).decode()
+                except UnicodeDecodeError:  # recv() raises it, as it would have
+                    original(event)
+                    return
+            else:
+                message = data if type(data) is bytes else bytes(data)
+            try:
+                ok = handle(message)
+            except Exception:  # not expected: the session's handlers catch their own
+                log.exception("handling a message failed")
+                ok = False
+            if not ok:
+                reader.cancel()
+
+        ws.process_event = process_event
+
+        def uninstall() -> None:
+            vars(ws).pop("process_event", None)
+
+        return uninstall
 
 
 def _truncate(text: str, size: int) -> str:

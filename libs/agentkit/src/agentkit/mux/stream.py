@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import StreamReset
 from .protocol import MuxConnection, Phase, StreamInfo, StreamState
@@ -81,10 +80,9 @@ class Stream:
     __slots__ = (
         "_closed",
         "_conn",
-        "_end_futures",
+        "_pipe",
         "_readable",
         "_session",
-        "_sink",
         "_state",
         "_writable",
     )
@@ -96,9 +94,7 @@ class Stream:
         self._readable = _Signal()
         self._writable = _Signal()
         self._closed = _Signal()
-        self._end_futures: list[asyncio.Future[None]] | None = None
-        # pipe's shortcut: takes arrived data at once; True when no reader need wake
-        self._sink: Callable[[], bool] | None = None
+        self._pipe: _Splice | None = None  # set while pipe() runs: it is told directly
         state.user = self
 
     # --- identity -----------------------------------------------------------------------
@@ -242,141 +238,196 @@ class Stream:
     # --- called by the session --------------------------------------------------------
 
     def _wake_readers(self) -> None:
-        if self._sink is not None and self._sink():
-            return
+        if self._pipe is not None:
+            self._pipe.deliver()
         self._readable.set()
 
     def _wake_writers(self) -> None:
+        if self._pipe is not None:
+            self._pipe.check_reading()
         self._writable.set()
 
     def _ended(self) -> None:
+        if self._pipe is not None:
+            self._pipe.stream_ended()
         self._readable.set()
         self._writable.set()
         self._closed.set()
-        futures, self._end_futures = self._end_futures, None
-        for fut in futures or ():
-            if not fut.done():
-                fut.set_result(None)
 
-    def _end_future(self) -> asyncio.Future[None]:
-        """A future done when the stream closes (cheaper to hold than a task per pipe)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.closed:
-            fut.set_result(None)
+
+class _Splice(asyncio.Protocol):
+    """``pipe``'s engine: the TCP connection's protocol while the pipe runs, so bytes move
+    in the transport's and the session's callbacks, with no task switch on the way.
+
+    TCP -> stream: ``data_received`` writes to the stream; reading pauses while the
+    stream's send buffer is at its write limit (waiting for the peer's credit) and resumes
+    on ``SendReady``, so the buffer holds at most the limit plus one socket read. EOF ->
+    FIN. Stream -> TCP: received chunks go to the socket as they arrive; credit for a
+    chunk goes back at once unless writing it took the socket's buffer over its high-water
+    mark (``pause_writing``), then only at ``resume_writing`` (what ``await
+    writer.drain()`` before ``release()`` meant). FIN -> ``write_eof()``.
+    ``connection_lost`` is passed on to the StreamReader's protocol (``wait_closed()``).
+    """
+
+    def __init__(self, stream: Stream, transport: asyncio.Transport, original: Any) -> None:
+        self.stream = stream
+        self.state = stream._state
+        self.conn = stream._conn
+        self.transport = transport
+        self.original = original
+        self.limit = self.conn.settings.write_limit
+        self.reading_paused = False
+        self.writing_paused = bool(getattr(original, "_paused", False))  # FlowControlMixin
+        self.held = 0  # credit of bytes written into a full socket buffer
+        self.up_done = False  # EOF from TCP, FIN queued
+        self.down_done = False  # FIN from the peer, write_eof() done
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def check_done(self) -> None:
+        if self.up_done and self.down_done and self.stream.closed and not self.done.done():
+            self.done.set_result(None)
+
+    # TCP -> stream
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.stream.write(data)
+        except Exception as exc:  # reset meanwhile
+            self.fail(exc)
+            return
+        self.check_reading()
+
+    def check_reading(self) -> None:
+        over = self.state.send_buffered >= self.limit
+        if over is not self.reading_paused and not self.up_done:
+            if self.transport.is_closing():
+                return
+            self.reading_paused = over
+            if over:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.up_done = True
+        try:
+            self.stream.write_eof()
+        except Exception as exc:
+            self.fail(exc)
+        self.check_done()
+        return True  # keep the connection open for writing: a half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.original.connection_lost(exc)
+        if not (self.up_done and self.down_done):
+            self.fail(exc or ConnectionResetError("local connection lost"))
+
+    # stream -> TCP
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.held:
+            self.conn.release(self.state, self.held)
+            self.held = 0
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Move received chunks to the socket until it pushes back."""
+        st = self.state
+        if self.down_done or self.writing_paused or self.transport.is_closing():
+            return
+        if st.reset:
+            self.fail(st.error())
+            return
+        write = self.transport.write
+        released = 0
+        moved = False
+        while (chunk := self.conn.read_chunk(st)) is not None:
+            moved = True
+            write(chunk)
+            if self.writing_paused:  # over the high-water mark: credit at resume_writing
+                self.held = len(chunk)
+                break
+            released += len(chunk)
+        if released:
+            self.conn.release(st, released)
+        if not self.writing_paused and st.at_eof:
+            moved = True
+            self.down_done = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        if moved:
+            self.stream._session._after()  # a WINDOW may be due
+            self.check_done()
+
+    def stream_ended(self) -> None:
+        if self.state.reset:
+            self.fail(self.state.error())
         else:
-            if self._end_futures is None:
-                self._end_futures = []
-            self._end_futures.append(fut)
-        return fut
+            self.check_done()
 
 
 async def pipe(
     stream: Stream,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    *,
-    read_size: int | None = None,
 ) -> None:
     """Splice ``stream`` and a TCP connection both ways until both directions ended.
 
-    Half-closes travel both ways (EOF from TCP -> FIN; FIN -> ``writer.write_eof()``).
-    Credit for received data is returned only after ``writer.drain()``, so a slow local
-    reader stalls this stream alone. The TCP connection is always closed on return.
+    Half-closes travel both ways (EOF from TCP -> FIN; FIN -> ``write_eof()``). Credit
+    for received data is returned only once the local socket took it (its write buffer is
+    under the high-water mark), so a slow local reader stalls this stream alone. While it
+    runs, the pipe is the connection's protocol (bytes move in callbacks, no task per
+    direction); what ``reader`` had buffered goes first. The TCP connection is always
+    closed on return.
 
     Raises :class:`~.errors.StreamReset` if the stream was reset (the TCP connection is
     aborted), or the ``OSError`` of the local connection (the stream is reset first). A
     reset is noticed at once, even while both directions wait on the TCP side.
     """
-    size = read_size or stream.max_frame
-
-    async def upstream() -> None:  # TCP -> stream
-        while True:
-            data = await reader.read(size)
-            if not data:
-                stream.write_eof()
-                return
-            stream.write(data)
-            await stream.drain()
-
-    transport = writer.transport
-    state = stream._state
-    conn = stream._conn
-    parked = False  # downstream waits in read_chunk() with nothing buffered
-
-    def write_through() -> bool:
-        """Data just arrived (called by the session's reader pump): while downstream is
-        parked and the socket's write buffer is empty, hand chunks straight to the socket,
-        saving a task switch per chunk. A chunk (<= max frame <= the buffer's high-water
-        mark) written to an empty buffer leaves drain() nothing to wait for, so credit goes
-        back at once, as downstream would after its drain(). True: nothing left to do."""
-        if not parked or transport.is_closing():
-            return False
-        moved = 0
-        while state.recv_buf and not transport.get_write_buffer_size():
-            chunk = conn.read_chunk(state)
-            if chunk is None:
-                break
-            writer.write(chunk)
-            conn.release(state, len(chunk))
-            moved += 1
-        if moved:
-            stream._session._after()  # a WINDOW may be due
-        return not state.recv_buf and not state.remote_fin
-
-    async def downstream() -> None:  # stream -> TCP
-        nonlocal parked
-        while True:
-            parked = True
-            try:
-                chunk = await stream.read_chunk()
-            finally:
-                parked = False
-            if not chunk:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                return
-            writer.write(chunk)
-            await writer.drain()  # credit goes back only once the local socket took it
-            stream.release(len(chunk))
-
-    try:
-        if stream.max_frame <= transport.get_write_buffer_limits()[1]:
-            stream._sink = write_through
-    except (AttributeError, NotImplementedError):  # a transport without buffer limits
-        pass
-    up = asyncio.create_task(upstream(), name=f"mux:pipe-up:{stream.id}")
-    down = asyncio.create_task(downstream(), name=f"mux:pipe-down:{stream.id}")
-    ended = stream._end_future()
-    pending: set[asyncio.Future[None]] = {up, down, ended}
+    transport = cast(asyncio.Transport, writer.transport)  # uvloop's is not a subclass
+    splice = _Splice(stream, transport, transport.get_protocol())
     failure: BaseException | None = None
     try:
-        while failure is None and (up in pending or down in pending):
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                exc = task.exception()
-                if exc is not None and failure is None:
-                    failure = exc
-            if ended in done and stream.reset_reason is not None and failure is None:
-                failure = stream._state.error()
-        if failure is None:
-            await ended  # both directions done: FIN both ways closes the stream
-    except BaseException as exc:  # cancelled: the peer must hear of it
-        failure = failure or exc
-        raise
+        error = reader.exception()
+        if error is not None:
+            raise error
+        if transport.is_closing():
+            raise ConnectionResetError("local connection lost")
+        transport.set_protocol(splice)
+        stream._pipe = splice
+        buffered: bytearray = getattr(reader, "_buffer", bytearray())
+        if buffered:  # read before the pipe started: it goes first
+            data = bytes(buffered)
+            buffered.clear()
+            splice.data_received(data)
+        if reader.at_eof():
+            splice.eof_received()
+        transport.resume_reading()  # the StreamReader may have paused it (a no-op if not)
+        splice.check_reading()
+        splice.deliver()
+        await splice.done
+    except BaseException as exc:
+        failure = exc
     finally:
-        stream._sink = None
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        stream._pipe = None
+        if not splice.done.done():  # what the connection does from now on is not news
+            splice.done.cancel()
         if isinstance(failure, asyncio.CancelledError):
             stream.reset("cancelled")
         elif failure is not None and not isinstance(failure, StreamReset):
             stream.reset(f"local connection error: {failure!r}")
         if failure is not None or stream.reset_reason is not None:
-            writer.transport.abort()
+            transport.abort()
         else:
-            writer.close()
+            transport.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     if failure is not None:

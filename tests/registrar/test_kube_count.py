@@ -1,0 +1,63 @@
+"""Counting against an API server that gives no ``remainingItemCount``.
+
+kubesim always gives it on unselected lists, so ``Unnumbered`` drops it from each reply
+(the one fake here); the requests still go to the real kubesim, which pages for real.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentkit.config import KubernetesConfig
+from kubesim.testing import Kubesim
+from pipeops_registrar import kube
+
+
+class Unnumbered(kube.Cluster):
+    """A Cluster whose API server never says how many items remain; counts its lists."""
+
+    def __init__(self, api_client: Any) -> None:
+        super().__init__(api_client)
+        self.lists = 0
+
+    async def request(self, operation: str, method: str, path: str, **kwargs: Any
+                      ) -> dict[str, Any]:
+        doc = await super().request(operation, method, path, **kwargs)
+        if operation == "list_pods":
+            self.lists += 1
+            (doc.get("metadata") or {}).pop("remainingItemCount", None)
+        return doc
+
+
+def _pods(ks: Kubesim) -> int:
+    return len(ks.request("GET", "/api/v1/pods")[1]["items"])
+
+
+def _add_pod(ks: Kubesim, name: str) -> None:
+    status, body = ks.request("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    assert status == 201, body
+
+
+async def test_a_paged_count_is_reused_then_recounted_after_the_ttl(
+        kubesim: Kubesim, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Unnumbered(kube.load_api_client(
+        KubernetesConfig(in_cluster=False, kubeconfig=kubesim.kubeconfig)))
+    total = _pods(kubesim)
+    assert total >= 2, "the demo cluster needs more than one page of limit=1"
+
+    assert await cluster.count_pods() == total
+    paged = cluster.lists
+    assert paged >= 2, "a limit=1 page, then the pages of the rest"
+
+    _add_pod(kubesim, "counted-later")
+    for _ in range(3):  # within the TTL: only the limit=1 page, and the kept count
+        assert await cluster.count_pods() == total
+    assert cluster.lists == paged + 3
+
+    monkeypatch.setattr(kube, "PAGED_COUNT_TTL", 0.0)  # the TTL has passed
+    assert await cluster.count_pods() == total + 1
+    assert cluster.lists > paged + 4
