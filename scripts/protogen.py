@@ -50,7 +50,7 @@ def main() -> int:
     if not args.check:
         target = OUT_DIR / "pipeops"
         for old in target.rglob("*") if target.exists() else []:
-            if old.is_file():
+            if old.is_file() and "__pycache__" not in old.parts:
                 old.unlink()
         files = generate(OUT_DIR)
         print(f"protogen: wrote {len(files)} files under {OUT_DIR / 'pipeops'}")
@@ -61,7 +61,8 @@ def main() -> int:
                  or not filecmp.cmp(Path(tmp) / f, OUT_DIR / f, shallow=False)]
         committed = (OUT_DIR / "pipeops").rglob("*.py*") if (OUT_DIR / "pipeops").exists() else []
         extra = [p.relative_to(OUT_DIR) for p in committed
-                 if p.is_file() and p.relative_to(OUT_DIR) not in fresh]
+                 if p.is_file() and "__pycache__" not in p.parts
+                 and p.relative_to(OUT_DIR) not in fresh]
     if stale or extra:
         names = ", ".join(str(p) for p in [*stale, *extra])
         print(f"generated gRPC stubs are missing or stale ({names}): run `make proto`",
