@@ -163,3 +163,44 @@ async def test_a_reply_for_an_unknown_command_is_logged_not_fatal(
                    for line in controlplane.lines)
     finally:
         await agent.close()
+
+
+async def test_a_waiter_keeps_its_command_when_the_id_is_resent(
+        controlplane: ControlPlane, reg: dict[str, Any]) -> None:
+    agent = MiniAgent(reg)  # answers only when the test says
+    try:
+        await agent.connect()
+        url = f"/api/v1/agents/{reg['agent_id']}/command"
+        body = {"action": "wake_session", "payload": {"sessionId": "w"}, "id": "resent"}
+        first = asyncio.create_task(http_json(controlplane, "POST", url, {**body, "wait": 20}))
+        await agent.wait_message(lambda m: m["type"] == "command")
+        second = await http_json(controlplane, "POST", url, {**body, "wait": 0})
+        assert second[0] == 202 and second[1]["sends"] == 2
+        agent.send({"type": "complete", "id": "resent", "result": {"ok": True}})
+        status, record = await asyncio.wait_for(first, 10)
+        assert (status, record["state"], record["result"]) == (200, "complete", {"ok": True})
+    finally:
+        await agent.close()
+
+
+async def test_a_command_to_a_closing_tunnel_is_not_connected_not_a_500(
+        controlplane: ControlPlane, reg: dict[str, Any]) -> None:
+    agent = MiniAgent(reg)
+    try:
+        await agent.connect()
+        assert agent.ws is not None
+        # the agent stops reading (the close handshake will hang for the control plane's
+        # close timeout) and sends a broken frame: the control plane tears the session down
+        agent.ws.transport.pause_reading()
+        await agent.ws.send(b"\x00")
+        url = f"/api/v1/agents/{reg['agent_id']}/command"
+        body = {"action": "wake_session", "payload": {}, "wait": 0}
+        statuses: list[int] = []
+        async with asyncio.timeout(15):
+            while not statuses or statuses[-1] == 202:
+                statuses.append((await http_json(controlplane, "POST", url, body))[0])
+        assert set(statuses) <= {202, 409}, statuses
+    finally:
+        if agent.ws is not None:
+            agent.ws.transport.abort()
+        await agent.close()

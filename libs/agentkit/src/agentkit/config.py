@@ -57,7 +57,7 @@ class _Section(BaseModel):
 
 class AgentConfig(_Section):
     id: str = Field("", description="agent id; empty: the stored one, else generated once")
-    name: str = Field("pipeops-agent", description="human name of this agent")
+    name: str = Field("pipeops-agent", description="names its state Secret/ConfigMap: a DNS label")
     cluster_name: str = Field("default-cluster", description="its name at the control plane")
     labels: dict[str, str] = Field(default_factory=dict, description="sent at registration")
     port: Port = Field(8080, description="the http-api's listening port")
@@ -140,7 +140,8 @@ class TunnelConfig(_Section):
         description="what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), "
                     "agent-http")
     window: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="per-stream credit")
-    max_frame: int = Field(64 * 1024, ge=1024, le=1024 * 1024, description="largest DATA payload")
+    max_frame: int = Field(64 * 1024, ge=1024, le=1024 * 1024,
+                           description="ignored: the DATA frame limit is fixed at 64 KiB")
     ping_interval: Duration = Field(15.0, gt=0)
     ping_timeout: Duration = Field(20.0, gt=0)
     dial_timeout: Duration = Field(10.0, gt=0)

@@ -4,8 +4,10 @@
           -> GET /api/v1/tunnel/status until ready (tenacity on faults, poll on pending)
           -> connect; on loss: backoff with full jitter (base 0.5 s, cap 30 s), reset
              after RESET_AFTER seconds connected; a handshake refused with
-             401/403/404/409/410, or a new identity from the registrar, asks for the
-             allocation again (with backoff)
+             401/403/404/409/410, STALE_AFTER attempts in a row that fail before
+             hello_ack (a stale tunnel_url), or a new identity from the registrar, asks
+             for the allocation again (with backoff); a drain from the control plane
+             connects again at once (the old connection closes when its streams end)
     SIGTERM -> running commands report failed, the live connection drains, exit 0
 
 The identity and the allocation survive a reconnect; streams do not (the mux resets them
@@ -31,7 +33,7 @@ from agentkit.statefile import identity_file
 from pipeops.agent.v1 import gateway_pb2
 from pipeops_tunnel.allocation import Allocation, AllocationClient
 from pipeops_tunnel.commands import CommandRunner
-from pipeops_tunnel.connection import Connection, ConnectionLost, HelloAck, Rejected
+from pipeops_tunnel.connection import Connection, ConnectionLost, Drained, HelloAck, Rejected
 from pipeops_tunnel.identity import IdentityWatch, TunnelIdentity
 from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.sessions import CommandFailed, Sessions
@@ -41,6 +43,7 @@ from pipeops_tunnel.targets import Dialer, TargetPolicy, out_of_cluster_api
 log = logging.getLogger(__name__)
 
 RESET_AFTER = 60.0  # seconds connected after which the backoff starts over
+STALE_AFTER = 3  # attempts in a row failing before hello_ack: ask for the allocation again
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -62,6 +65,8 @@ class TunnelAgent:
         self.connection: Connection | None = None
         self._ever_connected = False
         self._rejections = 0  # handshakes refused in a row (backoff between allocations)
+        self._failed_attempts = 0  # attempts in a row that failed before hello_ack
+        self._retiring: set[asyncio.Task[None]] = set()  # drained connections, closing
         self._allocated_for: TunnelIdentity | None = None  # the identity that got it
         self.tls: ssl.SSLContext | None = None
 
@@ -160,10 +165,21 @@ class TunnelAgent:
                     try:
                         await self._connect_once(allocation)
                     except ConnectionLost as exc:
-                        if exc.connected_for < RESET_AFTER:
+                        if exc.connected_for < RESET_AFTER and not isinstance(exc, Drained):
                             raise
                         log.warning("%s after %.0fs; reconnecting", exc, exc.connected_for)
                         self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
+                    except Rejected:
+                        raise
+                    except Exception as exc:
+                        # never got to hello_ack: after a few in a row the tunnel_url may
+                        # be stale, so the allocation is asked for again
+                        self._failed_attempts += 1
+                        if self._failed_attempts >= STALE_AFTER:
+                            self._failed_attempts = 0
+                            raise Rejected(f"{STALE_AFTER} connection attempts in a row "
+                                           f"failed, the last with: {exc}") from exc
+                        raise
             report.recovered()
             # A long-lived connection ended: start the backoff over, but never all agents
             # at the same instant (jitter up to the base delay).
@@ -188,6 +204,9 @@ class TunnelAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             self.connection = None
+            if connection.retiring is not None:
+                self._retiring.add(connection.retiring)
+                connection.retiring.add_done_callback(self._retiring.discard)
 
     async def _close_on_new_identity(self, connection: Connection,
                                      identity: TunnelIdentity) -> None:
@@ -203,6 +222,7 @@ class TunnelAgent:
                 self.state.reconnects += 1
             self._ever_connected = True
             self._rejections = 0
+            self._failed_attempts = 0
             self.state.attach(session)
             self.state.set_allocation(self.state.tunnel_url, ack.remote_ports)
             self.state.set_state(CONNECTED, f"connected to {self.state.tunnel_url}", error="")
@@ -217,6 +237,9 @@ class TunnelAgent:
 
     async def _shutdown(self, watcher: asyncio.Task[None], http: httpx.AsyncClient) -> None:
         await self.commands.close()
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

@@ -7,8 +7,13 @@ while it still runs, lets the one outcome follow), so a control plane that resen
 reconnect gets its answer without a second execution. Recent ids are kept in a bounded
 memory (``MEMORY`` entries, oldest finished first out).
 
+A refusal that says nothing about the command itself (too many in flight, no Kubernetes
+client yet) is answered ``failed`` and the id forgotten, so the control plane may resend it.
+
 The runner outlives connections: an outcome whose connection died is kept in a bounded
-outbox and sent first on the next connection.
+outbox and sent first on the next connection, once that one got hello_ack. (An outcome
+sent into a connection that then dies before it went out is lost: outcomes are not kept
+until acknowledged.)
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ class CommandRunner:
             return
         if len(self._tasks) >= self._max_running:
             self._finish(command_id, action_name, None,
-                         f"too many commands in flight ({self._max_running})")
+                         f"too many commands in flight ({self._max_running})", transient=True)
             return
         log.info("command received", extra={"command_id": command_id, "action": action_name})
         task = asyncio.create_task(self._execute(command_id, action_name, payload),
@@ -118,9 +123,13 @@ class CommandRunner:
 
     async def _execute(self, command_id: str, action: str, payload: Any) -> None:
         try:
-            sessions = await self._sessions()
-            if sessions is None:
-                raise CommandFailed("no Kubernetes API client: check the kubernetes config")
+            try:
+                sessions = await self._sessions()
+                if sessions is None:
+                    raise CommandFailed("no Kubernetes API client: check the kubernetes config")
+            except CommandFailed as exc:  # nothing was tried: a resend may run it
+                self._finish(command_id, action, None, str(exc), transient=True)
+                return
             result = await sessions.run(action, payload)
         except CommandFailed as exc:
             self._finish(command_id, action, None, str(exc))
@@ -134,7 +143,9 @@ class CommandRunner:
             self._finish(command_id, action, result, None)
 
     def _finish(self, command_id: str, action: str, result: dict[str, Any] | None,
-                error: str | None) -> None:
+                error: str | None, *, transient: bool = False) -> None:
+        """Send the outcome and remember it; ``transient``: forget the id instead (the
+        command was not tried, so the same id sent again runs)."""
         if error is None:
             outcome: dict[str, Any] = {"type": "complete", "id": command_id,
                                        "result": result or {}}
@@ -144,7 +155,10 @@ class CommandRunner:
             log.warning("command failed: %s", error,
                         extra={"command_id": command_id, "action": action})
         metrics.COMMANDS.labels(action[:40] or "none", outcome["type"]).inc()
-        self._remember(command_id, outcome)
+        if transient:
+            self._seen.pop(command_id, None)
+        else:
+            self._remember(command_id, outcome)
         self._outcome(outcome)
 
     def _remember(self, command_id: str, outcome: dict[str, Any] | None) -> None:

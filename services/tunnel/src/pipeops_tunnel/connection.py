@@ -5,11 +5,20 @@ refused in a way that means the allocation or the credentials are stale (ask for
 allocation again), :class:`ConnectionLost` when an established session ended (with how
 long it was up, so the caller can reset its backoff), or the transport's own error when
 the connection never came up. Cancelling it (SIGTERM) drains: ``drain`` is sent, open
-streams get ``DRAIN_GRACE`` seconds to finish, then the session closes with 1001.
+streams get ``DRAIN_GRACE`` seconds to finish, then the session closes with 1001. The whole
+shutdown (drain wait, flush, handler grace, close handshake) stays under
+``SHUTDOWN_BUDGET`` seconds, well inside the runner's default ``--shutdown-grace`` (3 s).
+A ``drain`` from the control plane ends ``run`` with :class:`Drained` at once (the caller
+connects again); the old session is handed to ``retiring``, which closes it once its
+streams finished or after ``RETIRE_GRACE`` seconds.
+
+hello_ack is handled synchronously in the control handler, before any frame after it is
+read: the granted window applies to every stream the control plane opens from then on, and
+command outcomes (the outbox first) are sent only from then on.
 
 WebSocket settings, chosen on purpose: permessage-deflate off (tunnel bytes are often TLS,
-compression only costs CPU and leaks lengths); ``max_size`` 1 MiB (or a DATA frame of
-``tunnel.max_frame`` plus its header, if larger): a control message is never bigger;
+compression only costs CPU and leaks lengths); ``max_size`` 1 MiB: a control message or a
+DATA frame (the protocol's fixed 64 KiB max frame plus its header) is never bigger;
 ``max_queue`` 32 received frames (the mux reader never blocks, so this is only a burst
 cushion; past it TCP pushes back); ``write_limit`` 128 KiB before ``send`` waits for the
 socket; ping every ``tunnel.ping_interval`` and a dead connection after
@@ -31,7 +40,14 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from agentkit.config import Config
-from agentkit.mux import SUBPROTOCOL, MuxSession, MuxSettings, OpenHandler, Role
+from agentkit.mux import (
+    DEFAULT_MAX_FRAME,
+    SUBPROTOCOL,
+    MuxSession,
+    MuxSettings,
+    OpenHandler,
+    Role,
+)
 from pipeops_tunnel.allocation import Allocation
 from pipeops_tunnel.commands import CommandRunner
 from pipeops_tunnel.identity import TunnelIdentity
@@ -42,8 +58,14 @@ MAX_MESSAGE = 1024 * 1024
 MAX_QUEUE = 32
 WRITE_LIMIT = 128 * 1024
 HELLO_TIMEOUT = 10.0
-DRAIN_GRACE = 1.0
-FLUSH_GRACE = 0.5
+# shutdown: DRAIN_GRACE + FLUSH_GRACE + HANDLER_GRACE + SHUTDOWN_CLOSE_TIMEOUT <= 1.5 s
+DRAIN_GRACE = 0.5  # open streams finishing after drain
+FLUSH_GRACE = 0.25  # queued control messages (drain, outcomes) going out
+HANDLER_GRACE = 0.25  # stream handlers winding down after their streams were reset
+CLOSE_TIMEOUT = 2.0  # the WebSocket close handshake, normally
+SHUTDOWN_CLOSE_TIMEOUT = 0.5  # ... and when shutting down
+SHUTDOWN_BUDGET = DRAIN_GRACE + FLUSH_GRACE + HANDLER_GRACE + SHUTDOWN_CLOSE_TIMEOUT
+RETIRE_GRACE = 30.0  # streams of a connection the control plane drained may finish
 STALE_ALLOCATION = {401, 403, 404, 409, 410}
 KNOWN_TYPES = {"hello_ack", "command", "drain", "error"}
 
@@ -58,6 +80,10 @@ class ConnectionLost(Exception):
     def __init__(self, reason: str, connected_for: float) -> None:
         super().__init__(reason)
         self.connected_for = connected_for
+
+
+class Drained(ConnectionLost):
+    """The control plane sent ``drain``: connect again; the old session is retiring."""
 
 
 class HelloAck:
@@ -89,8 +115,11 @@ class Connection:
         self.on_session = on_session
         self.tls = tls
         self.session: MuxSession | None = None
-        self._hello_ack: asyncio.Future[dict[str, Any]] | None = None
+        self._ws: ClientConnection | None = None
+        self._hello_ack: asyncio.Future[HelloAck] | None = None
+        self._peer_drained = asyncio.Event()
         self._abandoned = ""
+        self.retiring: asyncio.Task[None] | None = None  # the drained session, closing
 
     async def abandon(self, reason: str) -> None:
         """End this connection (or make its handshake end it) with close code 1000."""
@@ -111,13 +140,13 @@ class Connection:
                 additional_headers=self.identity.headers(),
                 user_agent_header=f"pipeops-tunnel/{self.version}",
                 compression=None,
-                max_size=max(MAX_MESSAGE, cfg.max_frame + 8),
+                max_size=MAX_MESSAGE,
                 max_queue=MAX_QUEUE,
                 write_limit=WRITE_LIMIT,
                 ping_interval=cfg.ping_interval,
                 ping_timeout=cfg.ping_timeout,
                 open_timeout=min(self.config.pipeops.timeout, 30.0) or 10.0,
-                close_timeout=2.0,
+                close_timeout=CLOSE_TIMEOUT,
                 **extra,
             )
         except InvalidStatus as exc:
@@ -133,12 +162,20 @@ class Connection:
     def _on_control(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "hello_ack":
-            if self._hello_ack is not None and not self._hello_ack.done():
-                self._hello_ack.set_result(message)
+            if self._hello_ack is not None and not self._hello_ack.done() \
+                    and self.session is not None:
+                # here, not after the waiter wakes: the control plane may open streams
+                # right behind hello_ack, and they must start with the granted credit
+                ack = HelloAck(message)
+                if ack.window is not None:
+                    self.session.update_peer_settings(window=ack.window)
+                self.commands.attach(self.session.send_control)
+                self._hello_ack.set_result(ack)
         elif kind == "command":
             self.commands.handle(message)
         elif kind == "drain":
-            log.info("the control plane asked to drain this connection")
+            log.info("the control plane asked to drain this connection; connecting again")
+            self._peer_drained.set()
         elif kind == "error":
             log.warning("the control plane reported an error",
                         extra={"reason": str(message.get("reason", ""))[:200]})
@@ -153,11 +190,16 @@ class Connection:
         if self._abandoned:
             await ws.close(1000, self._abandoned)
             raise ConnectionError(f"connection abandoned: {self._abandoned}")
+        if cfg.max_frame != DEFAULT_MAX_FRAME:
+            log.warning("tunnel.max_frame=%d is ignored: the protocol's max frame is fixed "
+                        "at %d bytes", cfg.max_frame, DEFAULT_MAX_FRAME)
+        # the max frame is the protocol's (both ends send and accept 64 KiB DATA frames)
         session = MuxSession(ws, Role.AGENT, on_open=self.on_open, on_control=self._on_control,
-                             settings=MuxSettings(window=cfg.window, max_frame=cfg.max_frame),
-                             open_timeout=cfg.dial_timeout, handler_grace=DRAIN_GRACE,
+                             settings=MuxSettings(window=cfg.window, max_frame=DEFAULT_MAX_FRAME),
+                             open_timeout=cfg.dial_timeout, handler_grace=HANDLER_GRACE,
                              name="tunnel")
         self.session = session
+        self._ws = ws
         self._hello_ack = asyncio.get_running_loop().create_future()
         connected_at: float | None = None
         try:
@@ -167,24 +209,34 @@ class Connection:
                 "cluster_id": self.identity.cluster_id, "version": self.version,
                 "forwards": [{"name": name} for name in self.forwards], "window": cfg.window,
             })
-            # after hello (the first message), before hello_ack: commands may precede it
-            self.commands.attach(session.send_control)
             closed = asyncio.ensure_future(session.wait_closed())
-            hello: asyncio.Future[Any] = self._hello_ack
+            hello = self._hello_ack
+            waits: set[asyncio.Future[Any]] = {hello, closed}
             try:
-                await asyncio.wait({hello, closed}, timeout=HELLO_TIMEOUT,
+                await asyncio.wait(waits, timeout=HELLO_TIMEOUT,
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 closed.cancel()
             if not hello.done():
                 reason = session.close_reason if session.closed else "no hello_ack in time"
                 raise ConnectionError(f"tunnel hello failed: {reason}")
-            ack = HelloAck(self._hello_ack.result())
-            if ack.window is not None:
-                session.update_peer_settings(window=ack.window)
+            ack = hello.result()  # the window and the commands were applied on arrival
             connected_at = time.monotonic()
             self.on_session(session, ack)
-            await session.wait_closed()
+            ending: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(session.wait_closed()),
+                asyncio.ensure_future(self._peer_drained.wait())}
+            try:
+                await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in ending:
+                    waiting.cancel()
+            if self._peer_drained.is_set() and not session.closed:
+                self.commands.detach()
+                self.retiring = asyncio.create_task(self._retire(session),
+                                                    name="tunnel:retiring")
+                raise Drained("the control plane drained the tunnel connection",
+                              time.monotonic() - connected_at)
             raise ConnectionLost(f"tunnel connection lost: {session.close_code} "
                                  f"{session.close_reason}", time.monotonic() - connected_at)
         except asyncio.CancelledError:
@@ -195,7 +247,7 @@ class Connection:
             raise
         finally:
             self.commands.detach()
-            if not session.closed:
+            if not session.closed and self.retiring is None:
                 await asyncio.shield(session.close(1001, "agent closing the connection"))
             if connected_at is not None:
                 self.on_session(None, None)
@@ -209,13 +261,30 @@ class Connection:
         log.info("draining the tunnel connection",
                  extra={"streams_active": session.stats.streams_active})
         session.drain()
-        waits = [asyncio.ensure_future(stream.wait_closed()) for stream in session.streams()]
-        if waits:
-            await asyncio.wait(waits, timeout=DRAIN_GRACE)
-            for waiting in waits:
-                waiting.cancel()
+        await wait_streams(session, DRAIN_GRACE)
         await flush(session, FLUSH_GRACE)
+        if self._ws is not None:
+            self._ws.close_timeout = SHUTDOWN_CLOSE_TIMEOUT
         await session.close(1001, "agent shutting down")
+
+    async def _retire(self, session: MuxSession) -> None:
+        """The control plane drained ``session``: let its streams finish (at most
+        ``RETIRE_GRACE`` seconds), then close it. Cancelled (shutdown): close at once."""
+        try:
+            await wait_streams(session, RETIRE_GRACE)
+        finally:
+            if self._ws is not None:
+                self._ws.close_timeout = SHUTDOWN_CLOSE_TIMEOUT
+            await asyncio.shield(session.close(1000, "drained by the control plane"))
+
+
+async def wait_streams(session: MuxSession, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) until the session's open streams have closed."""
+    waits = [asyncio.ensure_future(stream.wait_closed()) for stream in session.streams()]
+    if waits:
+        await asyncio.wait(waits, timeout=timeout)
+        for waiting in waits:
+            waiting.cancel()
 
 
 async def flush(session: MuxSession, timeout: float) -> None:

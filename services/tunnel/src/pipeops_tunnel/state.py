@@ -103,9 +103,10 @@ class TunnelState:
 
     def detach(self) -> None:
         """The live session ended: fold its counters into the totals."""
-        if self.session is not None:
-            self.totals.add(self.session.stats)
-            self.session = None
+        session = self.session
+        if session is not None:
+            self.session = None  # first: a reader never counts it twice
+            self.totals.add(session.stats)
 
     # --- readers ----------------------------------------------------------------------
 
@@ -117,14 +118,16 @@ class TunnelState:
 
     def counters(self) -> Totals:
         """Cumulative counters including the live session."""
+        session = self.session  # once: detach() may clear it meanwhile
         out = Totals(**vars(self.totals))
-        if self.session is not None:
-            out.add(self.session.stats)
+        if session is not None:
+            out.add(session.stats)
         return out
 
     @property
     def streams_active(self) -> int:
-        return self.session.stats.streams_active if self.session is not None else 0
+        session = self.session
+        return session.stats.streams_active if session is not None else 0
 
     @property
     def forwards_active(self) -> int:
