@@ -285,3 +285,19 @@ async def test_cancelled_mid_teardown_still_ends_closed() -> None:
     with pytest.raises(SessionClosed):
         await session.open_stream({"forward": "x"})
     await peer.close()
+
+
+async def test_replies_are_dropped_while_the_control_queue_is_full() -> None:
+    """Answers to a peer's messages (acks, errors) are bounded: a peer that floods us and
+    never reads cannot grow our queue past MAX_QUEUED_CONTROL; our own messages still go."""
+    from agentkit.mux.protocol import MAX_QUEUED_CONTROL
+
+    a, _b = memory_transport_pair()
+    session = MuxSession(a, Role.AGENT, name="agent")  # not started: nothing is sent
+    replied = sum(session.reply_control({"type": "error", "reason": "flood"})
+                  for _ in range(MAX_QUEUED_CONTROL + 100))
+    assert replied == MAX_QUEUED_CONTROL
+    assert len(session._conn._control) == MAX_QUEUED_CONTROL
+    session.send_control({"type": "status"})  # the owner's own messages are never dropped
+    assert len(session._conn._control) == MAX_QUEUED_CONTROL + 1
+    await session.close()

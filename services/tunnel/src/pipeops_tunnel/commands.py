@@ -35,7 +35,7 @@ OUTBOX = 256  # outcomes kept while no connection is up
 MAX_RUNNING = 16  # commands carried out at once; more are failed, not queued
 MAX_ID = 256
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[dict[str, Any]], object]
 
 
 class CommandRunner:
@@ -49,12 +49,16 @@ class CommandRunner:
         self._outbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=OUTBOX)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._send: Send | None = None
+        self._reply: Send | None = None
 
     # --- the connection -----------------------------------------------------------------
 
-    def attach(self, send: Send) -> None:
-        """A connection is up: send through it, starting with what waited."""
+    def attach(self, send: Send, reply: Send | None = None) -> None:
+        """A connection is up: send through it, starting with what waited. ``reply`` sends
+        acks and errors, which a flooding peer must not be able to pile up (it may drop
+        them); outcomes always go through ``send``."""
         self._send = send
+        self._reply = reply or send
         while self._outbox:
             message = self._outbox.popleft()
             if not self._deliver(message):
@@ -63,6 +67,15 @@ class CommandRunner:
 
     def detach(self) -> None:
         self._send = None
+        self._reply = None
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        """An ack or error: best effort, never stored for a later connection."""
+        if self._reply is not None:
+            try:
+                self._reply(message)
+            except Exception as exc:  # the session closed under us
+                log.debug("cannot send %s now: %s", message.get("type"), exc)
 
     def _deliver(self, message: dict[str, Any]) -> bool:
         if self._send is None:
@@ -88,7 +101,7 @@ class CommandRunner:
         """A ``command`` message (called from the mux reader: never blocks)."""
         command_id = message.get("id")
         if not isinstance(command_id, str) or not command_id or len(command_id) > MAX_ID:
-            self._deliver({"type": "error", "reason": "command without a valid id"})
+            self._answer({"type": "error", "reason": "command without a valid id"})
             return
         action = message.get("action")
         action_name = action if isinstance(action, str) else ""
@@ -96,13 +109,13 @@ class CommandRunner:
             metrics.COMMANDS.labels(action_name[:40], "duplicate").inc()
             log.info("duplicate command not executed again",
                      extra={"command_id": command_id, "action": action_name})
-            self._deliver({"type": "ack", "id": command_id})
+            self._answer({"type": "ack", "id": command_id})
             outcome = self._seen[command_id]
             if outcome is not None:
                 self._outcome(outcome)
             return
         self._remember(command_id, None)
-        self._deliver({"type": "ack", "id": command_id})
+        self._answer({"type": "ack", "id": command_id})
         try:
             payload = validate(action_name, message.get("payload"))
         except ValueError as exc:

@@ -169,7 +169,7 @@ class Connection:
                 ack = HelloAck(message)
                 if ack.window is not None:
                     self.session.update_peer_settings(window=ack.window)
-                self.commands.attach(self.session.send_control)
+                self.commands.attach(self.session.send_control, self.session.reply_control)
                 self._hello_ack.set_result(ack)
         elif kind == "command":
             self.commands.handle(message)
@@ -181,8 +181,8 @@ class Connection:
                         extra={"reason": str(message.get("reason", ""))[:200]})
         elif kind not in KNOWN_TYPES and self.session is not None:
             with contextlib.suppress(Exception):
-                self.session.send_control({"type": "error",
-                                           "reason": f"unknown message type {kind[:40]!r}"})
+                self.session.reply_control({"type": "error",
+                                            "reason": f"unknown message type {kind[:40]!r}"})
 
     async def run(self) -> None:
         cfg = self.config.tunnel

@@ -224,7 +224,7 @@ class TunnelHub:
         kind = message["type"]
         if kind == "hello":
             if hello.done():
-                session.send_control({"type": "error", "reason": "duplicate hello"})
+                session.reply_control({"type": "error", "reason": "duplicate hello"})
             else:
                 hello.set_result(message)
         elif kind in REPLY_TYPES:
@@ -243,8 +243,8 @@ class TunnelHub:
                         extra={"cluster_id": tunnel.cluster_id,
                                "reason": str(message.get("reason"))[:200]})
         else:
-            session.send_control({"type": "error",
-                                  "reason": f"unknown message type {kind[:64]!r}"})
+            session.reply_control({"type": "error",
+                                   "reason": f"unknown message type {kind[:64]!r}"})
 
     async def _hello_ack(self, tunnel: ClusterTunnel, session: MuxSession,
                          greeting: dict[str, Any]) -> dict[str, Any]:

@@ -271,6 +271,15 @@ class MuxSession:
         self._conn.send_text(json.dumps(message, separators=(",", ":")))
         self._after()
 
+    def reply_control(self, message: dict[str, Any]) -> bool:
+        """Like :meth:`send_control`, for answers to the peer's own messages (acks, errors):
+        dropped, returning False, while ``MAX_QUEUED_CONTROL`` messages wait to be sent, so
+        a peer that floods us without reading cannot grow the queue without limit."""
+        if len(self._conn._control) >= MAX_QUEUED_CONTROL:
+            return False
+        self.send_control(message)
+        return True
+
     def drain(self) -> None:
         """Stop opening and accepting streams here, and tell the peer (``{"type": "drain"}``)
         to open no more. Existing streams carry on."""
