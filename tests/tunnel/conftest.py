@@ -1,4 +1,5 @@
-"""Fixtures of the tunnel tests: one dev control plane per module, with short keepalives.
+"""Fixtures of the tunnel tests: one dev control plane per module, with short keepalives,
+and a local echo service.
 
 The control plane is the real process (``pipeops-dev-controlplane``); each test
 registers its own cluster, so no test depends on another's order.
@@ -6,12 +7,13 @@ registers its own cluster, so no test depends on another's order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from pipeops_controlplane.testing import ControlPlane
+from tests.tunnel.agent_helpers import TcpServer, echo
 from tests.tunnel.e2e_helpers import E2EStack, register
 
 CP_ARGS = ["--tunnel-ping-interval", "0.5", "--tunnel-ping-timeout", "2"]
@@ -35,3 +37,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     stack = E2EStack(tmp_path_factory.mktemp("e2e")).start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[TcpServer]:
+    """A local TCP echo service: the target behind a forward."""
+    server = await TcpServer(echo).start()
+    yield server
+    await server.stop()

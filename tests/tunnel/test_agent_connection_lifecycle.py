@@ -18,7 +18,6 @@ from tests.tunnel.agent_helpers import (
     FakeControlPlane,
     TcpServer,
     TunnelRun,
-    echo,
     eventually,
     source,
     until,
@@ -33,13 +32,6 @@ async def cp() -> AsyncIterator[FakeControlPlane]:
     plane = await FakeControlPlane(remote_ports={"echo": 41101, "src": 41102}).start()
     yield plane
     await plane.stop()
-
-
-@pytest.fixture
-async def echo_server() -> AsyncIterator[TcpServer]:
-    server = await TcpServer(echo).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

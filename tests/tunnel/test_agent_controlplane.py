@@ -5,24 +5,14 @@ and the whole chain with the real registrar writing the identity and kubesim."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from kubesim.testing import Kubesim
 from pipeops_controlplane.testing import ControlPlane
 from tests.registrar.harness import RegistrarRun, sa_token_file
-from tests.tunnel.agent_helpers import TcpServer, TunnelRun, echo, eventually, write_identity
+from tests.tunnel.agent_helpers import TcpServer, TunnelRun, eventually, write_identity
 from tests.tunnel.e2e_helpers import register
-
-
-@pytest.fixture
-async def echo_server() -> AsyncIterator[TcpServer]:
-    server = await TcpServer(echo).start()
-    yield server
-    await server.stop()
 
 
 async def debug(cp: ControlPlane, cluster_id: str) -> dict[str, Any]:

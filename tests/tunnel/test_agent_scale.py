@@ -19,7 +19,6 @@ from tests.tunnel.agent_helpers import (
     FakeControlPlane,
     TcpServer,
     TunnelRun,
-    echo,
     eventually,
     until,
     write_identity,
@@ -34,13 +33,6 @@ async def cp() -> AsyncIterator[FakeControlPlane]:
     plane = await FakeControlPlane(remote_ports={"echo": 41011}).start()
     yield plane
     await plane.stop()
-
-
-@pytest.fixture
-async def echo_server() -> AsyncIterator[TcpServer]:
-    server = await TcpServer(echo).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

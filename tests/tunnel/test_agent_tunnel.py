@@ -23,7 +23,6 @@ from tests.tunnel.agent_helpers import (
     FakeGateway,
     TcpServer,
     TunnelRun,
-    echo,
     eventually,
     source,
     until,
@@ -38,13 +37,6 @@ async def cp() -> AsyncIterator[FakeControlPlane]:
     plane = await FakeControlPlane(remote_ports=PORTS).start()
     yield plane
     await plane.stop()
-
-
-@pytest.fixture
-async def echo_server() -> AsyncIterator[TcpServer]:
-    server = await TcpServer(echo).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
