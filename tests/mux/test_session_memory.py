@@ -11,6 +11,7 @@ import pytest
 
 from agentkit.mux import (
     MuxSession,
+    MuxSettings,
     OpenFailed,
     OpenRequest,
     Role,
@@ -301,3 +302,54 @@ async def test_replies_are_dropped_while_the_control_queue_is_full() -> None:
     session.send_control({"type": "status"})  # the owner's own messages are never dropped
     assert len(session._conn._control) == MAX_QUEUED_CONTROL + 1
     await session.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_pipe_keeps_reading_paused_after_bytes_read_before_it_started(loop: str) -> None:
+    """The StreamReader paused the socket holding > 128 KiB when ``pipe`` took over; those
+    bytes alone fill the stream's send buffer while the peer grants no credit. Reading
+    must then stay paused: resuming it after feeding them used to leave it on for good,
+    buffering the whole flood in memory (hundreds of MB a second on uvloop)."""
+    from agentkit.runner import run_loop
+
+    async def scenario() -> int:
+        async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while True:
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
+
+        server = await asyncio.start_server(flood, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        piped: list[tuple[Stream, asyncio.StreamWriter]] = []
+
+        async def dial(request: OpenRequest) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await wait_for(lambda: len(getattr(reader, "_buffer", b"")) > 200 * 1024)
+            stream = request.accept()
+            piped.append((stream, writer))
+            await pipe(stream, reader, writer)
+
+        a, b = memory_transport_pair()
+        cp = MuxSession(a, Role.CONTROL_PLANE, name="cp")  # opens, then never reads
+        agent = MuxSession(b, Role.AGENT, on_open=dial, name="agent", handler_grace=0.2)
+        try:
+            async with cp, agent:
+                st = await cp.open_stream({"forward": "flood"})
+                await wait_for(lambda: bool(piped))
+                stream, writer = piped[0]
+                await wait_for(lambda: stream.info().send_buffered >= limit)
+                transport = writer.transport
+                await wait_for(lambda: not transport.is_reading()  # type: ignore[attr-defined]
+                               or stream.info().send_buffered > 16 * 1024 * 1024)
+                buffered = stream.info().send_buffered
+                st.reset("done")
+                transport.abort()  # the flood stops here, whatever the outcome
+        finally:
+            server.close()
+        return buffered
+
+    limit = MuxSettings().write_limit
+    buffered = run_loop(scenario()) if loop == "uvloop" else asyncio.run(scenario())
+    # Paused for good: what is buffered is bounded by the limit plus one read.
+    assert buffered <= limit + 512 * 1024, buffered

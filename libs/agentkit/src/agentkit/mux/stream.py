@@ -403,6 +403,10 @@ async def pipe(
             raise ConnectionResetError("local connection lost")
         transport.set_protocol(splice)
         stream._pipe = splice
+        # The StreamReader may have paused reading (a no-op if not). Resume before the
+        # bytes it held are fed in, so that a pause they cause is the last word: resuming
+        # after them would undo it and leave reading on with no bound.
+        transport.resume_reading()
         buffered: bytearray = getattr(reader, "_buffer", bytearray())
         if buffered:  # read before the pipe started: it goes first
             data = bytes(buffered)
@@ -410,7 +414,6 @@ async def pipe(
             splice.data_received(data)
         if reader.at_eof():
             splice.eof_received()
-        transport.resume_reading()  # the StreamReader may have paused it (a no-op if not)
         splice.check_reading()
         splice.deliver()
         await splice.done
