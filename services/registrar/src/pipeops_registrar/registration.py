@@ -11,6 +11,7 @@ lets the caller try once more as a new cluster first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -122,7 +123,7 @@ class Registration:
                                       retry_on=lambda e: not isinstance(e, FatalError)):
             with attempt:
                 try:
-                    service_token = read_service_token(self.config)
+                    service_token = await asyncio.to_thread(read_service_token, self.config)
                     k8s_version = await self.facts.k8s_version()
                     reply = await self.client.register(
                         install_token, self._body(identity, k8s_version, service_token))
