@@ -101,6 +101,16 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
     objs = await objects(kubesim, "s1")
     assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [0, 0, 1]
 
+    # started again after a stop that kept the home: the same volume is taken up
+    home_uid = objs["pvcs"][0]["metadata"]["uid"]
+    outcome = await cp.command("c-restart", "start_session", payload)
+    assert outcome["type"] == "complete", outcome
+    objs = await objects(kubesim, "s1")
+    assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 1]
+    assert objs["pvcs"][0]["metadata"]["uid"] == home_uid
+    outcome = await cp.command("c-stop-again", "stop_session", {"sessionId": "s1"})
+    assert outcome["type"] == "complete", outcome
+
     outcome = await cp.command("c-stop-pvc", "stop_session",
                                {"sessionId": "s1", "deletePVC": True})
     assert outcome["type"] == "complete", outcome
@@ -109,8 +119,8 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
     assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [0, 0, 0]
 
     metrics = await tunnel.metrics()
-    assert metrics["pipeops_tunnel_commands_total{action=start_session,result=complete}"] == 1
-    assert metrics["pipeops_tunnel_commands_total{action=stop_session,result=complete}"] == 2
+    assert metrics["pipeops_tunnel_commands_total{action=start_session,result=complete}"] == 2
+    assert metrics["pipeops_tunnel_commands_total{action=stop_session,result=complete}"] == 3
 
 
 @pytest.mark.parametrize(("action", "payload", "reason"), [
@@ -156,6 +166,32 @@ async def test_kubernetes_errors_are_reported_and_a_half_made_start_is_undone(
     assert "already exists" in outcome["error"]
     objs = await objects(kubesim, "s3")
     assert objs["deployments"] == [] and objs["pvcs"] == []
+
+
+async def test_a_start_interrupted_half_way_is_finished_by_the_next_one(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    """What an interrupted start left (here: its Deployment, scaled to 0) is this
+    session's and is taken up, not a conflict; so is a start resent under a new id."""
+    session = {"sessionId": "s4", "template": "firefox"}
+    status, body = await asyncio.to_thread(
+        kubesim.request, "POST", f"/apis/apps/v1/namespaces/{NS}/deployments", {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "session-s4",
+                         "labels": {"app": "pipeops-session", "session": "s4"}},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"session": "s4"}},
+                     "template": {"metadata": {"labels": {"session": "s4"}},
+                                  "spec": {"containers": [{"name": "s", "image": "x"}]}}}})
+    assert status == 201, body
+    for command_id in ("c-s4-a", "c-s4-b"):
+        outcome = await cp.command(command_id, "start_session", session)
+        assert outcome["type"] == "complete", outcome
+        objs = await objects(kubesim, "s4")
+        assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 0]
+        assert objs["deployments"][0]["metadata"]["uid"] == body["metadata"]["uid"]
+        assert replicas(objs) == 1
+    outcome = await cp.command("c-s4-stop", "stop_session", {"sessionId": "s4"})
+    assert outcome["type"] == "complete", outcome
 
 
 async def test_a_command_id_is_never_executed_twice(

@@ -17,6 +17,7 @@ Payloads (unknown keys are ignored, so a newer control plane can add fields):
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from pydantic import (
@@ -150,6 +151,10 @@ class Sessions:
             raise CommandFailed(str(exc)) from None
 
     async def start(self, p: StartSession) -> dict[str, Any]:
+        """Create the session's objects. Idempotent: an object of this session that already
+        exists (a kept home volume, what an interrupted start left behind) is adopted, not
+        an error; one of the same name that belongs to something else is. What this call
+        created is deleted again if it fails or is cancelled half-way."""
         plan: list[tuple[str, str, dict[str, Any]]] = []
         if p.persistent_home:
             plan.append((CORE, "persistentvolumeclaims", pvc(p)))
@@ -158,22 +163,40 @@ class Sessions:
         result: dict[str, Any] = {"sessionId": p.session_id, "namespace": self.ns}
         try:
             for api, resource, body in plan:
-                obj = await self.kube.create(api, resource, self.ns, body)
-                created.append((api, resource, body["metadata"]["name"]))
+                obj, made = await self._ensure(api, resource, body, p.session_id)
+                if made:
+                    created.append((api, resource, body["metadata"]["name"]))
+                elif resource == "deployments" and (obj.get("spec") or {}).get("replicas") != 1:
+                    await self.kube.scale(APPS, resource, self.ns, obj["metadata"]["name"], 1)
                 if resource == "services":
                     result["serviceIP"] = (obj.get("spec") or {}).get("clusterIP", "")
                     result["port"] = p.port
-        except KubeError:
+        except BaseException:
             for api, resource, name in reversed(created):  # leave nothing half-made
-                try:
+                with contextlib.suppress(KubeError):
                     await self.kube.delete(api, resource, self.ns, name)
-                except KubeError:
-                    pass
             raise
         result.update(deployment=object_name(p.session_id), service=object_name(p.session_id))
         if p.persistent_home:
             result["pvc"] = object_name(p.session_id) + "-home"
         return result
+
+    async def _ensure(self, api: str, resource: str, body: dict[str, Any],
+                      session_id: str) -> tuple[dict[str, Any], bool]:
+        """The object, created or (if this session's already) adopted; and whether it
+        was created here."""
+        try:
+            return await self.kube.create(api, resource, self.ns, body), True
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        name = body["metadata"]["name"]
+        existing = await self.kube.get(api, resource, self.ns, name)
+        found = (existing.get("metadata") or {}).get("labels") or {}
+        if any(found.get(k) != v for k, v in labels(session_id).items()):
+            raise CommandFailed(f"{resource}/{name} already exists in namespace {self.ns} "
+                                f"and is not session {session_id}'s")
+        return existing, False
 
     async def stop(self, p: StopSession) -> dict[str, Any]:
         name = object_name(p.session_id)
