@@ -8,7 +8,7 @@ import pytest
 from tenacity import RetryCallState
 
 from agentkit.config import ReconnectConfig
-from agentkit.retry import FailureReport, full_jitter, retrying
+from agentkit.retry import FailureReport, backoff_delay, full_jitter, retrying
 
 
 def test_full_jitter_stays_within_cap() -> None:
@@ -18,6 +18,16 @@ def test_full_jitter_stays_within_cap() -> None:
         state.attempt_number = attempt
         for _ in range(20):
             assert 0 <= wait(state) <= 4.0
+
+
+def test_backoff_delay_grows_to_the_cap_and_never_overflows() -> None:
+    """A loop counting its own failures (the tunnel's refused handshakes) may count past
+    1,024 in a long outage: the wait stays within the cap instead of raising."""
+    policy = ReconnectConfig(backoff_base=1.0, backoff_max=30.0)
+    for attempt in (1, 2, 3, 1023, 1024, 5000, 10**6):
+        for _ in range(20):
+            assert 0 <= backoff_delay(policy, attempt) <= min(30.0, 2.0 ** min(attempt - 1, 64))
+    assert max(backoff_delay(policy, 5000) for _ in range(200)) > 15.0  # jitter up to the cap
 
 
 async def test_retrying_logs_each_failure_kind_once(caplog: pytest.LogCaptureFixture) -> None:

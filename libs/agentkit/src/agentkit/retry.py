@@ -29,6 +29,15 @@ def full_jitter(base: float, cap: float) -> wait_random_exponential:
     return wait_random_exponential(multiplier=base, max=cap)
 
 
+def backoff_delay(policy: ReconnectConfig, attempt: int) -> float:
+    """The policy's full-jitter wait before retry ``attempt`` (1, 2, ...), for loops that
+    count their own failures; tenacity's arithmetic, so any count is safe (the cap holds
+    where ``2**attempt`` would overflow a float)."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # no retrier: only the wait is wanted
+    state.attempt_number = max(1, attempt)
+    return float(full_jitter(policy.backoff_base, policy.backoff_max)(state))
+
+
 class FailureReport:
     """Log a failure once per kind while it lasts; log the recovery once."""
 

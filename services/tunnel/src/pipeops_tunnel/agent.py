@@ -27,7 +27,7 @@ from tenacity import RetryCallState
 
 from agentkit.events import KIND_EVENT
 from agentkit.mux import MuxSession
-from agentkit.retry import FailureReport, retrying
+from agentkit.retry import FailureReport, backoff_delay, retrying
 from agentkit.runner import ServiceContext
 from agentkit.statefile import identity_file
 from pipeops.agent.v1 import gateway_pb2
@@ -112,9 +112,7 @@ class TunnelAgent:
                     await self._keep_connected(allocation)
                 except Rejected as exc:
                     self._rejections += 1
-                    policy = self.config.pipeops.reconnect
-                    wait = random.uniform(0, min(policy.backoff_max,
-                                                 policy.backoff_base * 2 ** self._rejections))
+                    wait = backoff_delay(self.config.pipeops.reconnect, self._rejections)
                     log.warning("%s; asking for the allocation again in %.1fs", exc, wait)
                     self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
                     await asyncio.sleep(wait)
