@@ -13,7 +13,10 @@ client yet) is answered ``failed`` and the id forgotten, so the control plane ma
 The runner outlives connections: an outcome whose connection died is kept in a bounded
 outbox and sent first on the next connection, once that one got hello_ack. (An outcome
 sent into a connection that then dies before it went out is lost: outcomes are not kept
-until acknowledged.)
+until acknowledged.) Every message the runner sends answers one the control plane sent,
+so all of them take the bounded reply path: a control plane that keeps sending commands
+but never reads cannot grow the queue; an outcome dropped there is still remembered, and
+resending the id repeats it.
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ class CommandRunner:
 
     def attach(self, send: Send, reply: Send | None = None) -> None:
         """A connection is up: send through it, starting with what waited. ``reply`` sends
-        acks and errors, which a flooding peer must not be able to pile up (it may drop
-        them); outcomes always go through ``send``."""
+        answers to the peer's messages (acks, errors, outcomes), which a flooding peer must
+        not be able to pile up: it may drop them, returning False."""
         self._send = send
         self._reply = reply or send
         while self._outbox:
@@ -78,10 +81,13 @@ class CommandRunner:
                 log.debug("cannot send %s now: %s", message.get("type"), exc)
 
     def _deliver(self, message: dict[str, Any]) -> bool:
-        if self._send is None:
+        """False if there is no connection to send it through (it waits in the outbox)."""
+        if self._send is None or self._reply is None:
             return False
         try:
-            self._send(message)
+            if self._reply(message) is False:
+                log.debug("%s %s dropped: the control plane is not reading (a resend of "
+                          "the id repeats it)", message.get("type"), message.get("id"))
         except Exception as exc:  # the session closed under us
             log.debug("cannot send %s now: %s", message.get("type"), exc)
             return False
