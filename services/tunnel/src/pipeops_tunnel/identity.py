@@ -54,8 +54,20 @@ class IdentityWatch:
     async def run(self) -> None:
         """Watch the file forever (a task owned by the agent)."""
         seen: dict[str, Any] | None = None
+        unreadable = ""  # the error last logged, so an outage is one line, not one a poll
         while True:
-            seen = await self.file.wait(changed_from=seen, poll=self.poll)
+            try:
+                seen = await self.file.wait(changed_from=seen, poll=self.poll)
+            except OSError as exc:  # not absent (that is waited for): unreadable
+                if str(exc) != unreadable:
+                    unreadable = str(exc)
+                    log.warning("cannot read the identity file; trying again",
+                                extra={"path": str(self.file.path), "error": unreadable})
+                await asyncio.sleep(self.poll)
+                continue
+            if unreadable:
+                log.info("the identity file is readable again")
+                unreadable = ""
             identity = TunnelIdentity.from_record(seen)
             if identity is None:
                 if self.current is not None:
