@@ -76,3 +76,41 @@ async def test_stop_closes_the_tunnels_and_their_ports(
     assert agent.ws is not None and agent.ws.close_code == 1001
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_hello_asking_for_too_many_listeners_is_refused_and_opens_none(
+        hub: tuple[TunnelHub, dict[str, Any]]) -> None:
+    from pipeops_controlplane.tunnel.cluster import MAX_LISTENERS
+
+    tunnel_hub, reg = hub
+    agent = MiniAgent(reg, forwards={f"f{n}": ("127.0.0.1", 1)
+                                     for n in range(MAX_LISTENERS + 1)})
+    try:
+        reply = await agent.connect()
+        assert reply["type"] == "error" and "listeners" in reply["reason"], reply
+        assert agent.session is not None
+        async with asyncio.timeout(5):
+            await agent.session.wait_closed()
+        assert agent.ws is not None and agent.ws.close_code == 1008
+        assert tunnel_hub.tunnels[reg["cluster_id"]].listeners == {}
+    finally:
+        await agent.close()
+
+
+async def test_forgetting_a_cluster_closes_its_tunnel_and_ports(
+        hub: tuple[TunnelHub, dict[str, Any]]) -> None:
+    tunnel_hub, reg = hub
+    agent = MiniAgent(reg, forwards={"kubernetes-api": ("127.0.0.1", 1)})
+    try:
+        ack = await agent.connect()
+        port = ack["forwards"][0]["remote_port"]
+        assert await tunnel_hub.forget(reg["cluster_id"])
+        assert agent.session is not None
+        async with asyncio.timeout(5):
+            await agent.session.wait_closed()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        assert reg["cluster_id"] not in tunnel_hub.tunnels
+        assert not await tunnel_hub.forget(reg["cluster_id"])
+    finally:
+        await agent.close()

@@ -45,6 +45,7 @@ async def cluster(cluster_id: str, request: Request) -> dict[str, Any]:
 async def forget(cluster_id: str, request: Request) -> dict[str, Any]:
     if not _store(request).forget(cluster_id):
         raise HTTPException(404, "cluster not found")
+    await request.app.state.tunnels.forget(cluster_id)  # its listeners close with it
     return {"forgotten": cluster_id}
 
 

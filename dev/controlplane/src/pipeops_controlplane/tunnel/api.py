@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentkit.mux import SessionClosed
 from pipeops_controlplane.auth import bearer
 from pipeops_controlplane.store import Cluster, ClusterStore
+from pipeops_controlplane.tunnel.cluster import TooManyListeners
 from pipeops_controlplane.tunnel.hub import NotConnected, TunnelHub
 
 status_router = APIRouter(prefix="/api/v1/tunnel", tags=["tunnel"])
@@ -163,7 +164,10 @@ class ListenerRequest(BaseModel):
 async def add_listener(cluster_id: str, body: ListenerRequest, request: Request
                        ) -> dict[str, Any]:
     tunnel = _tunnel_view(request, cluster_id)
-    listener = await tunnel.add_listener(body.model_dump())
+    try:
+        listener = await tunnel.add_listener(body.model_dump())
+    except TooManyListeners as exc:
+        raise HTTPException(409, str(exc)) from None
     view: dict[str, Any] = listener.view()
     return view
 

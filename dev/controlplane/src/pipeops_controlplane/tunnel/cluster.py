@@ -25,6 +25,14 @@ log = logging.getLogger("pipeops_controlplane.tunnel")
 # registration's tunnel_port_config key -> the forward's name (PROTOCOL.md section 2)
 PORT_CONFIG_FORWARDS = {"kubernetes_api": "kubernetes-api", "kubelet": "kubelet",
                         "agent_http": "agent-http"}
+MAX_LISTENERS = 64  # per cluster: forwards from the hello plus Service listeners
+MAX_FORWARD_NAME = 63
+
+
+class TooManyListeners(ValueError):
+    """A cluster asked for more listeners than ``MAX_LISTENERS``."""
+
+
 _STAT_FIELDS = ("streams_opened", "streams_closed", "open_failed", "bytes_in", "bytes_out",
                 "window_blocked_seconds", "resets_sent", "resets_received", "late_frames",
                 "protocol_errors")
@@ -70,11 +78,14 @@ class ClusterTunnel:
 
     async def allocate(self, names: dict[str, int]) -> dict[str, int]:
         """Listeners for these forwards (name -> requested port, 0: any); returns name ->
-        allocated port for each. Existing allocations are kept as they are."""
+        allocated port for each. Existing allocations are kept as they are (a reconnecting
+        agent finds its ports again). Raises :class:`TooManyListeners` past
+        ``MAX_LISTENERS`` for the cluster, allocating none of them."""
         async with self._lock:
-            for name, port in names.items():
-                if name not in self.listeners:
-                    await self._add(name, {"forward": name}, port)
+            new = [name for name in names if name not in self.listeners]
+            self._check_room(len(new))
+            for name in new:
+                await self._add(name, {"forward": name}, names[name])
             return {name: self.listeners[name].port for name in names}
 
     async def add_listener(self, target: dict[str, Any]) -> Listener:
@@ -83,8 +94,15 @@ class ClusterTunnel:
             label = f"{target['namespace']}/{target['service']}:{target['port']}"
             name = f"service:{label}"
             if name not in self.listeners:
+                self._check_room(1)
                 await self._add(name, target, 0)
             return self.listeners[name]
+
+    def _check_room(self, more: int) -> None:
+        if len(self.listeners) + more > MAX_LISTENERS:
+            raise TooManyListeners(
+                f"cluster {self.cluster_id} would have more than {MAX_LISTENERS} listeners "
+                f"({len(self.listeners)} open, {more} more asked for)")
 
     async def remove_listener(self, name: str) -> bool:
         async with self._lock:
@@ -181,10 +199,11 @@ class ClusterTunnel:
                          "in_flight": self.commands.in_flight()},
         }
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "control plane shutting down") -> None:
+        """Close the session (1001) and every listener."""
         session = self.session
         if session is not None:
-            await session.close(1001, "control plane shutting down")
+            await session.close(1001, reason)
         for listener in list(self.listeners.values()):
             await listener.stop()
         self.listeners.clear()

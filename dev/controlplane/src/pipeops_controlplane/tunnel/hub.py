@@ -26,7 +26,12 @@ from websockets.http11 import Request, Response
 from agentkit.mux import SUBPROTOCOL, MuxSession, MuxSettings, Role, Stream
 from agentkit.mux.frames import MAX_WINDOW
 from pipeops_controlplane.store import Cluster, ClusterStore
-from pipeops_controlplane.tunnel.cluster import ClusterTunnel, requested_forwards
+from pipeops_controlplane.tunnel.cluster import (
+    MAX_FORWARD_NAME,
+    ClusterTunnel,
+    TooManyListeners,
+    requested_forwards,
+)
 from pipeops_controlplane.tunnel.commands import CommandRecord
 from pipeops_controlplane.tunnel.settings import TUNNEL_PATH, TunnelSettings
 
@@ -254,9 +259,10 @@ class TunnelHub:
             raise HelloError("hello agent_id does not match the connection")
         forwards = greeting.get("forwards")
         if not isinstance(forwards, list) or not all(
-                isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"]
-                for f in forwards):
-            raise HelloError("hello forwards must be a list of {name}")
+                isinstance(f, dict) and isinstance(f.get("name"), str)
+                and 0 < len(f["name"]) <= MAX_FORWARD_NAME for f in forwards):
+            raise HelloError("hello forwards must be a list of {name} "
+                             f"(names of 1 to {MAX_FORWARD_NAME} characters)")
         window = greeting.get("window")
         if window is not None:
             if isinstance(window, bool) or not isinstance(window, int) \
@@ -264,7 +270,10 @@ class TunnelHub:
                 raise HelloError(f"hello window out of range: {window!r}")
             session.update_peer_settings(window=window)
         names = [f["name"] for f in forwards]
-        ports = await tunnel.allocate(dict.fromkeys(names, 0))
+        try:
+            ports = await tunnel.allocate(dict.fromkeys(names, 0))
+        except TooManyListeners as exc:
+            raise HelloError(str(exc)) from None
         # ``window``: the credit we grant per stream (the agent may send that much)
         return {"type": "hello_ack", "window": self.settings.window,
                 "forwards": [{"name": n, "remote_port": ports[n]} for n in names]}
@@ -296,6 +305,14 @@ class TunnelHub:
         if session is None:
             raise NotConnected("the agent's tunnel is not connected")
         return await session.open_stream(target)
+
+    async def forget(self, cluster_id: str) -> bool:
+        """The cluster is gone: close its session and listeners and drop its record."""
+        tunnel = self.tunnels.pop(cluster_id, None)
+        if tunnel is None:
+            return False
+        await tunnel.close("cluster forgotten")
+        return True
 
     def drop(self, cluster_id: str) -> bool:
         """Kill the cluster's WebSocket without a close frame (a dead network, for tests)."""
