@@ -79,6 +79,16 @@ def test_durations_and_json_env() -> None:
         ({"PIPEOPS_ENABLE_SSE": "maybe"}, {}, None,
          "config error: agent.enable_sse = 'maybe' (from env PIPEOPS_ENABLE_SSE): "
          "Input should be a valid boolean, unable to interpret input"),
+        ({"PIPEOPS_TIMEOUT": "0"}, {}, None,
+         "config error: pipeops.timeout = '0' (from env PIPEOPS_TIMEOUT): "
+         "Input should be greater than 0"),
+        ({}, {"pipeops.reconnect.backoff_base": "0"}, None,
+         "config error: pipeops.reconnect.backoff_base = '0' "
+         "(from flag --set pipeops.reconnect.backoff_base): Input should be greater than 0"),
+        ({}, {"pipeops.reconnect.backoff_max": "100ms"}, None,
+         "config error: pipeops.reconnect.backoff_max = '100ms' "
+         "(from flag --set pipeops.reconnect.backoff_max): "
+         "must not be below backoff_base (0.5s)"),
         ({}, {}, "agent:\n  colour: blue\n",
          "config error: unknown key agent.colour (from file {path})"),
         ({}, {}, "tunnel:\n  forwards:\n    - name: api\n      local_addr: nowhere\n",
@@ -116,6 +126,10 @@ def test_set_flag_parsing() -> None:
         "tunnel.enabled": "false", "agent.labels": '{"a": "b"}'}
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         parse_set(["novalue"])
+    for mistake in ("PIPEOPS_TOKEN=s3cr3t-install-token", "pipeops.token = s3cr3t-install-token"):
+        with pytest.raises(ConfigError) as info:  # a malformed pair may carry a secret
+            parse_set([mistake])
+        assert "s3cr3t" not in str(info.value) and "expected section.key=value" in str(info.value)
     config = load(None, env={}, overrides=parse_set(["agent.labels={\"env\": \"prod\"}"]))
     assert config.agent.labels == {"env": "prod"}
 

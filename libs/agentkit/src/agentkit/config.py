@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -83,20 +84,31 @@ class AgentConfig(_Section):
 
 
 class ReconnectConfig(_Section):
-    enabled: bool = True
-    backoff_base: Duration = Field(0.5, description="first retry waits up to this long")
-    backoff_max: Duration = Field(30.0, description="no retry waits longer than this")
+    """Every retry: full jitter, a random wait up to ``min(backoff_max, backoff_base *
+    2**attempt)``. Retries never stop (a service that gave up would only be restarted by
+    the kubelet); both must be above 0, or a failing control plane is hammered."""
+
+    backoff_base: Duration = Field(0.5, gt=0, description="first retry waits up to this long")
+    backoff_max: Duration = Field(30.0, gt=0, description="no retry waits longer than this")
+
+    @field_validator("backoff_max")
+    @classmethod
+    def _not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("backoff_base")
+        if base is not None and value < base:
+            raise ValueError(f"must not be below backoff_base ({base}s)")
+        return value
 
 
 class TLSConfig(_Section):
     insecure_skip_verify: bool = Field(False, description="never in production")
-    ca_file: str = Field("", description="extra CA bundle for the control plane")
+    ca_file: str = Field("", description="CA bundle trusted besides the system's CAs")
 
 
 class PipeopsConfig(_Section):
     api_url: str = Field("https://api.pipeops.sh", description="the control plane's base URL")
     token: SecretStr = Field(SecretStr(""), description="install token (never logged)")
-    timeout: Duration = Field(30.0, description="per-request timeout to the control plane")
+    timeout: Duration = Field(30.0, gt=0, description="per-request timeout to the control plane")
     heartbeat_interval: Duration = Field(5.0, gt=0, description="seconds between heartbeats")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
     tls: TLSConfig = Field(default_factory=TLSConfig)
@@ -415,6 +427,8 @@ def parse_set(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", key):
-            raise ConfigError(f"config error: --set {item!r}: expected section.key=value")
+            # the key alone: the value may be a secret (--set PIPEOPS_TOKEN=... by mistake)
+            raise ConfigError(f"config error: --set {key[:80]!r}{'=...' if sep else ''}: "
+                              "expected section.key=value with a lower-case dotted key")
         out[key] = value
     return out

@@ -211,6 +211,9 @@ async def _serve(
         elif not main_task.cancelled() and (exc := main_task.exception()) is not None:
             if isinstance(exc, ServiceFailed):
                 code = exc.exit_code
+            elif isinstance(exc, ConfigError):  # found only at use (a CA file): one line
+                log.error("%s", exc)
+                code = ConfigError.exit_code
             else:
                 log.error("main task failed", exc_info=exc)
                 code = 1

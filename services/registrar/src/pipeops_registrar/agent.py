@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tenacity import RetryCallState
-
-from agentkit.config import Config, ReconnectConfig
 from agentkit.events import KIND_EVENT
-from agentkit.retry import FailureReport, full_jitter, retrying
+from agentkit.retry import FailureReport, backoff_delay, retrying
 from agentkit.runner import ServiceContext, ServiceFailed
 from agentkit.status import DEGRADED, STARTING
+from agentkit.tls import control_plane_context
 from pipeops_registrar.client import ControlPlaneClient
 from pipeops_registrar.facts import FactsSource
 from pipeops_registrar.heartbeat import ClusterGone, Heartbeater, HeartbeatState
@@ -42,21 +40,6 @@ from pipeops_registrar.kube import Cluster, KubeError, StateObjects, load_api_cl
 from pipeops_registrar.registration import NO_TOKEN, FatalError, Registration, StaleIdentity
 
 log = logging.getLogger(__name__)
-
-
-def rejoin_wait(policy: ReconnectConfig, streak: int) -> float:
-    """The wait before re-registration number ``streak`` (1, 2, ...) in a row without a
-    delivered heartbeat: full jitter, as every other retry of the reconnect policy."""
-    state = RetryCallState(retrying(policy), None, (), {})
-    state.attempt_number = streak
-    return float(full_jitter(policy.backoff_base, policy.backoff_max)(state))
-
-
-def _verify(config: Config) -> bool | str:
-    tls = config.pipeops.tls
-    if tls.insecure_skip_verify:
-        return False
-    return tls.ca_file or True
 
 
 class Agent:
@@ -168,7 +151,8 @@ class Agent:
             self.ctx.status.set(DEGRADED, f"cannot register: {NO_TOKEN}")
             raise ServiceFailed(1, NO_TOKEN)
         client = ControlPlaneClient(cfg.pipeops.api_url, timeout=cfg.pipeops.timeout,
-                                    verify=_verify(cfg),
+                                    verify=await asyncio.to_thread(
+                                        control_plane_context, cfg.pipeops.tls),
                                     user_agent=f"pipeops-registrar/{self.version}")
         cluster, problem = await self._connect_cluster()
         if cluster is not None:
@@ -195,7 +179,7 @@ class Agent:
                 except ClusterGone as exc:
                     if heartbeater.delivered_total > delivered:
                         streak, said = 0, set()
-                    wait = rejoin_wait(cfg.pipeops.reconnect, streak) if streak else 0.0
+                    wait = backoff_delay(cfg.pipeops.reconnect, streak) if streak else 0.0
                     streak += 1
                     log.log(logging.DEBUG if exc.kind in said else logging.WARNING,
                             "the control plane no longer accepts this cluster (%s); "

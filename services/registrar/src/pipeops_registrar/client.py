@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import uuid
 from typing import Any
 
@@ -136,7 +137,7 @@ def _problem(exc: ValidationError) -> str:
 
 
 class ControlPlaneClient:
-    def __init__(self, api_url: str, *, timeout: float, verify: bool | str = True,
+    def __init__(self, api_url: str, *, timeout: float, verify: ssl.SSLContext | bool = True,
                  user_agent: str = "pipeops-registrar") -> None:
         self.api_url = api_url.rstrip("/")
         self._http = httpx.AsyncClient(

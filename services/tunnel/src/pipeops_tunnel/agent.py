@@ -30,6 +30,7 @@ from agentkit.mux import MuxSession
 from agentkit.retry import FailureReport, backoff_delay, retrying
 from agentkit.runner import ServiceContext
 from agentkit.statefile import identity_file
+from agentkit.tls import control_plane_context
 from pipeops.agent.v1 import gateway_pb2
 from pipeops_tunnel.allocation import Allocation, AllocationClient
 from pipeops_tunnel.commands import CommandRunner
@@ -93,8 +94,8 @@ class TunnelAgent:
         await out_of_cluster_api(self.config, self.forwards)
         for fwd in self.state.forwards:
             fwd.local_addr = self.forwards[fwd.name]
+        self.tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
         watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
-        self.tls = await asyncio.to_thread(self._tls)
         http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
                                  verify=self.tls if self.tls is not None else True,
                                  headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
@@ -122,20 +123,6 @@ class TunnelAgent:
     @property
     def version(self) -> str:
         return self.ctx.status.version
-
-    def _tls(self) -> ssl.SSLContext | None:
-        """The TLS context for the control plane (REST and wss://): None means the
-        system's defaults. ``pipeops.tls`` adds a CA bundle or, never in production,
-        turns verification off."""
-        tls = self.config.pipeops.tls
-        if tls.insecure_skip_verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        if tls.ca_file:
-            return ssl.create_default_context(cafile=tls.ca_file)
-        return None
 
     def _waiting(self, allocation: Allocation | None, detail: str) -> None:
         if allocation is not None and allocation.status == "disabled":

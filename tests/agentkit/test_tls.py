@@ -1,0 +1,68 @@
+"""The control plane's TLS context: ``pipeops.tls.ca_file`` adds to the system's CAs
+(it used to replace them), ``insecure_skip_verify`` skips verification, and a CA file
+that cannot be loaded is a config error naming the key."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+
+from agentkit.config import ConfigError, TLSConfig
+from agentkit.tls import control_plane_context
+from kubesim.tls import TlsFiles, write_tls
+
+
+def ca(tmp_path: Path, name: str) -> TlsFiles:
+    directory = tmp_path / name
+    directory.mkdir()
+    return write_tls(directory, [])
+
+
+async def handshake(context: ssl.SSLContext, server: TlsFiles) -> None:
+    """A TLS handshake with a loopback server presenting ``server``'s certificate."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(server.cert, server.key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"), 10)
+        writer.close()
+    finally:
+        listener.close()
+
+
+async def test_an_extra_ca_is_added_to_the_system_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, private = ca(tmp_path, "system"), ca(tmp_path, "private")
+    monkeypatch.setenv("SSL_CERT_FILE", str(system.ca_cert))  # stands in for the system store
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    context = control_plane_context(TLSConfig(ca_file=str(private.ca_cert)))
+    await handshake(context, private)
+    await handshake(context, system)  # still trusted: the bundle was added, not swapped in
+
+    unknown = ca(tmp_path, "unknown")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await handshake(context, unknown)
+    await handshake(control_plane_context(TLSConfig(insecure_skip_verify=True)), unknown)
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate"])
+def test_a_ca_file_that_cannot_be_loaded_is_a_config_error(
+    tmp_path: Path, content: str | None
+) -> None:
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        control_plane_context(TLSConfig(ca_file=str(path)))
+    assert str(info.value).startswith(f"config error: pipeops.tls.ca_file = '{path}': "
+                                      "cannot load a CA bundle from it")
