@@ -384,8 +384,12 @@ def test_network_policy_egress_is_dns_api_server_and_control_plane(
     assert cidrs[1:3] == [["10.96.0.1/32", "172.18.0.2/32"], ["203.0.113.0/24"]]
     assert spec["egress"][4]["to"] == [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "monitoring"}}}]
+    assert spec["egress"][0]["to"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "kube-system"}}}]  # networkPolicy.dnsTo
     # Without extraEgress: exactly the four rules; without the kubelet forward, three.
-    assert len(render("all-features-chart-gateway").one("NetworkPolicy")["spec"]["egress"]) == 4
+    default_dns = render("all-features-chart-gateway").one("NetworkPolicy")["spec"]["egress"]
+    assert len(default_dns) == 4
+    assert "to" not in default_dns[0]  # DNS anywhere: node-local caches, openshift-dns
     no_kubelet = chart.template(*VALUE_SETS["all-features-chart-gateway"],
                                 "--set", "tunnel.forwardKubelet=false")
     assert len(no_kubelet.one("NetworkPolicy")["spec"]["egress"]) == 3

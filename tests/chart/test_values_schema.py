@@ -28,6 +28,8 @@ BAD_VALUES = {
                              "'admin', 'edit', 'view', 'none'"),
     "bad duration": ("pipeops:\n  heartbeatInterval: soon\n",
                      "at '/pipeops/heartbeatInterval'"),
+    "zero duration": ("pipeops:\n  heartbeatInterval: 0s\n",
+                      "at '/pipeops/heartbeatInterval': '0s' does not match pattern"),
     "list instead of map": ("agent:\n  labels: [a, b]\n",
                             "at '/agent/labels': got array, want object"),
 }
