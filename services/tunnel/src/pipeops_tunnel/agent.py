@@ -97,7 +97,7 @@ class TunnelAgent:
         self.tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
         watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
         http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
-                                 verify=self.tls if self.tls is not None else True,
+                                 verify=self.tls,
                                  headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
         try:
             self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "

@@ -51,8 +51,7 @@ class CommandRunner:
             collections.OrderedDict()
         self._outbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=OUTBOX)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._send: Send | None = None
-        self._reply: Send | None = None
+        self._reply: Send | None = None  # None: no connection (outcomes wait in the outbox)
 
     # --- the connection -----------------------------------------------------------------
 
@@ -60,7 +59,6 @@ class CommandRunner:
         """A connection is up: send through it, starting with what waited. ``reply`` sends
         answers to the peer's messages (acks, errors, outcomes), which a flooding peer must
         not be able to pile up: it may drop them, returning False."""
-        self._send = send
         self._reply = reply or send
         while self._outbox:
             message = self._outbox.popleft()
@@ -69,7 +67,6 @@ class CommandRunner:
                 break
 
     def detach(self) -> None:
-        self._send = None
         self._reply = None
 
     def _answer(self, message: dict[str, Any]) -> None:
@@ -82,7 +79,7 @@ class CommandRunner:
 
     def _deliver(self, message: dict[str, Any]) -> bool:
         """False if there is no connection to send it through (it waits in the outbox)."""
-        if self._send is None or self._reply is None:
+        if self._reply is None:
             return False
         try:
             if self._reply(message) is False:
