@@ -91,6 +91,9 @@ def test_durations_and_json_env() -> None:
          "must not be below backoff_base (0.5s)"),
         ({}, {}, "agent:\n  colour: blue\n",
          "config error: unknown key agent.colour (from file {path})"),
+        ({}, {}, "tunnel:\n  forwards:\n    - name: " + "f" * 64 + "\n      local_addr: a:1\n",
+         "config error: tunnel.forwards.0.name = '" + "f" * 64 + "' (from file {path}): "
+         "String should have at most 63 characters"),
         ({}, {}, "tunnel:\n  forwards:\n    - name: api\n      local_addr: nowhere\n",
          "config error: tunnel.forwards.0.local_addr = 'nowhere' (from file {path}): "
          "expected host:port"),

@@ -132,7 +132,7 @@ class PipeopsConfig(_Section):
 
 
 class ForwardConfig(_Section):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=63)  # as the control plane accepts them
     local_addr: str = Field(description="host:port the agent dials")
     remote_port: Port = Field(0, description="0: the control plane allocates one")
 
@@ -148,7 +148,7 @@ class ForwardConfig(_Section):
 class TunnelConfig(_Section):
     enabled: bool = True
     forwards: list[ForwardConfig] = Field(
-        default_factory=list,
+        default_factory=list, max_length=64,  # a control plane keeps 64 listeners a cluster
         description="what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), "
                     "agent-http")
     window: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="per-stream credit")
