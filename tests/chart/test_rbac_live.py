@@ -132,7 +132,16 @@ def test_the_registrar_runs_on_the_charts_rbac_and_config(
     with ServiceProcess(argv, env={"PIPEOPS_TOKEN": cp.token}) as registrar:
         registrar.wait_record(lambda r: r.get("msg") == "registered with the control plane",
                               timeout=20, what="registration")
-        identity: dict[str, Any] = json.loads((state / "identity.json").read_text())["data"]
+        # The line comes just before the identity is stored: wait for the file to say so.
+        def registered() -> dict[str, Any] | None:
+            try:
+                data: dict[str, Any] = json.loads((state / "identity.json").read_text())["data"]
+            except (FileNotFoundError, ValueError):
+                return None
+            return data if data.get("state") == "registered" and data.get("cluster_id") else None
+
+        identity: dict[str, Any] = wait_for(registered, timeout=10,
+                                            what="the identity file to say registered")
         cluster_id = identity["cluster_id"]
 
         # Its durable state, written with the agent's own token, in the agent's namespace.

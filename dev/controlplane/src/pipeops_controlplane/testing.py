@@ -126,6 +126,8 @@ class ControlPlane:
         return result
 
     def cluster(self, cluster_id: str) -> dict[str, Any] | None:
+        if not cluster_id:  # "/debug/clusters/" would answer with the whole list
+            raise ValueError("cluster_id is empty")
         status, payload = self.request("GET", f"/debug/clusters/{cluster_id}")
         return payload if status == 200 else None
 
