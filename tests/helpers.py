@@ -8,6 +8,7 @@ test sleeps a fixed time.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -37,10 +38,22 @@ def tool(name: str) -> str:
     return found
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now and not handed out before in this test run.
+
+    The caller's process binds it later; never giving the same port twice keeps the many
+    ports of one test (a whole pod's worth) from colliding with each other.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for(
@@ -98,6 +111,19 @@ class ServiceProcess:
             except json.JSONDecodeError:
                 continue
         return out
+
+    def stop_seconds(self) -> float:
+        """How long the service took from "stopping on signal" to "stopped", by its own log.
+
+        The service's own clock: a loaded test machine's signal delivery and interpreter
+        exit are not part of what the service controls.
+        """
+        said = {r.get("msg"): r["time"] for r in self.records()
+                if r.get("msg") in ("stopping on signal", "stopped")}
+        assert len(said) == 2, f"no complete stop in the log: {said}"
+        stopping, stopped = (dt.datetime.fromisoformat(said[m].replace("Z", "+00:00"))
+                             for m in ("stopping on signal", "stopped"))
+        return (stopped - stopping).total_seconds()
 
     def wait_record(self, predicate: Callable[[dict[str, Any]], bool],
                     timeout: float = 15.0, what: str = "a log record") -> dict[str, Any]:

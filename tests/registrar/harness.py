@@ -8,6 +8,7 @@ file, the metrics, the gRPC address, and every log line for the secret check.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import urllib.request
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubesim.testing import Kubesim
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc, service_pb2, service_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
@@ -42,7 +44,7 @@ class RegistrarRun(ServiceProcess):
             "--set", f"kubernetes.service_account_token_path={sa_token_file}",
             "--set", "metrics.registrar=0",
             "--set", f"pipeops.heartbeat_interval={INTERVAL}",
-            "--set", "pipeops.timeout=1",
+            "--set", "pipeops.timeout=3",  # a loaded machine: no spurious slow-beat warning
             "--set", "pipeops.reconnect.backoff_base=0.1",
             "--set", "pipeops.reconnect.backoff_max=0.5",
             # siblings: ports where nothing listens, so another test's tunnel never answers
@@ -148,3 +150,34 @@ def cluster_with_beats(cp: ControlPlane, cluster_id: str, count: int, timeout: f
 def beats(cp: ControlPlane, cluster_id: str) -> int:
     view = cp.cluster(cluster_id)
     return int(view["heartbeat_count"]) if view else 0
+
+
+def stored_in_cluster(ks: Kubesim, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(decoded state Secret, identity ConfigMap data); empty dicts for a missing object."""
+    found: list[dict[str, str]] = []
+    for kind, name in (("secrets", "pipeops-agent-state"),
+                       ("configmaps", "pipeops-agent-identity")):
+        status, body = ks.request("GET", f"/api/v1/namespaces/{namespace}/{kind}/{name}")
+        data: dict[str, str] = (body.get("data") or {}) if status == 200 else {}
+        if kind == "secrets":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        found.append(data)
+    return found[0], found[1]
+
+
+def wait_stored(ks: Kubesim, namespace: str, identity: dict[str, Any], timeout: float = 15.0
+                ) -> tuple[dict[str, str], dict[str, str]]:
+    """The Secret and ConfigMap once both name ``identity``'s cluster.
+
+    They exist (with no cluster id) before registration and are written after the file:
+    the file saying "registered" does not mean they do yet.
+    """
+    def named() -> tuple[dict[str, str], dict[str, str]] | None:
+        secret, configmap = stored_in_cluster(ks, namespace)
+        wanted = identity["cluster_id"]
+        return ((secret, configmap) if secret.get("cluster_id") == wanted
+                and configmap.get("cluster_id") == wanted else None)
+
+    result: tuple[dict[str, str], dict[str, str]] = wait_for(
+        named, timeout, what="the Secret and ConfigMap to name the cluster")
+    return result

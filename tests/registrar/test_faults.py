@@ -5,7 +5,6 @@ the fault clears. A refused install token is the one failure that ends the proce
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from pathlib import Path
 
@@ -116,9 +115,8 @@ def test_sigterm_while_the_control_plane_hangs_still_exits_0_within_2s(
     controlplane.set_fault("hang", target="heartbeat")
     hits = controlplane.faults()["hits"]
     wait_for(lambda: controlplane.faults()["hits"] > hits, what="a heartbeat that hangs")
-    began = time.monotonic()
     assert registrar.terminate() == 0
-    assert time.monotonic() - began < 2.0
+    assert registrar.stop_seconds() < 2.0
     assert any(r.get("msg") == "final heartbeat not delivered" for r in registrar.records())
 
 

@@ -19,7 +19,7 @@ from pipeops.agent.v1 import service_pb2
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
-from tests.registrar.harness import RegistrarRun, cluster_with_beats
+from tests.registrar.harness import RegistrarRun, cluster_with_beats, wait_stored
 
 GONE = "the control plane no longer accepts this cluster"
 
@@ -95,24 +95,23 @@ def test_an_api_outage_at_start_never_replaces_the_identity_stored_in_the_cluste
         namespace: str, tmp_path: Path) -> None:
     first = start_registrar()
     identity = first.wait_registered()
-    stored = wait_for(lambda: _secret(kubesim, namespace), what="the state Secret")
-    assert stored["agent_id"] == identity["agent_id"]
+    wait_stored(kubesim, namespace, identity)
     assert first.terminate() == 0
     shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
 
     # The API server answers 503 for longer than any bounded retry of the old code took.
     clusters = len(controlplane.clusters())
-    kubesim.restart(downtime=5.0)
+    kubesim.restart(downtime=10.0)
     second = start_registrar()
     waiting = wait_for(
         lambda: (info := second.describe()).state == service_pb2.SERVICE_STATE_DEGRADED
         and "stored identity" in info.detail and info,
-        timeout=10, what="degraded, waiting to read the stored identity")
+        timeout=15, what="degraded, waiting to read the stored identity")
     assert "Kubernetes API" in waiting.detail
     assert second.identity_file() is None  # nothing decided, nothing written
     assert len(controlplane.clusters()) == clusters
 
-    resumed = second.wait_registered(timeout=30)
+    resumed = second.wait_registered(timeout=40)
     assert (resumed["agent_id"], resumed["cluster_id"]) == (identity["agent_id"],
                                                             identity["cluster_id"])
     second.wait_record(lambda r: r.get("msg") == "resuming the identity stored in the cluster",
@@ -168,7 +167,7 @@ def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
         namespace: str) -> None:
     first = start_registrar()
     old = first.wait_registered()
-    wait_for(lambda: _secret(kubesim, namespace), what="the state Secret")
+    wait_stored(kubesim, namespace, old)
     assert first.terminate() == 0
 
     # Same volume and Secret, but an install token of another workspace: the stored

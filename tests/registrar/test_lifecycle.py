@@ -7,7 +7,6 @@ import datetime as dt
 import hashlib
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
-from tests.registrar.harness import INTERVAL
+from tests.registrar.harness import INTERVAL, wait_stored
 
 
 def _cluster(cp: ControlPlane, cluster_id: str) -> dict[str, Any] | None:
@@ -58,16 +57,10 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
     assert sa_token_digest == hashlib.sha256(kubesim.token.encode()).hexdigest()[:16]
 
     # Secret (credentials) and ConfigMap (ids) in the agent's namespace.
-    secret = wait_for(lambda: _object(kubesim, namespace, "secrets", "pipeops-agent-state"),
-                      what="the state Secret")
-    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    decoded, configmap = wait_stored(kubesim, namespace, identity)
     assert decoded["cluster_token"] == identity["cluster_token"]
-    assert decoded["cluster_id"] == cluster_id
-    configmap = _object(kubesim, namespace, "configmaps", "pipeops-agent-identity")
-    assert configmap is not None
-    assert configmap["data"]["agent_id"] == identity["agent_id"]
-    assert configmap["data"]["cluster_id"] == cluster_id
-    assert "cluster_token" not in configmap["data"]
+    assert decoded["agent_id"] == configmap["agent_id"] == identity["agent_id"]
+    assert "cluster_token" not in configmap
 
     # Heartbeats arrive every interval with the cluster's real counts.
     first = wait_for(lambda: (c := _cluster(controlplane, cluster_id))
@@ -102,7 +95,7 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
     heartbeat = json.loads(result.stdout)
     assert int(heartbeat["sent_total"]) >= 1 and heartbeat["pod_count"] == pods
     # the registration is an event on the Events stream too
-    result = grpcurl("-plaintext", "-max-time", "1", "-d", '{"history": 100}', address,
+    result = grpcurl("-plaintext", "-max-time", "4", "-d", '{"history": 100}', address,
                      "pipeops.agent.v1.Events/Subscribe")
     assert '"message": "registered"' in result.stdout, result.stdout
     assert cluster_id in result.stdout
@@ -115,8 +108,7 @@ def test_restart_with_volume_wiped_resumes_from_the_secret(
         namespace: str, tmp_path: Path) -> None:
     first = start_registrar()
     identity = first.wait_registered()
-    wait_for(lambda: _object(kubesim, namespace, "secrets", "pipeops-agent-state"),
-             what="the state Secret")
+    wait_stored(kubesim, namespace, identity)
     assert first.terminate() == 0
     shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
 
@@ -166,14 +158,31 @@ def test_sigterm_sends_a_last_heartbeat_disconnected_and_exits_0(
     cluster_id = registrar.wait_registered()["cluster_id"]
     wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1,
              what="a heartbeat")
-    began = time.monotonic()
     assert registrar.terminate() == 0
-    assert time.monotonic() - began < 2.0
+    assert registrar.stop_seconds() < 2.0
     assert registrar.records()[-1]["msg"] == "stopped"
     cluster = _cluster(controlplane, cluster_id)
     assert cluster is not None
     assert cluster["last_heartbeat"]["status"] == "disconnected"
     assert cluster["status"] == "disconnected"
+
+
+def test_a_stop_while_the_identity_is_saved_lets_the_save_finish(
+        start_registrar: StartRegistrar, kubesim: Kubesim, namespace: str) -> None:
+    # Every API answer takes 0.3 s: the stop lands while the Secret (then the ConfigMap)
+    # is written, just after the file said "registered".
+    kubesim.set_delay(0.3)
+    try:
+        registrar = start_registrar()
+        identity = registrar.wait_registered(timeout=40)
+        assert registrar.terminate() == 0
+    finally:
+        kubesim.set_delay(0)
+    secret = _object(kubesim, namespace, "secrets", "pipeops-agent-state")
+    assert secret is not None
+    assert base64.b64decode(secret["data"]["cluster_id"]).decode() == identity["cluster_id"]
+    configmap = _object(kubesim, namespace, "configmaps", "pipeops-agent-identity")
+    assert configmap is not None and configmap["data"]["cluster_id"] == identity["cluster_id"]
 
 
 def test_cluster_forgotten_reregisters_with_the_same_ids(

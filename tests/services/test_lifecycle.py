@@ -4,7 +4,6 @@ Service.Describe says honestly what it does, Events streams, SIGTERM exits 0 in 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -59,14 +58,13 @@ def test_service_serves_health_reflection_and_stops_on_sigterm(
                                  "SERVICE_STATE_DEGRADED", "SERVICE_STATE_STARTING"}
         assert info["detail"]
 
-        events = grpcurl("-plaintext", "-max-time", "2", "-d", '{"history": 50}', address,
+        events = grpcurl("-plaintext", "-max-time", "4", "-d", '{"history": 50}', address,
                          "pipeops.agent.v1.Events/Subscribe")
         assert '"message": "started"' in events.stdout
 
-        began = time.monotonic()
-        code = proc.terminate(timeout=5)
+        code = proc.terminate(timeout=10)
         assert code == 0
-        assert time.monotonic() - began < 2.0
+        assert proc.stop_seconds() < 2.0
     finally:
         proc.stop()
     records = proc.records()

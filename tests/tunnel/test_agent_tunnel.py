@@ -77,8 +77,10 @@ async def test_waits_for_identity_and_allocation_then_forwards_bytes(
                     gateway_port=gateway.port).start()
     try:
         # no identity: alive and SERVING, the truth in Describe and GetStatus
-        info = await run.grpc("pipeops.agent.v1.Service/Describe")
-        assert info["state"] == "SERVICE_STATE_DEGRADED"
+        # ("started" is said before the main task looks for the file: wait for the verdict)
+        info = await eventually(lambda: run.grpc("pipeops.agent.v1.Service/Describe"),
+                                lambda i: i["state"] == "SERVICE_STATE_DEGRADED",
+                                what="degraded for want of an identity")
         assert "identity file" in info["detail"]
         assert str(state_dir) in info["detail"]
         health = await run.grpc("grpc.health.v1.Health/Check")
@@ -247,10 +249,9 @@ async def test_sigterm_drains_and_exits_zero(cp: FakeControlPlane, tunnel: Tunne
     session = await cp.wait_connected()
     stream = await session.open_stream({"forward": "echo"})
     await stream.send(b"held open")
-    began = time.monotonic()
     code = await tunnel.aterminate()
     assert code == 0
-    assert time.monotonic() - began < 3.0
+    assert tunnel.stop_seconds() < 3.0
     assert any(m["type"] == "drain" for m in cp.messages)
     await until(lambda: session.closed, what="the session to close")
     assert cp.connections[0].close_code == 1001

@@ -8,6 +8,7 @@ stream. ``load`` reads the stored identity: the file first, else the cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,9 @@ from pipeops_registrar.identity import Identity
 from pipeops_registrar.kube import KubeError, StateObjects
 
 log = logging.getLogger(__name__)
+
+# Of the runner's 3 s shutdown grace; the final heartbeat after it takes at most 1 s.
+SAVE_ON_STOP = 1.5
 
 
 class IdentityKeeper:
@@ -38,7 +42,22 @@ class IdentityKeeper:
         return await self.objects.load()
 
     async def update(self, identity: Identity) -> None:
-        """Make ``identity`` current and persist it (file always; cluster if possible)."""
+        """Make ``identity`` current and persist it (file always; cluster if possible).
+
+        A stop (cancellation) during the write lets it finish, within ``SAVE_ON_STOP``
+        seconds: stopped half-way, the cluster copy would lag behind the file and a new pod
+        would resume without the cluster id it was given.
+        """
+        persist = asyncio.ensure_future(self._persist(identity))
+        try:
+            await asyncio.shield(persist)
+        except asyncio.CancelledError:
+            if not persist.done():
+                with contextlib.suppress(Exception):  # TimeoutError: stop without it
+                    await asyncio.wait_for(persist, SAVE_ON_STOP)
+            raise
+
+    async def _persist(self, identity: Identity) -> None:
         if identity.cluster_token:
             logs.register_secret(identity.cluster_token)
         await asyncio.to_thread(self.file.write, identity.to_record())
