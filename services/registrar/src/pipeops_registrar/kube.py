@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from agentkit.config import KubernetesConfig
+from agentkit.kubeconfig import load_configuration
 from pipeops_registrar import metrics
 from pipeops_registrar.identity import Identity
 
@@ -93,13 +93,7 @@ class KubeError(Exception):
 
 def load_api_client(cfg: KubernetesConfig) -> Any:
     """An ``ApiClient`` from the pod's ServiceAccount or from a kubeconfig (blocking)."""
-    configuration = k8s.Configuration()
-    if cfg.in_cluster:
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
-    else:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=cfg.kubeconfig or None, client_configuration=configuration)
+    configuration = load_configuration(cfg)
     configuration.retries = False
     return k8s.ApiClient(configuration)
 

@@ -19,10 +19,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from agentkit.config import KubernetesConfig
+from agentkit.kubeconfig import load_configuration
 from agentkit.status import ServiceStatus
 
 log = logging.getLogger(__name__)
@@ -39,19 +38,6 @@ class KubeError(Exception):
         self.status = status
         self.message = message
         self.reason = reason
-
-
-def load_configuration(cfg: KubernetesConfig) -> Any:
-    """The official client's ``Configuration`` from the pod's ServiceAccount or a
-    kubeconfig (blocking: call in a thread)."""
-    configuration = k8s.Configuration()
-    if cfg.in_cluster:
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
-    else:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=cfg.kubeconfig or None, client_configuration=configuration)
-    return configuration
 
 
 def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:

@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from agentkit.config import Config, ForwardConfig
+from agentkit.kubeconfig import load_configuration
 from agentkit.mux import OpenRequest, StreamReset, pipe
 from pipeops_tunnel import metrics
-from pipeops_tunnel.kube import KubeClient, KubeError, load_configuration
+from pipeops_tunnel.kube import KubeClient, KubeError
 
 log = logging.getLogger(__name__)
 

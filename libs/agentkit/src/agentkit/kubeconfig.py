@@ -1,0 +1,29 @@
+"""Where the Kubernetes API is and how to authenticate to it, from the official client.
+
+In a pod, the mounted ServiceAccount (``kubernetes.in_cluster``); outside one, a
+kubeconfig (``kubernetes.kubeconfig``, else the client's default). Each service builds
+its own client on the ``Configuration`` returned here. Blocking (it reads files and may
+run a credential plugin): call it in a thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from agentkit.config import KubernetesConfig
+
+
+def load_configuration(cfg: KubernetesConfig) -> Any:
+    """The official client's ``Configuration`` for ``cfg``; the client's own errors
+    (``ConfigException``, ``OSError``) propagate."""
+    configuration = k8s.Configuration()
+    if cfg.in_cluster:
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=cfg.kubeconfig or None, client_configuration=configuration)
+    return configuration
