@@ -17,7 +17,7 @@ import pytest
 from kubesim.testing import Kubesim
 from pipeops.agent.v1 import service_pb2
 from pipeops_controlplane.testing import ControlPlane
-from tests.helpers import grpcurl, wait_for
+from tests.helpers import free_port, grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
 from tests.registrar.harness import RegistrarRun, cluster_with_beats, wait_stored
 
@@ -201,3 +201,39 @@ def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
     assert kept is not None
     assert (kept["agent_id"], kept["cluster_id"]) == (new["agent_id"], new["cluster_id"])
     assert third.identity_file()["cluster_id"] == new["cluster_id"]  # type: ignore[index]
+
+
+def test_a_new_api_url_keeps_the_cluster_copy_until_registered_there(
+        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        namespace: str, tmp_path: Path) -> None:
+    first = start_registrar()
+    identity = first.wait_registered()
+    wait_stored(kubesim, namespace, identity)
+    assert first.terminate() == 0
+
+    # A mistyped api_url (nothing answers there), container restarted on the same volume.
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    second = start_registrar(extra=["--api-url", elsewhere])
+    second.wait_record(lambda r: r.get("msg", "").startswith(
+        "the stored identity belongs to another control plane"), what="the switch")
+    wait_for(lambda: second.metric("pipeops_registration_attempts_total", result="error") >= 1,
+             what="a failed registration at the new URL")
+    # The siblings see no cluster of the old plane any more...
+    written = second.identity_file()
+    assert written is not None
+    assert (written["api_url"], written["cluster_id"], written["state"]) == (
+        elsewhere, "", "unregistered")
+    # ...but the cluster copy still names the old plane's cluster.
+    secret, configmap = wait_stored(kubesim, namespace, identity)
+    assert secret["cluster_token"] == identity["cluster_token"]
+    assert configmap["api_url"] == controlplane.url
+    assert second.terminate() == 0
+
+    # The URL put back, in a new pod: the same cluster, its id offered.
+    shutil.rmtree(tmp_path / "state")
+    third = start_registrar()
+    again = third.wait_registered()
+    assert (again["agent_id"], again["cluster_id"]) == (identity["agent_id"],
+                                                        identity["cluster_id"])
+    view = controlplane.cluster(identity["cluster_id"])
+    assert view is not None and view["registration"]["cluster_id"] == identity["cluster_id"]

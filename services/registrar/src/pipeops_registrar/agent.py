@@ -19,6 +19,11 @@ A stored cluster id the control plane refuses (401/403, e.g. another workspace's
 named once in a warning and dropped: the agent registers once more as a new cluster
 (a new agent id too, unless one is configured), and only if that is refused too does
 it exit 1, leaving the stored identity untouched.
+
+A stored identity of another control plane (``pipeops.api_url`` changed) is dropped from
+the state file at once, so the siblings stop using the old plane, but its copy in the
+cluster stays until the new plane has registered the cluster: a mistyped URL put back
+on the next pod resumes the same cluster.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class Agent:
         self.keeper = keeper
         self.heartbeat_state = heartbeat_state
         self.version = ctx.status.version
+        # Set while the identity stored in the cluster belongs to another control plane:
+        # it stays there until this one registers the cluster, so a mistyped api_url
+        # reverted on the next pod finds it again.
+        self._other_plane_kept = False
 
     async def _connect_cluster(self) -> tuple[Cluster | None, str]:
         try:
@@ -108,8 +117,10 @@ class Agent:
         base = stored or Identity()
         same_plane = stored is not None and stored.api_url in ("", cfg.pipeops.api_url)
         if stored is not None and not same_plane:
-            log.info("the stored identity belongs to another control plane; registering anew",
+            log.info("the stored identity belongs to another control plane; registering "
+                     "anew (the copy in the cluster stays until registered)",
                      extra={"stored_api_url": stored.api_url})
+            self._other_plane_kept = True
         identity = base.evolve(
             agent_id=agent_id,
             cluster_id=base.cluster_id if same_plane else "",
@@ -118,7 +129,8 @@ class Agent:
             api_url=cfg.pipeops.api_url,
             state="unregistered",
         )
-        await self.keeper.update(identity)  # the agent id is stored before registering
+        # the agent id is stored before registering
+        await self.keeper.update(identity, to_cluster=not self._other_plane_kept)
         return identity
 
     async def _register(self, registration: Registration, identity: Identity,
@@ -170,6 +182,7 @@ class Agent:
             identity = await self._initial_identity(facts)
             while True:
                 identity = await self._register(registration, identity, facts)
+                self._other_plane_kept = False
                 await self.keeper.update(identity)
                 self.ctx.bus.publish(KIND_EVENT, "registered", attributes={
                     "agent_id": identity.agent_id, "cluster_id": identity.cluster_id})
@@ -195,7 +208,8 @@ class Agent:
             log.error("cannot register: %s", exc)
             self.ctx.status.set(DEGRADED, f"cannot register: {exc}")
             if identity is not None:
-                await self.keeper.update(identity.evolve(state="rejected"))
+                await self.keeper.update(identity.evolve(state="rejected"),
+                                         to_cluster=not self._other_plane_kept)
             raise ServiceFailed(1, str(exc)) from exc
         except asyncio.CancelledError:
             if identity is not None and identity.registered:

@@ -41,14 +41,15 @@ class IdentityKeeper:
             return None
         return await self.objects.load()
 
-    async def update(self, identity: Identity) -> None:
-        """Make ``identity`` current and persist it (file always; cluster if possible).
+    async def update(self, identity: Identity, *, to_cluster: bool = True) -> None:
+        """Make ``identity`` current and persist it (file always; cluster if possible and
+        ``to_cluster``: False keeps the cluster copy as it is).
 
         A stop (cancellation) during the write lets it finish, within ``SAVE_ON_STOP``
         seconds: stopped half-way, the cluster copy would lag behind the file and a new pod
         would resume without the cluster id it was given.
         """
-        persist = asyncio.ensure_future(self._persist(identity))
+        persist = asyncio.ensure_future(self._persist(identity, to_cluster))
         try:
             await asyncio.shield(persist)
         except asyncio.CancelledError:
@@ -57,14 +58,15 @@ class IdentityKeeper:
                     await asyncio.wait_for(persist, SAVE_ON_STOP)
             raise
 
-    async def _persist(self, identity: Identity) -> None:
+    async def _persist(self, identity: Identity, to_cluster: bool) -> None:
         if identity.cluster_token:
             logs.register_secret(identity.cluster_token)
         await asyncio.to_thread(self.file.write, identity.to_record())
         async with self._changed:
             self.current = identity
             self._changed.notify_all()
-        await self.save_to_cluster()
+        if to_cluster:
+            await self.save_to_cluster()
 
     async def save_to_cluster(self) -> bool:
         """Write the cluster copy; a transient failure is logged once and retried later."""
