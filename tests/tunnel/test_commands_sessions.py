@@ -188,9 +188,41 @@ async def test_a_start_interrupted_half_way_is_finished_by_the_next_one(
         assert outcome["type"] == "complete", outcome
         objs = await objects(kubesim, "s4")
         assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 0]
-        assert objs["deployments"][0]["metadata"]["uid"] == body["metadata"]["uid"]
+        taken = objs["deployments"][0]
+        assert taken["metadata"]["uid"] == body["metadata"]["uid"]
         assert replicas(objs) == 1
+        # brought to what the start asks for; the immutable selector kept
+        assert taken["spec"]["template"]["spec"]["containers"][0]["image"] == "firefox"
+        assert taken["spec"]["selector"] == {"matchLabels": {"session": "s4"}}
     outcome = await cp.command("c-s4-stop", "stop_session", {"sessionId": "s4"})
+    assert outcome["type"] == "complete", outcome
+
+
+async def test_a_start_again_with_new_settings_updates_the_running_session(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    first = await cp.command("c-s6-a", "start_session",
+                             {"sessionId": "s6", "template": "firefox", "port": 8080})
+    assert first["type"] == "complete", first
+    before = await objects(kubesim, "s6")
+    again = await cp.command("c-s6-b", "start_session",
+                             {"sessionId": "s6", "template": "chromium", "port": 9090,
+                              "user": "bob", "memory": "1Gi"})
+    assert again["type"] == "complete", again
+    after = await objects(kubesim, "s6")
+    deployment, service = after["deployments"][0], after["services"][0]
+    assert deployment["metadata"]["uid"] == before["deployments"][0]["metadata"]["uid"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "chromium"
+    assert container["ports"][0]["containerPort"] == 9090
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    assert deployment["metadata"]["annotations"]["pipeops.io/user"] == "bob"
+    assert service["spec"]["ports"][0]["port"] == 9090
+    # the Service keeps its address, and the result says where the session is now
+    assert service["spec"]["clusterIP"] == before["services"][0]["spec"]["clusterIP"]
+    assert (again["result"]["serviceIP"], again["result"]["port"]) == (
+        service["spec"]["clusterIP"], 9090)
+    outcome = await cp.command("c-s6-stop", "stop_session", {"sessionId": "s6"})
     assert outcome["type"] == "complete", outcome
 
 

@@ -126,6 +126,13 @@ class KubeClient:
         return await self.request(f"create {resource} {namespace}/{name}", "POST",
                                   path_of(api, resource, namespace), body=body)
 
+    async def replace(self, api: str, resource: str, namespace: str,
+                      body: dict[str, Any]) -> dict[str, Any]:
+        """PUT ``body`` (with ``metadata.resourceVersion``: 409 if it changed meanwhile)."""
+        name = body.get("metadata", {}).get("name", "")
+        return await self.request(f"update {resource} {namespace}/{name}", "PUT",
+                                  path_of(api, resource, namespace, name), body=body)
+
     async def delete(self, api: str, resource: str, namespace: str, name: str) -> dict[str, Any]:
         return await self.request(f"delete {resource} {namespace}/{name}", "DELETE",
                                   path_of(api, resource, namespace, name),

@@ -132,6 +132,30 @@ def pvc(p: StartSession) -> dict[str, Any]:
     }
 
 
+# Fields the API server fixed when the object was made: an update must carry them over
+# (a Deployment's selector is immutable; a Service keeps its cluster address).
+_KEPT_SPEC = {
+    "deployments": ("selector",),
+    "services": ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"),
+}
+
+
+def converged(resource: str, existing: dict[str, Any], desired: dict[str, Any]
+              ) -> dict[str, Any]:
+    """``desired`` as an update of ``existing``: its spec, labels and annotations; the
+    existing object's other metadata (resourceVersion, finalizers, owners) and the spec
+    fields the API server fixed at creation."""
+    metadata = {k: v for k, v in (existing.get("metadata") or {}).items()
+                if k != "managedFields"}
+    for key in ("labels", "annotations"):
+        if key in desired["metadata"]:
+            metadata[key] = {**(metadata.get(key) or {}), **desired["metadata"][key]}
+    old_spec = existing.get("spec") or {}
+    spec = dict(desired["spec"])
+    spec.update({k: old_spec[k] for k in _KEPT_SPEC.get(resource, ()) if k in old_spec})
+    return {**desired, "metadata": metadata, "spec": spec}
+
+
 class Sessions:
     """Carries out validated session commands in one namespace."""
 
@@ -153,8 +177,10 @@ class Sessions:
     async def start(self, p: StartSession) -> dict[str, Any]:
         """Create the session's objects. Idempotent: an object of this session that already
         exists (a kept home volume, what an interrupted start left behind) is adopted, not
-        an error; one of the same name that belongs to something else is. What this call
-        created is deleted again if it fails or is cancelled half-way."""
+        an error; one of the same name that belongs to something else is. An adopted
+        Deployment or Service is brought to what this start asks for (image, port,
+        resources, one replica); a kept volume stays as it is. What this call created is
+        deleted again if it fails or is cancelled half-way."""
         plan: list[tuple[str, str, dict[str, Any]]] = []
         if p.persistent_home:
             plan.append((CORE, "persistentvolumeclaims", pvc(p)))
@@ -166,8 +192,9 @@ class Sessions:
                 obj, made = await self._ensure(api, resource, body, p.session_id)
                 if made:
                     created.append((api, resource, body["metadata"]["name"]))
-                elif resource == "deployments" and (obj.get("spec") or {}).get("replicas") != 1:
-                    await self.kube.scale(APPS, resource, self.ns, obj["metadata"]["name"], 1)
+                elif resource in ("deployments", "services"):
+                    obj = await self.kube.replace(api, resource, self.ns,
+                                                  converged(resource, obj, body))
                 if resource == "services":
                     result["serviceIP"] = (obj.get("spec") or {}).get("clusterIP", "")
                     result["port"] = p.port
