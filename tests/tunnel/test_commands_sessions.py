@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from agentkit.config import KubernetesConfig
 from kubesim.testing import Kubesim
+from pipeops_tunnel.kube import KubeClient
+from pipeops_tunnel.sessions import Sessions, StartSession, StopSession
 from tests.tunnel.agent_helpers import FakeControlPlane, TunnelRun, until, write_identity
 
 NS = "pipeops-sessions"
@@ -214,6 +217,7 @@ async def test_a_start_again_with_new_settings_updates_the_running_session(
     assert deployment["metadata"]["uid"] == before["deployments"][0]["metadata"]["uid"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "chromium"
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one pod at a time
     assert container["ports"][0]["containerPort"] == 9090
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert deployment["metadata"]["annotations"]["pipeops.io/user"] == "bob"
@@ -301,3 +305,44 @@ async def test_outcomes_kept_for_the_next_connection_wait_for_its_hello_ack(
         assert outcome["type"] == "failed"
     finally:
         await asyncio.to_thread(kubesim.set_delay, 0)
+
+
+async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
+    kubesim: Kubesim
+) -> None:
+    """A controller writing the Deployment between the read and the update (409 from
+    the API server) costs one more read, not a failed start."""
+    kube = await KubeClient.connect(KubernetesConfig(in_cluster=False,
+                                                     kubeconfig=kubesim.kubeconfig))
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/session-s7"
+    replace = kube.replace
+    interfered = 0
+
+    async def replace_after_another_writer(*args: Any) -> dict[str, Any]:
+        nonlocal interfered
+        if not interfered:  # the other writer goes first, once
+            interfered += 1
+            status, body = await asyncio.to_thread(
+                kubesim.request, "PATCH", path, {"metadata": {"annotations": {"x": "y"}}},
+                content_type="application/merge-patch+json")
+            assert status == 200, body
+        return await replace(*args)
+
+    try:
+        sessions = Sessions(kube, NS)
+        payload = StartSession.model_validate({"sessionId": "s7", "template": "firefox"})
+        await sessions.start(payload)
+        await asyncio.to_thread(kubesim.request, "PATCH", path, {"spec": {"replicas": 0}},
+                                content_type="application/merge-patch+json")
+        kube.replace = replace_after_another_writer  # type: ignore[method-assign]
+        again = StartSession.model_validate({"sessionId": "s7", "template": "chromium"})
+        await sessions.start(again)
+        assert interfered == 1
+        status, body = await asyncio.to_thread(kubesim.request, "GET", path)
+        assert status == 200, body
+        assert body["spec"]["replicas"] == 1
+        assert body["spec"]["template"]["spec"]["containers"][0]["image"] == "chromium"
+        assert body["metadata"]["annotations"]["x"] == "y"  # the other writer's change kept
+        await sessions.stop(StopSession.model_validate({"sessionId": "s7"}))
+    finally:
+        await kube.aclose()

@@ -4,6 +4,9 @@ In a pod, the mounted ServiceAccount (``kubernetes.in_cluster``); outside one, a
 kubeconfig (``kubernetes.kubeconfig``, else the client's default). Each service builds
 its own client on the ``Configuration`` returned here. Blocking (it reads files and may
 run a credential plugin): call it in a thread.
+
+Needs the ``kubernetes`` package, a dependency of the services that import this module
+and not of agentkit, so the http-api image does not carry the client.
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ named once in a warning and dropped: the agent registers once more as a new clus
 it exit 1, leaving the stored identity untouched.
 
 A stored identity of another control plane (``pipeops.api_url`` changed) is dropped from
-the state file at once, so the siblings stop using the old plane, but its copy in the
-cluster stays until the new plane has registered the cluster: a mistyped URL put back
-on the next pod resumes the same cluster.
+the state file at once, so the siblings stop using the old plane; its copy in the
+cluster stays until a registration replaces it (the keeper never overwrites a cluster
+copy that names a cluster with one that names none), and a state file that names no
+cluster defers to it: a mistyped URL put back resumes the same cluster.
 """
 
 from __future__ import annotations
@@ -55,10 +56,6 @@ class Agent:
         self.keeper = keeper
         self.heartbeat_state = heartbeat_state
         self.version = ctx.status.version
-        # Set while the identity stored in the cluster belongs to another control plane:
-        # it stays there until this one registers the cluster, so a mistyped api_url
-        # reverted on the next pod finds it again.
-        self._other_plane_kept = False
 
     async def _connect_cluster(self) -> tuple[Cluster | None, str]:
         try:
@@ -73,15 +70,17 @@ class Agent:
         return await asyncio.to_thread(Cluster, api_client), ""
 
     async def _stored_identity(self) -> Identity | None:
-        """The file's copy, else the cluster's.
+        """The file's copy, else the cluster's; the cluster's also when only it names a
+        cluster (the file was written for a control plane that never registered it).
 
         A transient failure to read the cluster's copy is retried without end (the
         service reports degraded): going on without it would generate a new agent id,
         overwrite the stored copy and register a second cluster.
         """
-        stored = await self.keeper.load_file()
-        if stored is not None or self.keeper.objects is None:
-            return stored
+        in_file = await self.keeper.load_file()
+        if (in_file is not None and in_file.cluster_id) or self.keeper.objects is None:
+            return in_file
+        stored: Identity | None = None
         report = FailureReport(log, "reading the identity from the cluster")
         async for attempt in retrying(self.config.pipeops.reconnect, report=report,
                                       retry_on=lambda e: isinstance(e, KubeError)):
@@ -96,9 +95,10 @@ class Agent:
         if report.failing:
             self.ctx.status.set(STARTING, "registering with the control plane")
         report.recovered()
-        if stored is not None:
-            log.info("resuming the identity stored in the cluster",
-                     extra={"agent_id": stored.agent_id, "cluster_id": stored.cluster_id})
+        if stored is None or (in_file is not None and not stored.cluster_id):
+            return in_file
+        log.info("resuming the identity stored in the cluster",
+                 extra={"agent_id": stored.agent_id, "cluster_id": stored.cluster_id})
         return stored
 
     async def _new_agent_id(self, facts: FactsSource) -> str:
@@ -120,7 +120,6 @@ class Agent:
             log.info("the stored identity belongs to another control plane; registering "
                      "anew (the copy in the cluster stays until registered)",
                      extra={"stored_api_url": stored.api_url})
-            self._other_plane_kept = True
         identity = base.evolve(
             agent_id=agent_id,
             cluster_id=base.cluster_id if same_plane else "",
@@ -129,8 +128,7 @@ class Agent:
             api_url=cfg.pipeops.api_url,
             state="unregistered",
         )
-        # the agent id is stored before registering
-        await self.keeper.update(identity, to_cluster=not self._other_plane_kept)
+        await self.keeper.update(identity)  # the agent id is stored before registering
         return identity
 
     async def _register(self, registration: Registration, identity: Identity,
@@ -182,7 +180,6 @@ class Agent:
             identity = await self._initial_identity(facts)
             while True:
                 identity = await self._register(registration, identity, facts)
-                self._other_plane_kept = False
                 await self.keeper.update(identity)
                 self.ctx.bus.publish(KIND_EVENT, "registered", attributes={
                     "agent_id": identity.agent_id, "cluster_id": identity.cluster_id})
@@ -208,8 +205,7 @@ class Agent:
             log.error("cannot register: %s", exc)
             self.ctx.status.set(DEGRADED, f"cannot register: {exc}")
             if identity is not None:
-                await self.keeper.update(identity.evolve(state="rejected"),
-                                         to_cluster=not self._other_plane_kept)
+                await self.keeper.update(identity.evolve(state="rejected"))
             raise ServiceFailed(1, str(exc)) from exc
         except asyncio.CancelledError:
             if identity is not None and identity.registered:

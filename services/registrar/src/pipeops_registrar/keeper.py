@@ -8,7 +8,6 @@ stream. ``load`` reads the stored identity: the file first, else the cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,8 +18,9 @@ from pipeops_registrar.kube import KubeError, StateObjects
 
 log = logging.getLogger(__name__)
 
-# Of the runner's 3 s shutdown grace; the final heartbeat after it takes at most 1 s.
-SAVE_ON_STOP = 1.5
+# With the final heartbeat's 1 s after it, a stop stays within 2 s (the runner's grace
+# is 3 s).
+SAVE_ON_STOP = 1.0
 
 
 class IdentityKeeper:
@@ -41,38 +41,49 @@ class IdentityKeeper:
             return None
         return await self.objects.load()
 
-    async def update(self, identity: Identity, *, to_cluster: bool = True) -> None:
-        """Make ``identity`` current and persist it (file always; cluster if possible and
-        ``to_cluster``: False keeps the cluster copy as it is).
+    async def update(self, identity: Identity) -> None:
+        """Make ``identity`` current and persist it (file always; cluster if possible).
 
         A stop (cancellation) during the write lets it finish, within ``SAVE_ON_STOP``
         seconds: stopped half-way, the cluster copy would lag behind the file and a new pod
         would resume without the cluster id it was given.
         """
-        persist = asyncio.ensure_future(self._persist(identity, to_cluster))
+        persist = asyncio.ensure_future(self._persist(identity))
         try:
             await asyncio.shield(persist)
         except asyncio.CancelledError:
             if not persist.done():
-                with contextlib.suppress(Exception):  # TimeoutError: stop without it
+                try:
                     await asyncio.wait_for(persist, SAVE_ON_STOP)
+                except TimeoutError:
+                    log.warning("stopping before the identity was saved everywhere")
+                except Exception as exc:
+                    log.warning("saving the identity while stopping failed: %s", exc)
             raise
 
-    async def _persist(self, identity: Identity, to_cluster: bool) -> None:
+    async def _persist(self, identity: Identity) -> None:
         if identity.cluster_token:
             logs.register_secret(identity.cluster_token)
         await asyncio.to_thread(self.file.write, identity.to_record())
         async with self._changed:
             self.current = identity
             self._changed.notify_all()
-        if to_cluster:
-            await self.save_to_cluster()
+        await self.save_to_cluster()
 
     async def save_to_cluster(self) -> bool:
-        """Write the cluster copy; a transient failure is logged once and retried later."""
+        """Write the cluster copy; a transient failure is logged once and retried later.
+
+        A copy that names a cluster is replaced only by an identity that names one too
+        (a registration): an identity for a control plane that has not registered the
+        cluster yet (a changed, maybe mistyped ``api_url``) leaves it as it is.
+        """
         if self.objects is None or not self.objects.available:
             return False
         try:
+            if not self.current.cluster_id:
+                kept = await self.objects.load()
+                if kept is not None and kept.cluster_id:
+                    return False
             saved = await self.objects.save(self.current)
         except KubeError as exc:
             if not self._cluster_failing:

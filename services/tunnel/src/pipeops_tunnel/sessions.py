@@ -30,6 +30,8 @@ from pydantic import (
     ValidationError,
 )
 
+from agentkit.config import ReconnectConfig
+from agentkit.retry import retrying
 from pipeops_tunnel.kube import KubeClient, KubeError
 
 APPS = "/apis/apps/v1"
@@ -110,7 +112,10 @@ def deployment(p: StartSession) -> dict[str, Any]:
     meta["annotations"] = {"pipeops.io/user": p.user, "pipeops.io/template": p.template}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels(p.session_id)},
+        # Recreate: one session pod at a time (a ReadWriteOnce home cannot be attached to
+        # a new pod while the old one holds it, and two pods of one session conflict).
+        "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                 "selector": {"matchLabels": labels(p.session_id)},
                  "template": {"metadata": {"labels": labels(p.session_id)}, "spec": pod}},
     }
 
@@ -131,6 +136,10 @@ def pvc(p: StartSession) -> dict[str, Any]:
                  "resources": {"requests": {"storage": p.storage}}},
     }
 
+
+# An update of an adopted object that lost a race with another writer is redone.
+CONFLICT_RETRY = ReconnectConfig(backoff_base=0.05, backoff_max=0.5)
+CONFLICT_ATTEMPTS = 4
 
 # Fields the API server fixed when the object was made: an update must carry them over
 # (a Deployment's selector is immutable; a Service keeps its cluster address).
@@ -193,8 +202,7 @@ class Sessions:
                 if made:
                     created.append((api, resource, body["metadata"]["name"]))
                 elif resource in ("deployments", "services"):
-                    obj = await self.kube.replace(api, resource, self.ns,
-                                                  converged(resource, obj, body))
+                    obj = await self._update(api, resource, obj, body)
                 if resource == "services":
                     result["serviceIP"] = (obj.get("spec") or {}).get("clusterIP", "")
                     result["port"] = p.port
@@ -224,6 +232,21 @@ class Sessions:
             raise CommandFailed(f"{resource}/{name} already exists in namespace {self.ns} "
                                 f"and is not session {session_id}'s")
         return existing, False
+
+    async def _update(self, api: str, resource: str, existing: dict[str, Any],
+                      desired: dict[str, Any]) -> dict[str, Any]:
+        """``existing`` brought to ``desired``; read again and redone when it changed
+        meanwhile (409: a controller updating its status), a few times."""
+        name = desired["metadata"]["name"]
+        async for attempt in retrying(CONFLICT_RETRY, max_attempts=CONFLICT_ATTEMPTS,
+                                      retry_on=lambda e: isinstance(e, KubeError)
+                                      and e.status == 409):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    existing = await self.kube.get(api, resource, self.ns, name)
+                return await self.kube.replace(api, resource, self.ns,
+                                               converged(resource, existing, desired))
+        raise AssertionError("unreachable: retrying re-raises the last failure")
 
     async def stop(self, p: StopSession) -> dict[str, Any]:
         name = object_name(p.session_id)
