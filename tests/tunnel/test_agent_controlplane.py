@@ -113,6 +113,12 @@ async def test_registrar_tunnel_and_control_plane_carry_a_session_command(
             ks.request, "GET", "/apis/apps/v1/namespaces/pipeops-sessions/deployments"
             "?labelSelector=app%3Dpipeops-session,session%3De2e")
         assert code == 200 and len(body["items"]) == 1, body
+        # and the control plane hears the session's state from the agent
+        view = await eventually(lambda: debug(controlplane, identity["cluster_id"]),
+                                lambda v: v.get("sessions", {}).get("e2e", {}).get("state")
+                                == "running", what="the session running at the control plane")
+        assert view["sessions"]["e2e"] == {"state": "running", "replicas": 1,
+                                           "readyReplicas": 1}
         assert identity["cluster_token"] not in run.all_output()
     finally:
         for proc in (run, registrar):

@@ -346,3 +346,38 @@ async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
         await sessions.stop(StopSession.model_validate({"sessionId": "s7"}))
     finally:
         await kube.aclose()
+
+
+async def test_session_states_are_reported_and_sent_again_on_a_new_connection(
+    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+) -> None:
+    def reported(session_id: str, messages: list[dict[str, Any]] | None = None
+                 ) -> list[dict[str, Any]]:
+        return [m for m in (cp.messages if messages is None else messages)
+                if m.get("type") == "status" and m.get("sessionId") == session_id]
+
+    def last_state(session_id: str) -> str | None:
+        said = reported(session_id)
+        return said[-1]["state"] if said else None
+
+    payload = {"sessionId": "s8", "template": "firefox"}
+    assert (await cp.command("c-s8", "start_session", payload))["type"] == "complete"
+    await until(lambda: last_state("s8") == "running", what="s8 running")
+    assert reported("s8")[-1] == {"type": "status", "sessionId": "s8", "state": "running",
+                                  "replicas": 1, "readyReplicas": 1}
+    assert (await cp.command("c-s8-h", "hibernate_session", payload))["type"] == "complete"
+    await until(lambda: last_state("s8") == "hibernated", what="s8 hibernated")
+    assert (await cp.command("c-s8-w", "wake_session", payload))["type"] == "complete"
+    await until(lambda: last_state("s8") == "running", what="s8 running again")
+
+    # A new connection hears every live session's state again, without a change.
+    cp.kill()
+    await cp.wait_connected(2)
+    await until(lambda: reported("s8", cp.session_messages[1]), what="s8 on the new connection")
+    assert [m["state"] for m in reported("s8", cp.session_messages[1])] == ["running"]
+
+    assert (await cp.command("c-s8-stop", "stop_session", payload))["type"] == "complete"
+    await until(lambda: last_state("s8") == "stopped", what="s8 stopped")
+    # one message per change: nothing repeated while nothing changed
+    states = [m["state"] for m in reported("s8", cp.session_messages[0])]
+    assert states == ["running", "hibernated", "running"], states

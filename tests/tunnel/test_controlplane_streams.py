@@ -290,6 +290,15 @@ async def test_unknown_messages_get_an_error_and_status_is_kept(
         assert view["last_status"]["state"] == "connected"
         assert view["errors"][0]["reason"] == "the agent did not like something"
         assert view["connected"] is True  # it carried on
+
+        # a session's state is kept per session until it stops
+        for session_id, state in (("s1", "running"), ("s2", "hibernated"), ("s1", "stopped")):
+            agent.send({"type": "status", "sessionId": session_id, "state": state,
+                        "replicas": int(state != "hibernated"), "readyReplicas": 0})
+        view = await _until(lambda: (v := _view_now(controlplane, reg["cluster_id"]))
+                            and v["last_status"].get("state") == "stopped" and v)
+        assert view["sessions"] == {"s2": {"state": "hibernated", "replicas": 0,
+                                           "readyReplicas": 0}}
     finally:
         await agent.close()
 

@@ -11,7 +11,9 @@
     SIGTERM -> running commands report failed, the live connection drains, exit 0
 
 The identity and the allocation survive a reconnect; streams do not (the mux resets them
-when the connection ends). Commands and their outcomes outlive connections.
+when the connection ends). Commands and their outcomes outlive connections, and so does
+the watch of the session Deployments whose state changes go out as ``status`` messages
+(``session_status``; every live session's state again on each new connection).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pipeops_tunnel.commands import CommandRunner
 from pipeops_tunnel.connection import Connection, ConnectionLost, Drained, HelloAck, Rejected
 from pipeops_tunnel.identity import IdentityWatch, TunnelIdentity
 from pipeops_tunnel.kube import LazyKube
+from pipeops_tunnel.session_status import SessionStatus
 from pipeops_tunnel.sessions import CommandFailed, Sessions
 from pipeops_tunnel.state import CONNECTED, CONNECTING, DISABLED, DISCONNECTED, TunnelState
 from pipeops_tunnel.targets import Dialer, TargetPolicy, out_of_cluster_api
@@ -61,6 +64,8 @@ class TunnelAgent:
         self.identity = IdentityWatch(identity_file(ctx.config.agent.state_dir))
         self.kube = LazyKube(ctx.config.kubernetes, ctx.status)
         self.commands = CommandRunner(self._sessions)
+        self.session_status = SessionStatus(self.kube, ctx.config.kubernetes.session_namespace,
+                                            ctx.config.pipeops.reconnect)
         policy = TargetPolicy(forwards, self._check_target, self.kube.get)
         self.dialer = Dialer(policy, ctx.config.tunnel.dial_timeout)
         self.connection: Connection | None = None
@@ -96,6 +101,7 @@ class TunnelAgent:
             fwd.local_addr = self.forwards[fwd.name]
         self.tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
         watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
+        statuses = asyncio.create_task(self.session_status.run(), name="tunnel:session-status")
         http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
                                  verify=self.tls,
                                  headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
@@ -118,6 +124,8 @@ class TunnelAgent:
                     self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
                     await asyncio.sleep(wait)
         finally:
+            statuses.cancel()
+            await asyncio.gather(statuses, return_exceptions=True)
             await asyncio.shield(self._shutdown(watcher, http))
 
     @property
@@ -209,6 +217,7 @@ class TunnelAgent:
             self._rejections = 0
             self._failed_attempts = 0
             self.state.attach(session)
+            self.session_status.attach(session.reply_control)
             self.state.set_allocation(self.state.tunnel_url, ack.remote_ports)
             self.state.set_state(CONNECTED, f"connected to {self.state.tunnel_url}", error="")
             self.ctx.bus.publish(KIND_EVENT, "tunnel connected",
@@ -216,6 +225,7 @@ class TunnelAgent:
             log.info("tunnel connected", extra={"tunnel_url": self.state.tunnel_url,
                                                 "reconnects": self.state.reconnects})
         else:
+            self.session_status.detach()
             self.state.detach()
             self.state.set_state(DISCONNECTED, "the tunnel connection was lost")
             self.ctx.bus.publish(KIND_EVENT, "tunnel disconnected", level="warning")

@@ -13,8 +13,10 @@ kubeconfig (CA, client certificates, token, refresh hooks) into a ``Configuratio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -69,6 +71,16 @@ def path_of(api: str, resource: str, namespace: str, name: str = "", sub: str = 
     return path
 
 
+def _failure(operation: str, response: httpx.Response, doc: Any) -> KubeError:
+    """The KubeError for a refused call, with the API's ``Status`` message if any."""
+    message = response.reason_phrase or "request failed"
+    reason = ""
+    if isinstance(doc, dict) and doc.get("kind") == "Status":
+        message = str(doc.get("message") or message)
+        reason = str(doc.get("reason") or "")
+    return KubeError(operation, response.status_code, message, reason)
+
+
 class KubeClient:
     def __init__(self, configuration: Any, client: httpx.AsyncClient) -> None:
         self.configuration = configuration
@@ -85,12 +97,16 @@ class KubeClient:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def _headers(self) -> dict[str, str]:
+        headers = await asyncio.to_thread(_auth_headers, self.configuration)
+        headers["Accept"] = "application/json"
+        return headers
+
     async def request(self, operation: str, method: str, path: str, *,
                       body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> dict[str, Any]:
         """One call; the parsed JSON reply, or KubeError with the API's message."""
-        headers = await asyncio.to_thread(_auth_headers, self.configuration)
-        headers["Accept"] = "application/json"
+        headers = await self._headers()
         kwargs: dict[str, Any] = {"headers": headers, "params": params}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -107,12 +123,7 @@ class KubeClient:
             if not isinstance(doc, dict):
                 raise KubeError(operation, response.status_code, "the reply is not a JSON object")
             return doc
-        message = response.reason_phrase or "request failed"
-        reason = ""
-        if isinstance(doc, dict) and doc.get("kind") == "Status":
-            message = str(doc.get("message") or message)
-            reason = str(doc.get("reason") or "")
-        raise KubeError(operation, response.status_code, message, reason)
+        raise _failure(operation, response, doc)
 
     # --- the verbs the tunnel uses ------------------------------------------------------
 
@@ -125,6 +136,48 @@ class KubeClient:
         name = body.get("metadata", {}).get("name", "")
         return await self.request(f"create {resource} {namespace}/{name}", "POST",
                                   path_of(api, resource, namespace), body=body)
+
+    async def list(self, api: str, resource: str, namespace: str, *,
+                   label_selector: str = "") -> dict[str, Any]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        return await self.request(f"list {resource} {namespace}", "GET",
+                                  path_of(api, resource, namespace), params=params)
+
+    async def watch(self, api: str, resource: str, namespace: str, *, resource_version: str,
+                    label_selector: str = "", timeout_seconds: int = 300
+                    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request from ``resource_version`` (bookmarks on), until
+        the server ends it after ``timeout_seconds``; KubeError on a refused or broken
+        one."""
+        operation = f"watch {resource} {namespace}"
+        params = {"watch": "1", "resourceVersion": resource_version,
+                  "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        timeout = httpx.Timeout(TIMEOUT.connect or 5.0, read=timeout_seconds + 30.0)
+        try:
+            async with self.client.stream("GET", path_of(api, resource, namespace),
+                                          params=params, headers=await self._headers(),
+                                          timeout=timeout) as response:
+                if not response.is_success:
+                    body = await response.aread()
+                    try:
+                        doc = json.loads(body)
+                    except ValueError:
+                        doc = None
+                    raise _failure(operation, response, doc)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        raise KubeError(operation, response.status_code,
+                                        "a watch event is not JSON") from None
+                    if isinstance(event, dict):
+                        yield event
+        except httpx.HTTPError as exc:
+            raise KubeError(operation, 0, f"{type(exc).__name__}: {exc}") from None
 
     async def replace(self, api: str, resource: str, namespace: str,
                       body: dict[str, Any]) -> dict[str, Any]:
@@ -165,8 +218,10 @@ class LazyKube:
                     self.client = await KubeClient.connect(self.cfg)
                     self.status.check("kubernetes", "ok")
                 except Exception as exc:
-                    self.problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
-                    log.error(self.problem)
+                    problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
+                    if problem != self.problem:  # said once; asked again on every use
+                        log.error(problem)
+                    self.problem = problem
                     self.status.check("kubernetes", self.problem)
             return self.client
 

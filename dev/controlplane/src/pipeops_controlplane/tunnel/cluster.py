@@ -27,6 +27,8 @@ PORT_CONFIG_FORWARDS = {"kubernetes_api": "kubernetes-api", "kubelet": "kubelet"
                         "agent_http": "agent-http"}
 MAX_LISTENERS = 64  # per cluster: forwards from the hello plus Service listeners
 MAX_FORWARD_NAME = 63
+MAX_SESSIONS = 4096  # session states kept per cluster (the agent reports as many)
+SESSION_FIELDS = ("state", "replicas", "readyReplicas")
 
 
 class TooManyListeners(ValueError):
@@ -69,6 +71,8 @@ class ClusterTunnel:
         self.disconnected_at: str | None = None
         self.last_close: dict[str, Any] | None = None
         self.last_status: dict[str, Any] | None = None
+        # the agent's ``status`` per session (a stopped one is dropped), at most MAX_SESSIONS
+        self.sessions: dict[str, dict[str, Any]] = {}
         self.errors: deque[dict[str, Any]] = deque(maxlen=20)  # error messages from the agent
         self._totals = MuxStats()  # summed over the sessions that ended
         self._lock = asyncio.Lock()
@@ -172,6 +176,18 @@ class ClusterTunnel:
             self.commands.connection_lost(session.close_reason or "closed")
         self.notify()
 
+    def on_status(self, message: dict[str, Any]) -> None:
+        """A ``status`` message: the latest one, and a session's state if it names one."""
+        self.last_status = message
+        session_id = message.get("sessionId")
+        if not isinstance(session_id, str) or not session_id:
+            return
+        if message.get("state") == "stopped":
+            self.sessions.pop(session_id, None)
+        elif session_id in self.sessions or len(self.sessions) < MAX_SESSIONS:
+            self.sessions[session_id] = {k: message.get(k) for k in SESSION_FIELDS}
+        self.notify()
+
     # --- views ------------------------------------------------------------------------
 
     def view(self) -> dict[str, Any]:
@@ -189,6 +205,7 @@ class ClusterTunnel:
             "mode": self.mode, "connects": self.connects, "connected_at": self.connected_at,
             "disconnected_at": self.disconnected_at, "last_close": self.last_close,
             "hello": self.hello, "last_status": self.last_status,
+            "sessions": dict(sorted(self.sessions.items())),
             "forwards": [f.view() for _, f in sorted(self.listeners.items())
                          if "forward" in f.target],
             "listeners": [f.view() for _, f in sorted(self.listeners.items())

@@ -238,7 +238,7 @@ class TunnelHub:
                             extra={"cluster_id": tunnel.cluster_id, "type": kind,
                                    "id": str(message.get("id"))[:64]})
         elif kind == "status":
-            tunnel.last_status = message
+            tunnel.on_status(message)
         elif kind == "drain":
             log.info("the agent drains this connection", extra={"cluster_id": tunnel.cluster_id})
             tunnel.notify()

@@ -1,0 +1,188 @@
+"""Session state reported to the control plane: ``status`` messages (PROTOCOL.md section 3).
+
+The session Deployments (label ``app=pipeops-session``) in ``kubernetes.session_namespace``
+are listed, then watched; each change of a session's state is sent as
+
+    {"type": "status", "sessionId": ..., "state": "starting" | "running" | "hibernated"
+     | "stopped", "replicas": n, "readyReplicas": n}
+
+The latest state per session wins: what could not be sent yet (no connection, or the
+control plane not reading: the bounded reply path refused it) waits as one message per
+session and goes out on the next change or tick. Each new connection gets every live
+session's state again, so a control plane that restarted or missed messages catches up.
+Both maps are bounded (``MAX_SESSIONS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from agentkit.config import ReconnectConfig
+from agentkit.retry import FailureReport, retrying
+from pipeops_tunnel.kube import KubeClient, KubeError, LazyKube
+from pipeops_tunnel.sessions import APP_LABEL, APPS
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 4096  # sessions whose state is kept; more are not reported (said once)
+RETRY_TICK = 1.0  # seconds between attempts to send what the control plane did not take
+WATCH_SECONDS = 300  # one watch request, then another from where it ended
+
+Send = Callable[[dict[str, Any]], bool]
+
+
+def status_of(deployment: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``status`` message for a session Deployment (None: not a session's)."""
+    session_id = ((deployment.get("metadata") or {}).get("labels") or {}).get("session")
+    if not session_id:
+        return None
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    ready = (deployment.get("status") or {}).get("readyReplicas") or 0
+    state = "hibernated" if wanted == 0 else "running" if ready >= wanted else "starting"
+    return {"type": "status", "sessionId": str(session_id), "state": state,
+            "replicas": wanted, "readyReplicas": ready}
+
+
+def stopped(session_id: str) -> dict[str, Any]:
+    return {"type": "status", "sessionId": session_id, "state": "stopped",
+            "replicas": 0, "readyReplicas": 0}
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is too old (410): list again."""
+
+
+class SessionStatus:
+    def __init__(self, kube: LazyKube, namespace: str, policy: ReconnectConfig, *,
+                 max_sessions: int = MAX_SESSIONS) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.policy = policy
+        self.max_sessions = max_sessions
+        self.latest: dict[str, dict[str, Any]] = {}  # live sessions' states
+        self._unsent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._send: Send | None = None
+        self._over_limit_said = False
+
+    # --- the connection -----------------------------------------------------------------
+
+    def attach(self, send: Send) -> None:
+        """A connection is up: every live session's state again, then the changes."""
+        self._send = send
+        for session_id, message in self.latest.items():
+            self._queue(session_id, message)
+        self.flush()
+
+    def detach(self) -> None:
+        self._send = None
+
+    def flush(self) -> None:
+        """Send what waits, oldest first, while the connection takes it."""
+        while self._unsent and self._send is not None:
+            session_id, message = next(iter(self._unsent.items()))
+            try:
+                if self._send(message) is False:
+                    return  # the control plane is not reading: the next tick tries again
+            except Exception as exc:  # the session closed under us
+                log.debug("cannot send a session status now: %s", exc)
+                return
+            del self._unsent[session_id]
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def _queue(self, session_id: str, message: dict[str, Any]) -> None:
+        self._unsent.pop(session_id, None)
+        self._unsent[session_id] = message  # latest wins, at the back
+        while len(self._unsent) > 2 * self.max_sessions:  # stopped ones piled up offline
+            self._unsent.popitem(last=False)
+
+    # --- the sessions -------------------------------------------------------------------
+
+    def _seen(self, message: dict[str, Any]) -> None:
+        session_id = message["sessionId"]
+        if message["state"] == "stopped":
+            if self.latest.pop(session_id, None) is None:
+                return
+        elif self.latest.get(session_id) == message:
+            return
+        elif session_id not in self.latest and len(self.latest) >= self.max_sessions:
+            if not self._over_limit_said:
+                log.warning("more than %d sessions: the states of the others are not "
+                            "reported", self.max_sessions)
+                self._over_limit_said = True
+            return
+        else:
+            self.latest[session_id] = message
+        self._queue(session_id, message)
+        self.flush()
+
+    def _listed(self, items: list[dict[str, Any]]) -> None:
+        """A full list: what is gone since the last one stopped."""
+        now = {m["sessionId"]: m for m in map(status_of, items) if m is not None}
+        for session_id in [s for s in self.latest if s not in now]:
+            self._seen(stopped(session_id))
+        for message in now.values():
+            self._seen(message)
+
+    async def run(self) -> None:
+        """List and watch until cancelled; failures are retried with backoff."""
+        ticker = asyncio.create_task(self._tick(), name="tunnel:session-status-tick")
+        report = FailureReport(log, "watching the session Deployments")
+        try:
+            async for attempt in retrying(self.policy, report=report):
+                with attempt:
+                    client = await self.kube.get()
+                    if client is None:
+                        raise KubeError("watch deployments", 0, self.kube.problem)
+                    await self._follow(client, report)
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_TICK)
+            self.flush()
+
+    async def _follow(self, client: KubeClient, report: FailureReport) -> None:
+        selector = f"app={APP_LABEL}"
+        while True:  # a list, then watches from it until the history is gone (410)
+            listed = await client.list(APPS, "deployments", self.namespace,
+                                       label_selector=selector)
+            self._listed(listed.get("items") or [])
+            report.recovered()
+            version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+            try:
+                while True:
+                    version = await self._watch(client, selector, version)
+            except Expired:
+                log.debug("session watch expired at %s; listing again", version)
+            except KubeError as exc:
+                if exc.status != 410:
+                    raise
+                log.debug("session watch expired at %s; listing again", version)
+
+    async def _watch(self, client: KubeClient, selector: str, version: str) -> str:
+        """One watch request; the resourceVersion to go on from."""
+        async for event in client.watch(APPS, "deployments", self.namespace,
+                                        resource_version=version, label_selector=selector,
+                                        timeout_seconds=WATCH_SECONDS):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Expired()
+                raise KubeError("watch deployments", int(obj.get("code") or 0),
+                                str(obj.get("message") or "watch error"))
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            message = status_of(obj)
+            if message is None or kind == "BOOKMARK":
+                continue
+            self._seen(stopped(message["sessionId"]) if kind == "DELETED" else message)
+        return version

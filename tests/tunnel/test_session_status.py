@@ -1,0 +1,129 @@
+"""The session state reporter (``status`` messages) on its own: against a real kubesim
+for the list and watch, with a send function in place of the connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from agentkit.config import KubernetesConfig, ReconnectConfig
+from agentkit.events import EventBus
+from agentkit.status import ServiceStatus
+from kubesim.testing import Kubesim
+from pipeops_tunnel.kube import LazyKube
+from pipeops_tunnel.session_status import SessionStatus, status_of
+from tests.tunnel.agent_helpers import until
+
+NS = "sessions-here"
+FAST = ReconnectConfig(backoff_base=0.05, backoff_max=0.2)
+
+
+@pytest.fixture(scope="module")
+def kubesim() -> Iterator[Kubesim]:
+    with Kubesim() as ks:
+        status, body = ks.request("POST", "/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        assert status == 201, body
+        yield ks
+
+
+@pytest.fixture
+async def kube(kubesim: Kubesim) -> AsyncIterator[LazyKube]:
+    lazy = LazyKube(KubernetesConfig(in_cluster=False, kubeconfig=kubesim.kubeconfig),
+                    ServiceStatus("tunnel", "test", EventBus("tunnel")))
+    yield lazy
+    await lazy.aclose()
+
+
+def deployment(session_id: str, replicas: int = 1) -> dict[str, Any]:
+    labels = {"app": "pipeops-session", "session": session_id}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"session-{session_id}", "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "s", "image": "x"}]}}}}
+
+
+def create(ks: Kubesim, session_id: str) -> None:
+    status, body = ks.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
+                              deployment(session_id))
+    assert status == 201, body
+
+
+def delete(ks: Kubesim, session_id: str) -> None:
+    status, body = ks.request(
+        "DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/session-{session_id}")
+    assert status == 200, body
+
+
+def test_the_state_of_a_deployment() -> None:
+    one = deployment("a")
+    assert status_of(one) == {"type": "status", "sessionId": "a", "state": "starting",
+                              "replicas": 1, "readyReplicas": 0}
+    one["status"] = {"readyReplicas": 1}
+    assert status_of(one)["state"] == "running"  # type: ignore[index]
+    assert status_of(deployment("b", replicas=0))["state"] == "hibernated"  # type: ignore[index]
+    assert status_of({"metadata": {"name": "not-a-session"}}) is None
+
+
+async def test_what_the_control_plane_does_not_take_waits_and_the_latest_state_wins(
+        kube: LazyKube) -> None:
+    reporter = SessionStatus(kube, NS, FAST, max_sessions=2)
+    taken: list[dict[str, Any]] = []
+    reading = False
+
+    def send(message: dict[str, Any]) -> bool:
+        if reading:
+            taken.append(message)
+        return reading
+
+    reporter.attach(send)
+    one, two, three = (status_of(deployment(s)) for s in ("one", "two", "three"))
+    assert one and two and three
+    hibernated = {**one, "state": "hibernated", "replicas": 0}
+    for message in (one, two, hibernated, three):  # three is over the bound of 2
+        reporter._seen(message)
+    assert taken == [] and reporter.unsent == 2
+    reading = True
+    reporter.flush()
+    assert taken == [two, hibernated]  # one message per session, its latest state
+    reporter.detach()
+    reporter._seen({**two, "state": "stopped", "replicas": 0, "readyReplicas": 0})
+    assert reporter.latest == {"one": hibernated}
+    reporter.attach(send)  # a new connection: what waited, then every live session
+    assert [(m["sessionId"], m["state"]) for m in taken[2:]] == [
+        ("two", "stopped"), ("one", "hibernated")]
+
+
+async def test_it_lists_watches_and_lists_again_after_the_history_is_gone(
+        kube: LazyKube, kubesim: Kubesim) -> None:
+    create(kubesim, "before")  # there before the reporter: listed
+    sent: list[dict[str, Any]] = []
+    reporter = SessionStatus(kube, NS, FAST)
+    reporter.attach(lambda m: sent.append(m) is None)
+    task = asyncio.create_task(reporter.run())
+
+    def states() -> dict[str, str]:
+        return {m["sessionId"]: m["state"] for m in sent}
+
+    try:
+        await until(lambda: states().get("before") == "running", what="the listed session")
+        create(kubesim, "watched")
+        await until(lambda: states().get("watched") == "running", what="the watched session")
+        # the watch is dropped with 410 and the history is gone: list again, and what
+        # was deleted meanwhile is reported stopped
+        kubesim.expire_history()
+        kubesim.drop_watches(expired=True)
+        delete(kubesim, "before")
+        await until(lambda: states().get("before") == "stopped", what="before stopped")
+        create(kubesim, "after")
+        await until(lambda: states().get("after") == "running", what="a session after it")
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for session_id in ("watched", "after"):
+            delete(kubesim, session_id)
