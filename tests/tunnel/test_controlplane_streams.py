@@ -299,8 +299,23 @@ async def test_unknown_messages_get_an_error_and_status_is_kept(
                             and v["last_status"].get("state") == "stopped" and v)
         assert view["sessions"] == {"s2": {"state": "hibernated", "replicas": 0,
                                            "readyReplicas": 0}}
+        # ill-formed ones are not kept
+        agent.send({"type": "status", "sessionId": "x" * 64, "state": "running"})
+        agent.send({"type": "status", "sessionId": "s3", "state": "exploded"})
+        view = await _until(lambda: (v := _view_now(controlplane, reg["cluster_id"]))
+                            and v["last_status"].get("state") == "exploded" and v)
+        assert list(view["sessions"]) == ["s2"]
     finally:
         await agent.close()
+    # a new connection starts the picture afresh: the agent sends every live session again
+    again = MiniAgent(reg)
+    try:
+        await again.connect()
+        view = await _until(lambda: (v := _view_now(controlplane, reg["cluster_id"]))
+                            and v["connects"] >= 2 and v["connected"] and v)
+        assert view["sessions"] == {}
+    finally:
+        await again.close()
 
 
 async def test_an_agent_drain_stops_new_streams_on_that_connection() -> None:

@@ -14,7 +14,7 @@ from agentkit.events import EventBus
 from agentkit.status import ServiceStatus
 from kubesim.testing import Kubesim
 from pipeops_tunnel.kube import LazyKube
-from pipeops_tunnel.session_status import SessionStatus, status_of
+from pipeops_tunnel.session_status import MAX_QUEUED, SessionStatus, status_of
 from tests.tunnel.agent_helpers import until
 
 NS = "sessions-here"
@@ -63,8 +63,14 @@ def test_the_state_of_a_deployment() -> None:
     one = deployment("a")
     assert status_of(one) == {"type": "status", "sessionId": "a", "state": "starting",
                               "replicas": 1, "readyReplicas": 0}
-    one["status"] = {"readyReplicas": 1}
+    one["metadata"]["generation"] = 2
+    one["status"] = {"observedGeneration": 2, "updatedReplicas": 1, "readyReplicas": 1}
     assert status_of(one)["state"] == "running"  # type: ignore[index]
+    # a status from before the latest spec (a wake, an update) is not "running" yet
+    one["metadata"]["generation"] = 3
+    assert status_of(one)["state"] == "starting"  # type: ignore[index]
+    one["status"] = {"observedGeneration": 3, "updatedReplicas": 0, "readyReplicas": 1}
+    assert status_of(one)["state"] == "starting"  # type: ignore[index]
     assert status_of(deployment("b", replicas=0))["state"] == "hibernated"  # type: ignore[index]
     assert status_of({"metadata": {"name": "not-a-session"}}) is None
 
@@ -97,6 +103,15 @@ async def test_what_the_control_plane_does_not_take_waits_and_the_latest_state_w
     assert [(m["sessionId"], m["state"]) for m in taken[2:]] == [
         ("two", "stopped"), ("one", "hibernated")]
 
+    # never more than MAX_QUEUED control messages waiting on the connection: commands'
+    # acks and outcomes keep their room
+    queued = MAX_QUEUED
+    reporter.attach(send, lambda: queued)
+    assert len(taken) == 4 and reporter.unsent == 1  # one's state again, held back
+    queued = MAX_QUEUED - 1
+    reporter.flush()
+    assert len(taken) == 5 and reporter.unsent == 0
+
 
 async def test_it_lists_watches_and_lists_again_after_the_history_is_gone(
         kube: LazyKube, kubesim: Kubesim) -> None:
@@ -113,15 +128,21 @@ async def test_it_lists_watches_and_lists_again_after_the_history_is_gone(
         await until(lambda: states().get("before") == "running", what="the listed session")
         create(kubesim, "watched")
         await until(lambda: states().get("watched") == "running", what="the watched session")
-        # the watch is dropped with 410 and the history is gone: list again, and what
-        # was deleted meanwhile is reported stopped
-        kubesim.expire_history()
-        kubesim.drop_watches(expired=True)
-        delete(kubesim, "before")
-        await until(lambda: states().get("before") == "stopped", what="before stopped")
+        # the watch ends with a 410 ERROR event: listed again, then watched again
+        assert kubesim.drop_watches(expired=True) >= 1
         create(kubesim, "after")
         await until(lambda: states().get("after") == "running", what="a session after it")
         assert not task.done()
+
+        # not watching (a restart) while one is deleted and the history expires: the
+        # next list finds it gone and reports it stopped
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        delete(kubesim, "before")
+        kubesim.expire_history()
+        assert states()["before"] == "running"
+        task = asyncio.create_task(reporter.run())
+        await until(lambda: states().get("before") == "stopped", what="before stopped")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -100,11 +100,11 @@ class TunnelAgent:
         for fwd in self.state.forwards:
             fwd.local_addr = self.forwards[fwd.name]
         self.tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
-        watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
-        statuses = asyncio.create_task(self.session_status.run(), name="tunnel:session-status")
         http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
                                  verify=self.tls,
                                  headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
+        watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
+        statuses = asyncio.create_task(self.session_status.run(), name="tunnel:session-status")
         try:
             self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
                                  f"{self.identity.file.path}")
@@ -124,9 +124,7 @@ class TunnelAgent:
                     self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
                     await asyncio.sleep(wait)
         finally:
-            statuses.cancel()
-            await asyncio.gather(statuses, return_exceptions=True)
-            await asyncio.shield(self._shutdown(watcher, http))
+            await asyncio.shield(self._shutdown(watcher, statuses, http))
 
     @property
     def version(self) -> str:
@@ -217,7 +215,8 @@ class TunnelAgent:
             self._rejections = 0
             self._failed_attempts = 0
             self.state.attach(session)
-            self.session_status.attach(session.reply_control)
+            self.session_status.attach(session.reply_control,
+                                       lambda: session.queued_control)
             self.state.set_allocation(self.state.tunnel_url, ack.remote_ports)
             self.state.set_state(CONNECTED, f"connected to {self.state.tunnel_url}", error="")
             self.ctx.bus.publish(KIND_EVENT, "tunnel connected",
@@ -230,8 +229,11 @@ class TunnelAgent:
             self.state.set_state(DISCONNECTED, "the tunnel connection was lost")
             self.ctx.bus.publish(KIND_EVENT, "tunnel disconnected", level="warning")
 
-    async def _shutdown(self, watcher: asyncio.Task[None], http: httpx.AsyncClient) -> None:
+    async def _shutdown(self, watcher: asyncio.Task[None], statuses: asyncio.Task[None],
+                        http: httpx.AsyncClient) -> None:
         await self.commands.close()
+        statuses.cancel()
+        await asyncio.gather(statuses, return_exceptions=True)
         for task in self._retiring:
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -145,7 +145,7 @@ class KubeClient:
 
     async def watch(self, api: str, resource: str, namespace: str, *, resource_version: str,
                     label_selector: str = "", timeout_seconds: int = 300
-                    ) -> AsyncIterator[dict[str, Any]]:
+                    ) -> AsyncGenerator[dict[str, Any], None]:
         """The events of one watch request from ``resource_version`` (bookmarks on), until
         the server ends it after ``timeout_seconds``; KubeError on a refused or broken
         one."""

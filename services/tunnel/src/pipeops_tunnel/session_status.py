@@ -7,22 +7,25 @@ are listed, then watched; each change of a session's state is sent as
      | "stopped", "replicas": n, "readyReplicas": n}
 
 The latest state per session wins: what could not be sent yet (no connection, or the
-control plane not reading: the bounded reply path refused it) waits as one message per
-session and goes out on the next change or tick. Each new connection gets every live
-session's state again, so a control plane that restarted or missed messages catches up.
-Both maps are bounded (``MAX_SESSIONS``).
+control plane not reading) waits as one message per session and goes out on the next
+change or tick. Status messages never fill more than ``MAX_QUEUED`` places of the
+connection's control queue, so command acks and outcomes always find room. Each new
+connection gets every live session's state again (the control plane starts its picture
+afresh there), so a control plane that restarted or missed messages (a ``stopped`` lost
+with a dying connection) catches up. Both maps are bounded (``MAX_SESSIONS``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from agentkit.config import ReconnectConfig
-from agentkit.retry import FailureReport, retrying
+from agentkit.retry import FailureReport, backoff_delay
 from pipeops_tunnel.kube import KubeClient, KubeError, LazyKube
 from pipeops_tunnel.sessions import APP_LABEL, APPS
 
@@ -30,19 +33,30 @@ log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 4096  # sessions whose state is kept; more are not reported (said once)
 RETRY_TICK = 1.0  # seconds between attempts to send what the control plane did not take
+MAX_QUEUED = 256  # control messages queued on the connection above which none is added
+QUICK_WATCH = 1.0  # a watch that ends sooner than this (no events) is retried with backoff
 WATCH_SECONDS = 300  # one watch request, then another from where it ended
 
 Send = Callable[[dict[str, Any]], bool]
+Queued = Callable[[], int]
 
 
 def status_of(deployment: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``status`` message for a session Deployment (None: not a session's)."""
-    session_id = ((deployment.get("metadata") or {}).get("labels") or {}).get("session")
+    """The ``status`` message for a session Deployment (None: not a session's).
+
+    ``running`` only once the controller has seen the latest spec and that many replicas
+    of it are updated and ready: a status left from before a wake or an update says
+    ``starting``."""
+    metadata = deployment.get("metadata") or {}
+    session_id = (metadata.get("labels") or {}).get("session")
     if not session_id:
         return None
     wanted = (deployment.get("spec") or {}).get("replicas", 1)
-    ready = (deployment.get("status") or {}).get("readyReplicas") or 0
-    state = "hibernated" if wanted == 0 else "running" if ready >= wanted else "starting"
+    status = deployment.get("status") or {}
+    ready = status.get("readyReplicas") or 0
+    current = (status.get("observedGeneration") or 0) >= (metadata.get("generation") or 0)
+    settled = current and (status.get("updatedReplicas") or 0) >= wanted and ready >= wanted
+    state = "hibernated" if wanted == 0 else "running" if settled else "starting"
     return {"type": "status", "sessionId": str(session_id), "state": state,
             "replicas": wanted, "readyReplicas": ready}
 
@@ -66,13 +80,17 @@ class SessionStatus:
         self.latest: dict[str, dict[str, Any]] = {}  # live sessions' states
         self._unsent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._send: Send | None = None
+        self._queued: Queued = lambda: 0
+        self._failures = 0  # in a row, for the backoff; a successful list resets it
         self._over_limit_said = False
 
     # --- the connection -----------------------------------------------------------------
 
-    def attach(self, send: Send) -> None:
-        """A connection is up: every live session's state again, then the changes."""
+    def attach(self, send: Send, queued: Queued | None = None) -> None:
+        """A connection is up: every live session's state again, then the changes.
+        ``queued``: how many control messages wait on the connection."""
         self._send = send
+        self._queued = queued or (lambda: 0)
         for session_id, message in self.latest.items():
             self._queue(session_id, message)
         self.flush()
@@ -82,7 +100,7 @@ class SessionStatus:
 
     def flush(self) -> None:
         """Send what waits, oldest first, while the connection takes it."""
-        while self._unsent and self._send is not None:
+        while self._unsent and self._send is not None and self._queued() < MAX_QUEUED:
             session_id, message = next(iter(self._unsent.items()))
             try:
                 if self._send(message) is False:
@@ -131,16 +149,22 @@ class SessionStatus:
             self._seen(message)
 
     async def run(self) -> None:
-        """List and watch until cancelled; failures are retried with backoff."""
+        """List and watch until cancelled; failures are retried with backoff (full
+        jitter, tenacity's arithmetic), which starts over after a successful list."""
         ticker = asyncio.create_task(self._tick(), name="tunnel:session-status-tick")
         report = FailureReport(log, "watching the session Deployments")
         try:
-            async for attempt in retrying(self.policy, report=report):
-                with attempt:
+            while True:
+                try:
                     client = await self.kube.get()
                     if client is None:
                         raise KubeError("watch deployments", 0, self.kube.problem)
                     await self._follow(client, report)
+                except Exception as exc:
+                    self._failures += 1
+                    wait = backoff_delay(self.policy, self._failures)
+                    report.failed(exc, retry_in=round(wait, 2))
+                    await asyncio.sleep(wait)
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
@@ -157,10 +181,17 @@ class SessionStatus:
                                        label_selector=selector)
             self._listed(listed.get("items") or [])
             report.recovered()
+            self._failures = 0
             version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+            loop = asyncio.get_running_loop()
+            quick = 0  # watches in a row that ended at once (a proxy cutting them?)
             try:
                 while True:
+                    began = loop.time()
                     version = await self._watch(client, selector, version)
+                    quick = quick + 1 if loop.time() - began < QUICK_WATCH else 0
+                    if quick:
+                        await asyncio.sleep(backoff_delay(self.policy, quick))
             except Expired:
                 log.debug("session watch expired at %s; listing again", version)
             except KubeError as exc:
@@ -170,19 +201,24 @@ class SessionStatus:
 
     async def _watch(self, client: KubeClient, selector: str, version: str) -> str:
         """One watch request; the resourceVersion to go on from."""
-        async for event in client.watch(APPS, "deployments", self.namespace,
-                                        resource_version=version, label_selector=selector,
-                                        timeout_seconds=WATCH_SECONDS):
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Expired()
-                raise KubeError("watch deployments", int(obj.get("code") or 0),
-                                str(obj.get("message") or "watch error"))
-            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-            message = status_of(obj)
-            if message is None or kind == "BOOKMARK":
-                continue
+        events = client.watch(APPS, "deployments", self.namespace, resource_version=version,
+                              label_selector=selector, timeout_seconds=WATCH_SECONDS)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                version = self._on_event(event, version)
+        return version
+
+    def _on_event(self, event: dict[str, Any], version: str) -> str:
+        """Handle one watch event; the resourceVersion it brings."""
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Expired()
+            raise KubeError("watch deployments", int(obj.get("code") or 0),
+                            str(obj.get("message") or "watch error"))
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+        message = status_of(obj) if kind != "BOOKMARK" else None
+        if message is not None:
             self._seen(stopped(message["sessionId"]) if kind == "DELETED" else message)
         return version

@@ -28,7 +28,7 @@ PORT_CONFIG_FORWARDS = {"kubernetes_api": "kubernetes-api", "kubelet": "kubelet"
 MAX_LISTENERS = 64  # per cluster: forwards from the hello plus Service listeners
 MAX_FORWARD_NAME = 63
 MAX_SESSIONS = 4096  # session states kept per cluster (the agent reports as many)
-SESSION_FIELDS = ("state", "replicas", "readyReplicas")
+SESSION_STATES = ("starting", "running", "hibernated", "stopped")
 
 
 class TooManyListeners(ValueError):
@@ -160,6 +160,7 @@ class ClusterTunnel:
             self.commands.connection_lost("replaced by a new connection")
         self.session = session
         self.hello = hello
+        self.sessions.clear()  # the agent sends every live session's state again
         self.connects += 1
         self.connected_at = now_rfc3339()
         self.notify()
@@ -180,12 +181,16 @@ class ClusterTunnel:
         """A ``status`` message: the latest one, and a session's state if it names one."""
         self.last_status = message
         session_id = message.get("sessionId")
-        if not isinstance(session_id, str) or not session_id:
+        if not isinstance(session_id, str) or not 0 < len(session_id) <= 63 \
+                or message.get("state") not in SESSION_STATES:
             return
         if message.get("state") == "stopped":
             self.sessions.pop(session_id, None)
         elif session_id in self.sessions or len(self.sessions) < MAX_SESSIONS:
-            self.sessions[session_id] = {k: message.get(k) for k in SESSION_FIELDS}
+            self.sessions[session_id] = {
+                "state": message["state"],
+                **{k: v if isinstance(v := message.get(k), int) else None
+                   for k in ("replicas", "readyReplicas")}}
         self.notify()
 
     # --- views ------------------------------------------------------------------------

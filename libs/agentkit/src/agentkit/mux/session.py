@@ -271,11 +271,16 @@ class MuxSession:
         self._conn.send_text(json.dumps(message, separators=(",", ":")))
         self._after()
 
+    @property
+    def queued_control(self) -> int:
+        """Control messages queued and not yet handed to the transport."""
+        return len(self._conn._control)
+
     def reply_control(self, message: dict[str, Any]) -> bool:
         """Like :meth:`send_control`, for answers to the peer's own messages (acks, errors):
         dropped, returning False, while ``MAX_QUEUED_CONTROL`` messages wait to be sent, so
         a peer that floods us without reading cannot grow the queue without limit."""
-        if len(self._conn._control) >= MAX_QUEUED_CONTROL:
+        if self.queued_control >= MAX_QUEUED_CONTROL:
             return False
         self.send_control(message)
         return True
