@@ -181,3 +181,12 @@ def wait_stored(ks: Kubesim, namespace: str, identity: dict[str, Any], timeout: 
     result: tuple[dict[str, str], dict[str, str]] = wait_for(
         named, timeout, what="the Secret and ConfigMap to name the cluster")
     return result
+
+
+def registered_and_stopped(run: RegistrarRun, ks: Kubesim, namespace: str) -> dict[str, Any]:
+    """``run``'s identity once registered and stored in the cluster; ``run`` then stopped
+    (exit 0): the state a next pod or container starts from."""
+    identity = run.wait_registered()
+    wait_stored(ks, namespace, identity)
+    assert run.terminate() == 0
+    return identity

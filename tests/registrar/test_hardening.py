@@ -19,7 +19,12 @@ from pipeops.agent.v1 import service_pb2
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import free_port, grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
-from tests.registrar.harness import RegistrarRun, cluster_with_beats, wait_stored
+from tests.registrar.harness import (
+    RegistrarRun,
+    cluster_with_beats,
+    registered_and_stopped,
+    wait_stored,
+)
 
 GONE = "the control plane no longer accepts this cluster"
 
@@ -93,10 +98,7 @@ def test_heartbeats_refused_while_registration_works_back_off_and_warn_once(
 def test_an_api_outage_at_start_never_replaces_the_identity_stored_in_the_cluster(
         start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
         namespace: str, tmp_path: Path) -> None:
-    first = start_registrar()
-    identity = first.wait_registered()
-    wait_stored(kubesim, namespace, identity)
-    assert first.terminate() == 0
+    identity = registered_and_stopped(start_registrar(), kubesim, namespace)
     shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
 
     # The API server answers 503 for longer than any bounded retry of the old code took.
@@ -165,10 +167,7 @@ def test_a_reply_echoing_the_request_headers_never_shows_a_token(
 def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
         start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
         namespace: str) -> None:
-    first = start_registrar()
-    old = first.wait_registered()
-    wait_stored(kubesim, namespace, old)
-    assert first.terminate() == 0
+    old = registered_and_stopped(start_registrar(), kubesim, namespace)
 
     # Same volume and Secret, but an install token of another workspace: the stored
     # cluster id gets 403.
@@ -206,10 +205,7 @@ def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
 def test_a_new_api_url_keeps_the_cluster_copy_until_registered_there(
         start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
         namespace: str, tmp_path: Path) -> None:
-    first = start_registrar()
-    identity = first.wait_registered()
-    wait_stored(kubesim, namespace, identity)
-    assert first.terminate() == 0
+    identity = registered_and_stopped(start_registrar(), kubesim, namespace)
 
     # A mistyped api_url (nothing answers there); the container restarts on the same
     # volume, twice.

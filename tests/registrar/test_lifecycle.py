@@ -18,7 +18,7 @@ from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
 from tests.helpers import grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
-from tests.registrar.harness import INTERVAL, wait_stored
+from tests.registrar.harness import INTERVAL, registered_and_stopped, wait_stored
 
 
 def _cluster(cp: ControlPlane, cluster_id: str) -> dict[str, Any] | None:
@@ -106,10 +106,7 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
 def test_restart_with_volume_wiped_resumes_from_the_secret(
         start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
         namespace: str, tmp_path: Path) -> None:
-    first = start_registrar()
-    identity = first.wait_registered()
-    wait_stored(kubesim, namespace, identity)
-    assert first.terminate() == 0
+    identity = registered_and_stopped(start_registrar(), kubesim, namespace)
     shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
 
     second = start_registrar()

@@ -23,7 +23,7 @@ import contextlib
 import json
 import ssl
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from websockets.http11 import Request, Response
 from agentkit.mux import SUBPROTOCOL, MuxSession, MuxSettings, Role
 from agentkit.mux import Stream as MuxStream
 from agentkit.statefile import identity_file
+from kubesim.testing import Kubesim
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.helpers import BIN, ServiceProcess, free_port, grpcurl
 
@@ -483,3 +484,13 @@ class TunnelRun(ServiceProcess):
 
     def all_output(self) -> str:
         return "\n".join(self.lines + self.stderr_lines)
+
+
+@contextlib.contextmanager
+def kubesim_with_namespace(name: str) -> Iterator[Kubesim]:
+    """A kubesim of its own, with namespace ``name`` made."""
+    with Kubesim() as ks:
+        status, body = ks.request("POST", "/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        assert status == 201, body
+        yield ks

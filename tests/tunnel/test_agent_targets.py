@@ -20,17 +20,14 @@ from tests.tunnel.agent_helpers import (
     TunnelRun,
     echo,
     https_get_through,
+    kubesim_with_namespace,
     write_identity,
 )
 
 
 @pytest.fixture(scope="module")
 def kubesim() -> Iterator[Kubesim]:
-    with Kubesim() as ks:
-        status, body = ks.request("POST", "/api/v1/namespaces",
-                                  {"apiVersion": "v1", "kind": "Namespace",
-                                   "metadata": {"name": "apps"}})
-        assert status == 201, body
+    with kubesim_with_namespace("apps") as ks:
         yield ks
 
 

@@ -15,7 +15,13 @@ from agentkit.config import KubernetesConfig
 from kubesim.testing import Kubesim
 from pipeops_tunnel.kube import KubeClient
 from pipeops_tunnel.sessions import Sessions, StartSession, StopSession
-from tests.tunnel.agent_helpers import FakeControlPlane, TunnelRun, until, write_identity
+from tests.tunnel.agent_helpers import (
+    FakeControlPlane,
+    TunnelRun,
+    kubesim_with_namespace,
+    until,
+    write_identity,
+)
 
 NS = "pipeops-sessions"
 SELECTOR = "app=pipeops-session"
@@ -23,10 +29,7 @@ SELECTOR = "app=pipeops-session"
 
 @pytest.fixture(scope="module")
 def kubesim() -> Iterator[Kubesim]:
-    with Kubesim() as ks:
-        status, body = ks.request("POST", "/api/v1/namespaces", {
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        assert status == 201, body
+    with kubesim_with_namespace(NS) as ks:
         yield ks
 
 

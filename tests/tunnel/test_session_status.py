@@ -15,7 +15,7 @@ from agentkit.status import ServiceStatus
 from kubesim.testing import Kubesim
 from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.session_status import MAX_QUEUED, SessionStatus, status_of
-from tests.tunnel.agent_helpers import until
+from tests.tunnel.agent_helpers import kubesim_with_namespace, until
 
 NS = "sessions-here"
 FAST = ReconnectConfig(backoff_base=0.05, backoff_max=0.2)
@@ -23,10 +23,7 @@ FAST = ReconnectConfig(backoff_base=0.05, backoff_max=0.2)
 
 @pytest.fixture(scope="module")
 def kubesim() -> Iterator[Kubesim]:
-    with Kubesim() as ks:
-        status, body = ks.request("POST", "/api/v1/namespaces", {
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        assert status == 201, body
+    with kubesim_with_namespace(NS) as ks:
         yield ks
 
 

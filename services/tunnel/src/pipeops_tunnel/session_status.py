@@ -66,10 +66,6 @@ def stopped(session_id: str) -> dict[str, Any]:
             "replicas": 0, "readyReplicas": 0}
 
 
-class Expired(Exception):
-    """The watch's resourceVersion is too old (410): list again."""
-
-
 class SessionStatus:
     def __init__(self, kube: LazyKube, namespace: str, policy: ReconnectConfig, *,
                  max_sessions: int = MAX_SESSIONS) -> None:
@@ -192,9 +188,7 @@ class SessionStatus:
                     quick = quick + 1 if loop.time() - began < QUICK_WATCH else 0
                     if quick:
                         await asyncio.sleep(backoff_delay(self.policy, quick))
-            except Expired:
-                log.debug("session watch expired at %s; listing again", version)
-            except KubeError as exc:
+            except KubeError as exc:  # 410 as the reply or as an ERROR event: list again
                 if exc.status != 410:
                     raise
                 log.debug("session watch expired at %s; listing again", version)
@@ -213,8 +207,6 @@ class SessionStatus:
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise Expired()
             raise KubeError("watch deployments", int(obj.get("code") or 0),
                             str(obj.get("message") or "watch error"))
         version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
