@@ -154,13 +154,14 @@ def run_service(
         logs.register_secret(secret)
     bus = EventBus(name)
     logging.getLogger().addHandler(BusLogHandler(bus))
+    status = ServiceStatus(name, package_version(dist), bus)
     ctx = ServiceContext(
         name=name,
         config=config,
         args=args,
         bus=bus,
-        status=ServiceStatus(name, package_version(dist), bus),
-        siblings=Siblings(config),
+        status=status,
+        siblings=Siblings(config, status),
     )
     try:
         return run_loop(_serve(ctx, setup, metrics_key, args.shutdown_grace))

@@ -32,6 +32,8 @@ class ServiceStatus:
     detail: str = "starting"
     checks: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    sibling_errors: dict[tuple[str, str], service_pb2.SiblingError] = field(
+        default_factory=dict)  # (sibling, method) -> the last error since the last success
 
     def set(self, state: int, detail: str) -> None:
         detail = masker.mask(detail)  # it is served to anyone who may ask: never a secret
@@ -46,6 +48,20 @@ class ServiceStatus:
         """Record a named sub-check: ``"ok"`` or the reason it fails (secrets masked)."""
         self.checks[name] = masker.mask(result)
 
+    def sibling_failed(self, sibling: str, method: str, code: str, detail: str) -> None:
+        """A call to a sibling failed with an error (not "down"): shown by Describe."""
+        last = Timestamp()
+        last.GetCurrentTime()
+        previous = self.sibling_errors.get((sibling, method))
+        count = previous.count + 1 if previous is not None and previous.code == code else 1
+        self.sibling_errors[(sibling, method)] = service_pb2.SiblingError(
+            sibling=sibling, method=method, code=code, detail=masker.mask(detail)[:300],
+            count=count, last_at=last)
+
+    def sibling_answered(self, sibling: str, method: str) -> None:
+        """A call to a sibling succeeded: its earlier error no longer stands."""
+        self.sibling_errors.pop((sibling, method), None)
+
     def to_proto(self) -> service_pb2.ServiceInfo:
         started = Timestamp()
         started.FromNanoseconds(int(self.started_at * 1e9))
@@ -57,4 +73,5 @@ class ServiceStatus:
             detail=self.detail,
             checks=self.checks,
             metrics_url=self.metrics_url,
+            sibling_errors=list(self.sibling_errors.values()),
         )

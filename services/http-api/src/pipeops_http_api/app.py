@@ -26,8 +26,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     started = time.time()
 
     async def describe(name: str) -> dict[str, Any]:
-        info = await ctx.siblings.call(ctx.siblings.service(name).Describe,
-                                       service_pb2.DescribeRequest())
+        info = await ctx.siblings.call(name, "Service/Describe", service_pb2.DescribeRequest())
         if info is None:
             return {"state": "unreachable"}
         return MessageToDict(info, preserving_proto_field_name=True)

@@ -3,7 +3,9 @@
 Cluster facts come from the Kubernetes API (``kube.Cluster``); the tunnel's and the
 gateway's state are asked of the siblings over gRPC with a deadline. A sibling that is
 down is normal: the tunnel then counts as ``disconnected`` and the gateway's facts as
-unknown (private, routed through the tunnel, no routes), never an error.
+unknown (private, routed through the tunnel, no routes). A sibling that answers with an
+error (UNIMPLEMENTED...) degrades the facts the same way, and ``agentkit.grpcclient``
+logs it and shows it in the registrar's ``Service.Describe``.
 """
 
 from __future__ import annotations
@@ -78,14 +80,14 @@ class FactsSource:
     async def tunnel_status(self) -> str:
         if not self.config.tunnel.enabled:
             return "disconnected"
-        reply = await self.siblings.call(self.siblings.tunnel.GetStatus,
+        reply = await self.siblings.call("tunnel", "Tunnel/GetStatus",
                                          tunnel_pb2.GetTunnelStatusRequest())
         if reply is None:
             return "disconnected"
         return TUNNEL_STATES.get(reply.state, "disconnected")
 
     async def gateway(self) -> GatewayFacts:
-        reply = await self.siblings.call(self.siblings.gateway.GetStatus,
+        reply = await self.siblings.call("gateway", "Gateway/GetStatus",
                                          gateway_pb2.GetGatewayStatusRequest())
         if reply is None:
             return GatewayFacts()

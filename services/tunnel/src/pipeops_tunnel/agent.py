@@ -83,10 +83,11 @@ class TunnelAgent:
         return Sessions(client, self.config.kubernetes.session_namespace)
 
     async def _check_target(self, namespace: str, service: str, port: int) -> tuple[bool, str]:
-        siblings = self.ctx.siblings
-        reply = await siblings.call(siblings.gateway.CheckTarget, gateway_pb2.CheckTargetRequest(
-            namespace=namespace, service=service, port=port))
-        if reply is None:
+        reply = await self.ctx.siblings.call("gateway", "Gateway/CheckTarget",
+                                             gateway_pb2.CheckTargetRequest(
+                                                 namespace=namespace, service=service,
+                                                 port=port))
+        if reply is None:  # down, or an error (logged and shown in Describe by siblings)
             return False, "the gateway cannot be asked"
         return reply.allowed, reply.reason
 

@@ -5,7 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -29,8 +29,24 @@ class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class SiblingError(_message.Message):
+    __slots__ = ("sibling", "method", "code", "detail", "count", "last_at")
+    SIBLING_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
+    sibling: str
+    method: str
+    code: str
+    detail: str
+    count: int
+    last_at: _timestamp_pb2.Timestamp
+    def __init__(self, sibling: _Optional[str] = ..., method: _Optional[str] = ..., code: _Optional[str] = ..., detail: _Optional[str] = ..., count: _Optional[int] = ..., last_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class ServiceInfo(_message.Message):
-    __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url")
+    __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url", "sibling_errors")
     class ChecksEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +61,7 @@ class ServiceInfo(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     METRICS_URL_FIELD_NUMBER: _ClassVar[int]
+    SIBLING_ERRORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     started_at: _timestamp_pb2.Timestamp
@@ -52,4 +69,5 @@ class ServiceInfo(_message.Message):
     detail: str
     checks: _containers.ScalarMap[str, str]
     metrics_url: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ServiceState, str]] = ..., detail: _Optional[str] = ..., checks: _Optional[_Mapping[str, str]] = ..., metrics_url: _Optional[str] = ...) -> None: ...
+    sibling_errors: _containers.RepeatedCompositeFieldContainer[SiblingError]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ServiceState, str]] = ..., detail: _Optional[str] = ..., checks: _Optional[_Mapping[str, str]] = ..., metrics_url: _Optional[str] = ..., sibling_errors: _Optional[_Iterable[_Union[SiblingError, _Mapping]]] = ...) -> None: ...
