@@ -4,6 +4,7 @@ Service.Describe says honestly what it does, Events streams, SIGTERM exits 0 in 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from tests.helpers import ServiceProcess, free_port, grpcurl, tool
 SERVICES = {
     "registrar": "pipeops.agent.v1.Registrar",
     "tunnel": "pipeops.agent.v1.Tunnel",
-    "gateway": None,  # route sync is not built: it must not pretend to serve Gateway
+    "gateway": "pipeops.agent.v1.Gateway",  # idle answers: route sync is off
     "http-api": None,
 }
 SECRET = "install-token-do-not-print-0123456789"
@@ -142,3 +143,45 @@ def test_probe_listener_serves_only_health(state_dir: Path) -> None:
             assert call.returncode != 0, method
             assert "Code: Unimplemented" in call.stderr, (method, call.stderr)
         assert proc.terminate(timeout=5) == 0
+
+
+def test_gateway_answers_that_route_sync_is_off(state_dir: Path) -> None:
+    """Every Gateway method answers (no UNIMPLEMENTED) and says route sync is off."""
+    proc = start("gateway", state_dir)
+    try:
+        address = proc.grpc_address
+
+        def call(method: str, body: str = "{}") -> subprocess.CompletedProcess[str]:
+            return grpcurl("-plaintext", "-d", body, address, f"pipeops.agent.v1.Gateway/{method}")
+
+        status = call("GetStatus")
+        assert status.returncode == 0, status.stderr
+        reply = json.loads(status.stdout)
+        assert reply.get("enabled", False) is False
+        assert reply["detail"] == ("route sync is off (agent.enable_ingress_sync is false): "
+                                   "no routes are published")
+        assert reply.get("route_count", 0) == 0
+
+        routes = call("ListRoutes")
+        assert routes.returncode == 0, routes.stderr
+        assert json.loads(routes.stdout) == {}
+
+        resync = call("Resync")
+        assert resync.returncode != 0
+        assert "Code: FailedPrecondition" in resync.stderr
+        assert "nothing to resync: route sync is off" in resync.stderr
+
+        check = call("CheckTarget", '{"namespace": "apps", "service": "web", "port": 80}')
+        assert check.returncode == 0, check.stderr
+        assert json.loads(check.stdout) == {
+            "reason": "no synced route points at apps/web:80: route sync is off; "
+                      "configure a tunnel forward to reach it"}  # allowed: false is omitted
+
+        info = json.loads(grpcurl("-plaintext", address,
+                                  "pipeops.agent.v1.Service/Describe").stdout)
+        assert info["state"] == "SERVICE_STATE_IDLE"
+        assert info["detail"] == reply["detail"]
+        assert proc.terminate(timeout=10) == 0
+    finally:
+        proc.stop()
+    assert not [r for r in proc.records() if r["level"] == "error"]

@@ -39,7 +39,7 @@ class IngressController(_message.Message):
     def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class GatewayStatus(_message.Message):
-    __slots__ = ("enabled", "cluster_type", "routing_mode", "public_endpoint", "route_count", "last_sync", "last_error", "ingress_controller")
+    __slots__ = ("enabled", "cluster_type", "routing_mode", "public_endpoint", "route_count", "last_sync", "last_error", "ingress_controller", "detail")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_TYPE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class GatewayStatus(_message.Message):
     LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     INGRESS_CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     cluster_type: ClusterType
     routing_mode: RoutingMode
@@ -56,7 +57,8 @@ class GatewayStatus(_message.Message):
     last_sync: _timestamp_pb2.Timestamp
     last_error: str
     ingress_controller: IngressController
-    def __init__(self, enabled: bool = ..., cluster_type: _Optional[_Union[ClusterType, str]] = ..., routing_mode: _Optional[_Union[RoutingMode, str]] = ..., public_endpoint: _Optional[str] = ..., route_count: _Optional[int] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., ingress_controller: _Optional[_Union[IngressController, _Mapping]] = ...) -> None: ...
+    detail: str
+    def __init__(self, enabled: bool = ..., cluster_type: _Optional[_Union[ClusterType, str]] = ..., routing_mode: _Optional[_Union[RoutingMode, str]] = ..., public_endpoint: _Optional[str] = ..., route_count: _Optional[int] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., ingress_controller: _Optional[_Union[IngressController, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("hostname", "namespace", "ingress_name", "path", "path_type", "service_name", "service_port", "tls")
