@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -78,8 +79,13 @@ def _grpc_health(port: int) -> Any:
 
 
 def _http(port: int, path: str) -> tuple[int, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return resp.status, json.loads(resp.read())
+    """Status and JSON body, whatever the status (a 503 from /ready has a body too)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
 
 
 def _http_ok(port: int, path: str) -> bool:
@@ -88,6 +94,13 @@ def _http_ok(port: int, path: str) -> bool:
         return _http(port, path)[0] == 200
     except OSError:  # not listening yet
         return False
+
+
+def _http_answer(port: int, path: str) -> tuple[int, Any] | None:
+    try:
+        return _http(port, path)
+    except OSError:  # not listening yet
+        return None
 
 
 def _probe_port(rendered: Rendered, container: str, port: int | str) -> int:
@@ -108,6 +121,15 @@ def test_every_probe_the_chart_declares_passes(
                 port = _probe_port(rendered, name, probe["grpc"]["port"])
                 assert wait_for(lambda p=port: _grpc_health(p) == health_pb2.HealthCheckResponse
                                 .SERVING, timeout=15, what=f"{name} {kind}")
+            elif kind == "readinessProbe":
+                # No control plane here: the readiness probe fails, and says why.
+                get = probe["httpGet"]
+                port = _probe_port(rendered, name, get["port"])
+                assert get["path"] == "/ready"
+                code, body = wait_for(lambda p=port: _http_answer(p, "/ready"), timeout=15,
+                                      what=f"{name} {kind}")
+                assert code == 503
+                assert "registrar: not registered (unregistered)" in body["reasons"]
             else:
                 get = probe["httpGet"]
                 port = _probe_port(rendered, name, get["port"])
@@ -124,9 +146,10 @@ def test_containers_wait_for_the_identity_on_the_shared_volume(
     port = rendered.port("http-api", "http")
 
     def services() -> dict[str, Any] | None:
-        if not _http_ok(port, "/ready"):
+        answer = _http_answer(port, "/ready")
+        if answer is None:
             return None
-        _, body = _http(port, "/ready")
+        _, body = answer
         found: dict[str, Any] = body["services"]
         settled = (found["tunnel"].get("state") == "SERVICE_STATE_DEGRADED"
                    and found["registrar"].get("name") == "registrar")

@@ -1,7 +1,8 @@
 """The FastAPI application: the endpoints the http-api serves.
 
-Only what works is served. Today: liveness, readiness (with each sibling's own account
-of itself, asked over gRPC), and the version.
+Only what works is served. Today: liveness, readiness (503 with the reasons when a
+sibling is not where it must be, see ``readiness``; with each sibling's own account of
+itself, asked over gRPC), and the version.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from agentkit.runner import ServiceContext
 from pipeops.agent.v1 import service_pb2
+from pipeops_http_api.readiness import not_ready
 
 SIBLINGS = ("registrar", "tunnel", "gateway")
 
@@ -27,7 +29,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
     async def describe(name: str) -> dict[str, Any]:
         info = await ctx.siblings.call(name, "Service/Describe", service_pb2.DescribeRequest())
-        if info is None:
+        if info is None:  # down, or an error (in this service's Describe: sibling_errors)
             return {"state": "unreachable"}
         return MessageToDict(info, preserving_proto_field_name=True)
 
@@ -38,10 +40,13 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        """Readiness of this container, with each sibling's own account of itself."""
-        states = await asyncio.gather(*(describe(name) for name in SIBLINGS))
-        body = {"status": "ready", "services": dict(zip(SIBLINGS, states, strict=True))}
-        return JSONResponse(body)
+        """Readiness of the agent (200, or 503 with the reasons), with each sibling's own
+        account of itself."""
+        reasons, *states = await asyncio.gather(not_ready(ctx.config, ctx.siblings),
+                                                *(describe(name) for name in SIBLINGS))
+        body = {"status": "not ready" if reasons else "ready", "reasons": reasons,
+                "services": dict(zip(SIBLINGS, states, strict=True))}
+        return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/version")
     async def version() -> dict[str, str]:
