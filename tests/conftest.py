@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT
+
+
+def live_tasks() -> set[asyncio.Task[object]]:
+    """The event loop's unfinished tasks, except the one asking."""
+    current = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t is not current and not t.done()}
+
+
+@pytest.fixture
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """No task started during the test outlives it (every task has an owner that ends it).
+
+    Checked after the test's other fixtures are torn down; cancelled tasks get a moment
+    to finish."""
+    before = live_tasks()
+    yield
+    leaked = live_tasks() - before
+    for _ in range(50):
+        if not leaked:
+            break
+        await asyncio.sleep(0.01)
+        leaked = live_tasks() - before
+    assert not leaked, f"tasks outlived the test: {sorted(t.get_name() for t in leaked)}"
+
+
+@pytest.fixture(autouse=True)
+def _leak_check(request: pytest.FixtureRequest) -> None:
+    """Every asyncio test gets ``_no_leaked_tasks``; a plain test gets no event loop."""
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        request.getfixturevalue("_no_leaked_tasks")
 
 
 @pytest.fixture(autouse=True)

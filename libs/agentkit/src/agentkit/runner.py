@@ -6,6 +6,12 @@ Events + Service) and Prometheus metrics on localhost, then runs the service's m
 coroutine until it returns or SIGTERM/SIGINT arrives. On a signal the main task is
 cancelled and given ``shutdown_grace`` seconds to finish its ``finally`` blocks (a last
 heartbeat, closing streams), then the gRPC server stops and the process exits 0.
+
+Root tasks are guarded (as kopf guards its daemons): the main coroutine and every task
+a service starts with ``ServiceContext.spawn`` (the tunnel's identity watcher...). One
+that raises takes the service down: one error line naming it, the main task cancelled
+and drained as on SIGTERM, exit 1, so the kubelet restarts the container instead of
+leaving it running without the part that died.
 """
 
 from __future__ import annotations
@@ -46,10 +52,32 @@ class ServiceContext:
     siblings: Siblings
     grpc_port: int = 0
     registrations: list[Registration] = field(default_factory=list)
+    root_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    died: list[asyncio.Task[Any]] = field(default_factory=list)  # root tasks that raised
+    _death: asyncio.Event = field(default_factory=asyncio.Event)
 
     def serve(self, registration: Registration) -> None:
         """Add a contract service; call before the main coroutine starts (in ``setup``)."""
         self.registrations.append(registration)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Start a root task: one meant to run as long as the service. If it raises, the
+        service stops with exit 1 (see the module). The caller still owns it: it cancels
+        it on its way out; the runner cancels what is left after the main task ended.
+        Returning is allowed (its job is done); being cancelled is not a failure."""
+        task = asyncio.create_task(coro, name=name)
+        self.root_tasks.add(task)
+        task.add_done_callback(self._root_done)
+        return task
+
+    def _root_done(self, task: asyncio.Task[Any]) -> None:
+        self.root_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.died.append(task)
+            self._death.set()
+
+    async def wait_death(self) -> None:
+        await self._death.wait()
 
 
 Setup = Callable[[ServiceContext], Callable[[], Coroutine[Any, Any, None]]]
@@ -200,15 +228,25 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     main_task = asyncio.create_task(main(), name=f"{ctx.name}-main")
     stop_task = asyncio.create_task(stop.wait(), name="wait-for-signal")
+    death_task = asyncio.create_task(ctx.wait_death(), name="wait-for-a-root-task-death")
     code = 0
     try:
-        await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
+        await asyncio.wait({main_task, stop_task, death_task},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if ctx.died and not main_task.done():
+            dead = ctx.died[0]
+            exc = dead.exception()
+            log.error("root task %s died: %s; stopping", dead.get_name(),
+                      f"{type(exc).__name__}: {exc}", exc_info=exc)
+            code = 1
+        elif stop.is_set():
             log.info("stopping on signal")
         main_task.cancel()
         done, _ = await asyncio.wait({main_task}, timeout=grace)
         if not done:
             log.warning("main task did not finish within the grace period")
+        elif code:
+            pass  # a root task died: said above; the main task's end is its consequence
         elif not main_task.cancelled() and (exc := main_task.exception()) is not None:
             if isinstance(exc, ServiceFailed):
                 code = exc.exit_code
@@ -220,6 +258,13 @@ async def _serve(
                 code = 1
     finally:
         stop_task.cancel()
+        death_task.cancel()
+        leftover = set(ctx.root_tasks)  # root tasks their owner did not cancel
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            await asyncio.wait(leftover, timeout=grace)
+        await asyncio.gather(stop_task, death_task, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await server.stop(grace=0.5)

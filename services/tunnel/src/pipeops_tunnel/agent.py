@@ -104,8 +104,9 @@ class TunnelAgent:
         http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
                                  verify=self.tls,
                                  headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
-        watcher = asyncio.create_task(self.identity.run(), name="tunnel:identity")
-        statuses = asyncio.create_task(self.session_status.run(), name="tunnel:session-status")
+        # root tasks: if one dies, the runner stops the service (exit 1, one error line)
+        watcher = self.ctx.spawn(self.identity.run(), name="tunnel:identity")
+        statuses = self.ctx.spawn(self.session_status.run(), name="tunnel:session-status")
         try:
             self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
                                  f"{self.identity.file.path}")
