@@ -52,13 +52,13 @@ def test_durations_and_json_env() -> None:
         "PIPEOPS_TIMEOUT": "1m",
         "PIPEOPS_HEARTBEAT_INTERVAL": "250ms",
         "GATEWAY_GWAPI_LISTENERS_JSON": '[{"name": "tcp-a", "port": 5000, "protocol": "TCP"}]',
-        "PIPEOPS_ENABLE_SSE": "false",
+        "PIPEOPS_TUNNEL_ENABLED": "false",
     }
     config = load(None, env=env)
     assert config.pipeops.timeout == 60.0
     assert config.pipeops.heartbeat_interval == 0.25
     assert config.gateway.gateway_api.listeners[0]["port"] == 5000
-    assert config.agent.enable_sse is False
+    assert config.tunnel.enabled is False
 
 
 @pytest.mark.parametrize(
@@ -76,8 +76,8 @@ def test_durations_and_json_env() -> None:
         ({"PIPEOPS_API_URL": "ftp://x"}, {}, None,
          "config error: pipeops.api_url = 'ftp://x' (from env PIPEOPS_API_URL): "
          "expected an http:// or https:// URL"),
-        ({"PIPEOPS_ENABLE_SSE": "maybe"}, {}, None,
-         "config error: agent.enable_sse = 'maybe' (from env PIPEOPS_ENABLE_SSE): "
+        ({"PIPEOPS_TUNNEL_ENABLED": "maybe"}, {}, None,
+         "config error: tunnel.enabled = 'maybe' (from env PIPEOPS_TUNNEL_ENABLED): "
          "Input should be a valid boolean, unable to interpret input"),
         ({"PIPEOPS_TIMEOUT": "0"}, {}, None,
          "config error: pipeops.timeout = '0' (from env PIPEOPS_TIMEOUT): "

@@ -122,26 +122,6 @@ async def test_streams_opened_right_after_hello_ack_use_the_granted_window(
         await asyncio.to_thread(run.stop)
 
 
-@pytest.mark.parametrize("max_frame", [16 * 1024, 128 * 1024])
-async def test_a_configured_max_frame_does_not_break_bulk_streams(
-    cp: FakeControlPlane, echo_server: TcpServer, state_dir: Path, max_frame: int
-) -> None:
-    run = await started(cp, state_dir, {"echo": echo_server.addr},
-                        extra=["--set", f"tunnel.max_frame={max_frame}"])
-    try:
-        session = await cp.wait_connected()
-        stream = await session.open_stream({"forward": "echo"})
-        data = bytes(range(256)) * 2048  # 512 KiB: full 64 KiB frames both ways
-        await stream.send(data)
-        stream.write_eof()
-        assert await asyncio.wait_for(stream.read(), 20) == data
-        assert session.stats.protocol_errors == 0
-        await run.wait_log(lambda r: "tunnel.max_frame" in str(r.get("msg")),
-                           what="the ignored setting logged")
-    finally:
-        await asyncio.to_thread(run.stop)
-
-
 async def test_a_drain_from_the_control_plane_moves_the_agent_to_a_new_connection(
     cp: FakeControlPlane, echo_server: TcpServer, state_dir: Path
 ) -> None:

@@ -22,14 +22,6 @@ seccompProfile:
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-- name: PIPEOPS_POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
-- name: PIPEOPS_NODE_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: spec.nodeName
 - name: PIPEOPS_NODE_IP
   valueFrom:
     fieldRef:

@@ -75,6 +75,15 @@ def read_service_token(config: Config) -> str:
     return token
 
 
+def served_features(cfg: Config) -> dict[str, bool]:
+    """What the control plane is told this agent serves: only what a container serves
+    now. Route sync (``ingress_sync``, issue 12), the gateway's Istio / Gateway API
+    resources (``gateway``) and the http-api's WebSocket and SSE streams (issue 13) are
+    not built: reported false whatever the config says, until they are."""
+    return {"tunnel": cfg.tunnel.enabled, "ingress_sync": False, "gateway": False,
+            "websocket": False, "sse": False}
+
+
 class Registration:
     def __init__(self, config: Config, client: ControlPlaneClient, facts: FactsSource,
                  status: ServiceStatus, version: str) -> None:
@@ -99,13 +108,7 @@ class Registration:
             "k8s_service_token": service_token,
             "tunnel_port_config": {key: remote.get(name, 0)
                                    for key, name in FORWARD_PORTS.items()},
-            "features": {
-                "tunnel": cfg.tunnel.enabled,
-                "ingress_sync": cfg.agent.enable_ingress_sync,
-                "gateway": cfg.gateway.enabled,
-                "websocket": cfg.agent.enable_websocket,
-                "sse": cfg.agent.enable_sse,
-            },
+            "features": served_features(cfg),
         }
         if identity.cluster_id:
             body["cluster_id"] = identity.cluster_id

@@ -190,9 +190,6 @@ class Connection:
         if self._abandoned:
             await ws.close(1000, self._abandoned)
             raise ConnectionError(f"connection abandoned: {self._abandoned}")
-        if cfg.max_frame != DEFAULT_MAX_FRAME:
-            log.warning("tunnel.max_frame=%d is ignored: the protocol's max frame is fixed "
-                        "at %d bytes", cfg.max_frame, DEFAULT_MAX_FRAME)
         # the max frame is the protocol's (both ends send and accept 64 KiB DATA frames)
         session = MuxSession(ws, Role.AGENT, on_open=self.on_open, on_control=self._on_control,
                              settings=MuxSettings(window=cfg.window, max_frame=DEFAULT_MAX_FRAME),

@@ -1,0 +1,205 @@
+"""Loading the configuration in layers, with one clear line for a bad value.
+
+Precedence, lowest first: built-in defaults, the YAML file (``--config``, else
+``~/.pipeops-agent.yaml`` if present), environment variables (the table ``ENV_VARS``),
+then command-line flags (``--set section.key=value`` and the few named flags each
+service adds). Every leaf remembers where its value came from, so an invalid value is
+reported as one line naming the key, the value's source and what was expected; the
+process then exits with code 2 (``ConfigError.exit_code``).
+
+Why not pydantic-settings: its sources do not say which of them supplied a value (the
+error line names the file, the env var or the flag), the env names here are a fixed
+table rather than a prefix scheme (``GATEWAY_GWAPI_LISTENERS_JSON``), and the file and
+flag layers would be custom sources anyway: it would add a dependency and keep all of
+this code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agentkit.config.schema import Config
+
+DEFAULT_CONFIG_PATH = Path("~/.pipeops-agent.yaml")
+
+# Environment variable -> dotted key. Values ending in _JSON are parsed as JSON.
+ENV_VARS: dict[str, str] = {
+    "PIPEOPS_API_URL": "pipeops.api_url",
+    "PIPEOPS_TOKEN": "pipeops.token",
+    "PIPEOPS_TIMEOUT": "pipeops.timeout",
+    "PIPEOPS_HEARTBEAT_INTERVAL": "pipeops.heartbeat_interval",
+    "PIPEOPS_CLUSTER_NAME": "agent.cluster_name",
+    "PIPEOPS_AGENT_ID": "agent.id",
+    "PIPEOPS_AGENT_NAME": "agent.name",
+    "PIPEOPS_PORT": "agent.port",
+    "PIPEOPS_ENABLE_INGRESS_SYNC": "agent.enable_ingress_sync",
+    "PIPEOPS_STATE_DIR": "agent.state_dir",
+    "PIPEOPS_NODE_IP": "agent.node_ip",
+    "PIPEOPS_POD_NAME": "agent.pod_name",
+    "PIPEOPS_LOG_LEVEL": "logging.level",
+    "PIPEOPS_LOG_FORMAT": "logging.format",
+    "PIPEOPS_TUNNEL_ENABLED": "tunnel.enabled",
+    "PIPEOPS_KUBECONFIG": "kubernetes.kubeconfig",
+    "PIPEOPS_IN_CLUSTER": "kubernetes.in_cluster",
+    "PIPEOPS_NAMESPACE": "kubernetes.namespace",
+    "GATEWAY_ENABLED": "gateway.enabled",
+    "GATEWAY_ENVIRONMENT_MODE": "gateway.environment.mode",
+    "GATEWAY_ENVIRONMENT_VM_IP": "gateway.environment.vm_ip",
+    "GATEWAY_ISTIO_ENABLED": "gateway.istio.enabled",
+    "GATEWAY_ISTIO_SERVICE_CREATE": "gateway.istio.service.create",
+    "GATEWAY_ISTIO_SERVICE_NAMESPACE": "gateway.istio.service.namespace",
+    "GATEWAY_ISTIO_SERVERS_JSON": "gateway.istio.servers",
+    "GATEWAY_ISTIO_TCP_ROUTES_JSON": "gateway.istio.tcp_routes",
+    "GATEWAY_ISTIO_TLS_ROUTES_JSON": "gateway.istio.tls_routes",
+    "GATEWAY_GATEWAY_API_ENABLED": "gateway.gateway_api.enabled",
+    "GATEWAY_GATEWAY_API_GATEWAY_CLASS": "gateway.gateway_api.gateway_class",
+    "GATEWAY_GWAPI_LISTENERS_JSON": "gateway.gateway_api.listeners",
+    "GATEWAY_GWAPI_TCP_ROUTES_JSON": "gateway.gateway_api.tcp_routes",
+    "GATEWAY_GWAPI_UDP_ROUTES_JSON": "gateway.gateway_api.udp_routes",
+}
+
+
+class ConfigError(Exception):
+    """Invalid configuration: ``str(err)`` is the one line to print before exiting 2."""
+
+    exit_code = 2
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = tree.setdefault(part, {})
+        if not isinstance(child, dict):
+            child = tree[part] = {}
+        tree = child
+    tree[leaf] = value
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and dotted not in _MAP_KEYS:
+            out.update(_flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+_MAP_KEYS = {"agent.labels"}  # dict-valued leaves: replaced whole, not merged key by key
+
+
+def _scalar(text: str, dotted: str) -> Any:
+    """A string from env or a flag: JSON for structured keys, else the string itself."""
+    if text.strip().startswith(("[", "{")) or dotted in _MAP_KEYS:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _describe_value(value: Any, secret: bool) -> str:
+    if secret:
+        return "'***'"
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "...'"
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    flag_names: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the config: defaults < file < env < flags.
+
+    ``overrides`` maps dotted keys to flag values; ``flag_names`` maps the same keys to the
+    flag that set them, for error messages. Raises ConfigError.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    file_path = Path(path).expanduser() if path else DEFAULT_CONFIG_PATH.expanduser()
+    if path or file_path.is_file():
+        try:
+            text = file_path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {file_path}: cannot read it: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {file_path}: not valid YAML{where}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {file_path}: expected a mapping of sections")
+        for dotted, value in _flatten(data).items():
+            _set(raw, dotted, value)
+            sources[dotted] = f"file {file_path}"
+
+    for name, dotted in ENV_VARS.items():
+        if name in env:
+            _set(raw, dotted, _scalar(env[name], dotted))
+            sources[dotted] = f"env {name}"
+
+    for dotted, value in (overrides or {}).items():
+        _set(raw, dotted, _scalar(value, dotted) if isinstance(value, str) else value)
+        sources[dotted] = f"flag {(flag_names or {}).get(dotted, '--set ' + dotted)}"
+
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, raw, sources)) from None
+
+
+def _explain(exc: ValidationError, raw: dict[str, Any], sources: dict[str, str]) -> str:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    dotted = ".".join(loc)
+    # The source is recorded on the longest prefix of the location that was set.
+    source, value_key = "default", dotted
+    for end in range(len(loc), 0, -1):
+        key = ".".join(loc[:end])
+        if key in sources:
+            source, value_key = sources[key], key
+            break
+    if error["type"] == "extra_forbidden":
+        return f"config error: unknown key {dotted} (from {source})"
+    if error["type"] == "missing":
+        return f"config error: {dotted} is required (from {source})"
+    value: Any = raw
+    for part in error["loc"]:
+        if isinstance(value, dict):
+            value = value.get(str(part))
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            value = None
+    secret = loc[-1] in {"token"} or value_key.endswith(".token")
+    expected = error["msg"].removeprefix("Value error, ")
+    shown = _describe_value(value, secret)
+    return f"config error: {dotted} = {shown} (from {source}): {expected}"
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """``--set a.b=c`` pairs into a dict; a malformed pair is a ConfigError."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", key):
+            # the key alone: the value may be a secret (--set PIPEOPS_TOKEN=... by mistake)
+            raise ConfigError(f"config error: --set {key[:80]!r}{'=...' if sep else ''}: "
+                              "expected section.key=value with a lower-case dotted key")
+        out[key] = value
+    return out
