@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Registration:
-    """One contract service: its generated ``add_..._to_server``, servicer and full name."""
+class ServicerBinding:
+    """One contract service to serve: its generated ``add_..._to_server``, its servicer
+    and its full name (for reflection and health)."""
 
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
@@ -65,7 +66,7 @@ class GrpcServer:
         self,
         status: ServiceStatus,
         bus: EventBus,
-        registrations: list[Registration],
+        bindings: list[ServicerBinding],
         host: str,
         port: int,
         *,
@@ -86,9 +87,9 @@ class GrpcServer:
             service_pb2.DESCRIPTOR.services_by_name["Service"].full_name,
             reflection.SERVICE_NAME,
         ]
-        for reg in registrations:
-            reg.add(reg.servicer, self.server)
-            names.append(reg.name)
+        for binding in bindings:
+            binding.add(binding.servicer, self.server)
+            names.append(binding.name)
         self.service_names = names
         reflection.enable_server_reflection(names, self.server)
         self.address = f"{host}:{port}"

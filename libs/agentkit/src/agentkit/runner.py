@@ -33,7 +33,7 @@ from agentkit import logs
 from agentkit.config import Config, ConfigError, load, parse_set
 from agentkit.events import BusLogHandler, EventBus
 from agentkit.grpcclient import Siblings
-from agentkit.grpcserver import GrpcServer, Registration
+from agentkit.grpcserver import GrpcServer, ServicerBinding
 from agentkit.metrics import MetricsServer
 from agentkit.status import IDLE, ServiceStatus
 
@@ -51,14 +51,14 @@ class ServiceContext:
     status: ServiceStatus
     siblings: Siblings
     grpc_port: int = 0
-    registrations: list[Registration] = field(default_factory=list)
+    bindings: list[ServicerBinding] = field(default_factory=list)
     root_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     died: list[asyncio.Task[Any]] = field(default_factory=list)  # root tasks that raised
     _death: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def serve(self, registration: Registration) -> None:
+    def serve(self, binding: ServicerBinding) -> None:
         """Add a contract service; call before the main coroutine starts (in ``setup``)."""
-        self.registrations.append(registration)
+        self.bindings.append(binding)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Start a root task: one meant to run as long as the service. If it raises, the
@@ -214,7 +214,7 @@ async def _serve(
     # no probe port: it is probed over HTTP.
     probe_port = getattr(ctx.config.grpc, f"{ctx.name.replace('-', '_')}_probe", None)
     probe_host = ctx.config.grpc.probe_host if probe_port is not None else ""
-    server = GrpcServer(ctx.status, ctx.bus, ctx.registrations, host, port,
+    server = GrpcServer(ctx.status, ctx.bus, ctx.bindings, host, port,
                         probe_host=probe_host, probe_port=probe_port or 0)
     ctx.grpc_port = server.port
     await server.start()

@@ -6,16 +6,16 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agentkit.grpcserver import Registration
+from agentkit.grpcserver import ServicerBinding
 from agentkit.runner import ServiceContext, idle, run_service
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
 from pipeops_gateway.servicer import GatewayServicer, off_reason
 
 
 def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
-    ctx.serve(Registration(gateway_pb2_grpc.add_GatewayServicer_to_server,
-                           GatewayServicer(ctx.config),
-                           gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name))
+    ctx.serve(ServicerBinding(gateway_pb2_grpc.add_GatewayServicer_to_server,
+                              GatewayServicer(ctx.config),
+                              gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name))
     return lambda: idle(ctx, off_reason(ctx.config))
 
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agentkit.grpcserver import Registration
+from agentkit.grpcserver import ServicerBinding
 from agentkit.runner import ServiceContext, run_service
 from agentkit.statefile import identity_file
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
@@ -28,8 +28,8 @@ def main() -> None:
     def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
         keeper = IdentityKeeper(identity_file(ctx.config.agent.state_dir), None)
         state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
-        ctx.serve(Registration(registrar_pb2_grpc.add_RegistrarServicer_to_server,
-                               RegistrarServicer(keeper, state), SERVICE_NAME))
+        ctx.serve(ServicerBinding(registrar_pb2_grpc.add_RegistrarServicer_to_server,
+                                  RegistrarServicer(keeper, state), SERVICE_NAME))
         return Agent(ctx, keeper, state).run
 
     code = run_service(

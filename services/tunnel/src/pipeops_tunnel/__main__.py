@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agentkit.grpcserver import Registration
+from agentkit.grpcserver import ServicerBinding
 from agentkit.runner import ServiceContext, run_service
 from pipeops.agent.v1 import tunnel_pb2, tunnel_pb2_grpc
 from pipeops_tunnel import metrics
@@ -32,8 +32,8 @@ def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     forwards = resolve_forwards(ctx.config)
     state = TunnelState(ctx.status, [ForwardState(name, addr) for name, addr in forwards.items()])
     metrics.register(state)
-    ctx.serve(Registration(tunnel_pb2_grpc.add_TunnelServicer_to_server,
-                           TunnelServicer(state), SERVICE_NAME))
+    ctx.serve(ServicerBinding(tunnel_pb2_grpc.add_TunnelServicer_to_server,
+                              TunnelServicer(state), SERVICE_NAME))
     return TunnelAgent(ctx, state, forwards).run
 
 
