@@ -37,8 +37,16 @@ def test_an_unimplemented_sibling_is_an_error_in_the_log_and_in_describe(
             "--set", f"grpc.registrar={free_port()}", "--set", f"grpc.tunnel={free_port()}"]
     with ServiceProcess(argv) as proc:
         address = proc.grpc_address
+
+        def ask_ready() -> bool:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10)
+            except httpx.TransportError:
+                return False  # not listening yet: the HTTP socket comes after "started"
+            return True
+
         for _ in range(3):  # three /ready: three Describe calls to each sibling
-            httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10)
+            wait_for(ask_ready, 15, what="/ready to answer")
 
         def described() -> dict[str, object] | None:
             out = grpcurl("-plaintext", address, "pipeops.agent.v1.Service/Describe")
