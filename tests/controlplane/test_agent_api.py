@@ -252,7 +252,8 @@ def test_fault_switches_misbehave_and_clear(cp: ControlPlane) -> None:
     # a fault aimed at heartbeats leaves registration alone; /debug is never affected
     cp.set_fault("5xx", target="heartbeat")
     assert _raw_post(cp, path, 5)[0] == 201
-    assert cp.faults() == {"mode": "5xx", "target": "heartbeat", "hits": 0}
+    assert cp.faults() == {"mode": "5xx", "target": "heartbeat", "hits": 0, "times": None,
+                           "retry_after": None}
     cp.clear_fault()
     assert _raw_post(cp, path, 5)[0] == 201
     assert cp.request("POST", "/debug/faults", {"mode": "explode"})[0] == 422

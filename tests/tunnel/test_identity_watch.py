@@ -9,24 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from agentkit.statefile import identity_file
-from pipeops_tunnel.identity import IdentityWatch
+from agentkit.identity import IdentityFile, IdentityFollower
 from tests.tunnel.agent_helpers import AGENT_ID, until, write_identity
 
 
 async def test_an_unreadable_identity_file_is_waited_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipeops_tunnel.identity")
-    file = identity_file(tmp_path)
-    file.path.mkdir()  # exists, and reading it fails (IsADirectoryError), even as root
-    watch = IdentityWatch(file, poll=0.01)
+    caplog.set_level(logging.INFO, logger="agentkit.identity")
+    file = IdentityFile(tmp_path)
+    file.file.path.mkdir()  # exists, and reading it fails (IsADirectoryError), even as root
+    watch = IdentityFollower(file, poll=0.01)
     task = asyncio.create_task(watch.run())
     try:
         await until(lambda: any("cannot read" in r.getMessage() for r in caplog.records),
                     what="the warning")
         assert not task.done()
-        file.path.rmdir()
+        file.file.path.rmdir()
         write_identity(tmp_path)
         identity = await asyncio.wait_for(watch.wait_ready(), 10)
         assert identity.agent_id == AGENT_ID

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipeops_controlplane.faults import FaultSwitch, Mode, Target
 from pipeops_controlplane.store import ClusterStore
@@ -16,6 +16,8 @@ router = APIRouter(prefix="/debug", tags=["debug"])
 class FaultRequest(BaseModel):
     mode: Mode | None = None
     target: Target = "all"
+    times: int | None = Field(None, ge=1)
+    retry_after: int | None = Field(None, ge=0)
 
 
 def _store(request: Request) -> ClusterStore:
@@ -57,5 +59,5 @@ async def get_faults(request: Request) -> dict[str, Any]:
 @router.post("/faults")
 async def set_faults(body: FaultRequest, request: Request) -> dict[str, Any]:
     switch = _faults(request)
-    switch.set(body.mode, body.target)
+    switch.set(body.mode, body.target, body.times, body.retry_after)
     return switch.view()

@@ -15,6 +15,12 @@ requests under ``/api/`` (optionally only to register or only to heartbeat calls
   heartbeats keep being refused while registration keeps working.
 * ``echo_headers``: answer 502 with a plain-text body that echoes the request's headers,
   ``Authorization`` first, as a misconfigured proxy might (tests that no token leaks).
+* ``429``: answer 429 with ``Retry-After: <retry_after>`` (seconds, default 1), as a
+  control plane shedding load would; ``5xx`` carries the same header when
+  ``retry_after`` is set.
+
+``times`` limits a fault to that many requests (then it switches itself off), so a test
+can see a client retry through it.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ from typing import Any, Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Mode = Literal["5xx", "hang", "close", "malformed", "no_cluster_id", "401", "403", "404",
-               "echo_headers"]
+               "echo_headers", "429"]
 Target = Literal["all", "register", "heartbeat"]
 MODES: tuple[str, ...] = ("5xx", "hang", "close", "malformed", "no_cluster_id", "401", "403",
-                          "404", "echo_headers")
+                          "404", "echo_headers", "429")
 REFUSALS = {"401": b'{"detail": "invalid token (fault injected)"}',
             "403": b'{"detail": "forbidden (fault injected)"}',
             "404": b'{"detail": "cluster not found (fault injected)"}'}
@@ -40,12 +46,18 @@ class FaultSwitch:
     mode: Mode | None = None
     target: Target = "all"
     hits: int = 0
+    times: int | None = None  # requests left to fault; None: until switched off
+    retry_after: int | None = None
 
-    def set(self, mode: Mode | None, target: Target = "all") -> None:
+    def set(self, mode: Mode | None, target: Target = "all", times: int | None = None,
+            retry_after: int | None = None) -> None:
         self.mode, self.target, self.hits = mode, target, 0
+        self.times, self.retry_after = times, retry_after
 
     def applies(self, path: str) -> bool:
         if self.mode is None or not path.startswith("/api/"):
+            return False
+        if self.times is not None and self.hits >= self.times:
             return False
         if self.target == "register":
             return path.endswith("/register")
@@ -54,14 +66,17 @@ class FaultSwitch:
         return True
 
     def view(self) -> dict[str, Any]:
-        return {"mode": self.mode, "target": self.target, "hits": self.hits}
+        return {"mode": self.mode, "target": self.target, "hits": self.hits,
+                "times": self.times, "retry_after": self.retry_after}
 
 
 async def _respond(send: Send, status: int, body: bytes,
-                   content_type: bytes = b"application/json") -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type),
-                            (b"content-length", str(len(body)).encode())]})
+                   content_type: bytes = b"application/json",
+                   retry_after: int | None = None) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -89,7 +104,12 @@ class FaultMiddleware:
         self.switch.hits += 1
         last = await _drain(receive)
         if mode == "5xx":
-            await _respond(send, 503, b'{"error": "service unavailable (fault injected)"}')
+            await _respond(send, 503, b'{"error": "service unavailable (fault injected)"}',
+                           retry_after=self.switch.retry_after)
+        elif mode == "429":
+            await _respond(send, 429, b'{"error": "too many requests (fault injected)"}',
+                           retry_after=1 if self.switch.retry_after is None
+                           else self.switch.retry_after)
         elif mode in REFUSALS:
             await _respond(send, int(mode), REFUSALS[mode])
         elif mode == "echo_headers":

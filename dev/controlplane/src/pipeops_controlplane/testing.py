@@ -131,9 +131,10 @@ class ControlPlane:
         status, payload = self.request("GET", f"/debug/clusters/{cluster_id}")
         return payload if status == 200 else None
 
-    def set_fault(self, mode: str | None, target: str = "all") -> dict[str, Any]:
-        result: dict[str, Any] = self._ok("POST", "/debug/faults",
-                                          {"mode": mode, "target": target})
+    def set_fault(self, mode: str | None, target: str = "all", *, times: int | None = None,
+                  retry_after: int | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._ok("POST", "/debug/faults", {
+            "mode": mode, "target": target, "times": times, "retry_after": retry_after})
         return result
 
     def clear_fault(self) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from agentkit.grpcserver import ServicerBinding
+from agentkit.identity import IdentityFile
 from agentkit.runner import ServiceContext, run_service
-from agentkit.statefile import identity_file
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
 from pipeops_registrar.agent import Agent
 from pipeops_registrar.heartbeat import HeartbeatState
@@ -26,7 +26,7 @@ EXTRA_FLAGS = {
 
 def main() -> None:
     def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
-        keeper = IdentityKeeper(identity_file(ctx.config.agent.state_dir), None)
+        keeper = IdentityKeeper(IdentityFile(ctx.config.agent.state_dir), None)
         state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
         ctx.serve(ServicerBinding(registrar_pb2_grpc.add_RegistrarServicer_to_server,
                                   RegistrarServicer(keeper, state), SERVICE_NAME))

@@ -13,7 +13,8 @@ lets the agent go on (a new id is generated only then).
 Re-registration after "cluster not found" (or a refused cluster token) is immediate
 after a delivered heartbeat; when the control plane keeps refusing heartbeats while it
 accepts registration, each further round waits with full jitter (pipeops.reconnect),
-so the agent never floods it nor rewrites its state objects in a tight loop.
+so the agent never floods it nor rewrites its state objects in a tight loop: one
+tenacity ``retrying`` per run of refusals, a fresh one after a delivered heartbeat.
 
 A stored cluster id the control plane refuses (401/403, e.g. another workspace's) is
 named once in a warning and dropped: the agent registers once more as a new cluster
@@ -32,18 +33,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tenacity import RetryCallState
+
+from agentkit.controlplane import ControlPlaneClient
 from agentkit.events import KIND_EVENT
-from agentkit.retry import FailureReport, backoff_delay, retrying
+from agentkit.identity import Identity
+from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext, ServiceFailed
 from agentkit.status import DEGRADED, STARTING
 from agentkit.tls import control_plane_context
-from pipeops_registrar.client import ControlPlaneClient
+from pipeops_registrar.agent_id import choose_agent_id, generate_agent_id
 from pipeops_registrar.facts import FactsSource
 from pipeops_registrar.heartbeat import ClusterGone, Heartbeater, HeartbeatState
-from pipeops_registrar.identity import Identity, choose_agent_id, generate_agent_id
 from pipeops_registrar.keeper import IdentityKeeper
 from pipeops_registrar.kube import Cluster, KubeError, StateObjects, load_api_client
-from pipeops_registrar.registration import NO_TOKEN, FatalError, Registration, StaleIdentity
+from pipeops_registrar.registration import NO_TOKEN, FatalError, Registerer, StaleIdentity
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +135,7 @@ class Agent:
         await self.keeper.update(identity)  # the agent id is stored before registering
         return identity
 
-    async def _register(self, registration: Registration, identity: Identity,
+    async def _register(self, registration: Registerer, identity: Identity,
                         facts: FactsSource) -> Identity:
         """Register; a refused stored cluster id is dropped once for a new cluster.
 
@@ -169,38 +173,47 @@ class Agent:
             self.keeper.objects = StateObjects(cluster, cfg.kubernetes.namespace,
                                                cfg.agent.name)
         facts = FactsSource(cfg, cluster, self.ctx.siblings, problem)
-        registration = Registration(cfg, client, facts, self.ctx.status, self.version)
+        registerer = Registerer(cfg, client, facts, self.ctx.status, self.version)
         heartbeater = Heartbeater(cfg, client, facts, self.keeper, self.ctx.status,
                                   self.heartbeat_state, self.version)
         # The state stays "starting" until registration works (ready) or fails (degraded).
         identity: Identity | None = None
-        streak = 0  # re-registrations in a row with no heartbeat delivered in between
-        said: set[str] = set()  # kinds of refusal warned about during this streak
+        # refusals are said once per kind in a run of them; a delivered heartbeat ends it
+        refusals = FailureReport(
+            log, "heartbeats", kind=lambda exc: getattr(exc, "kind", type(exc).__name__),
+            message="the control plane no longer accepts this cluster (%s); "
+                    "registering again with the same ids")
+
+        def refused(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            if exc is not None:
+                refusals.failed(exc, cluster_id=identity.cluster_id if identity else "",
+                                retry_in=round(wait, 2))
+
         try:
             identity = await self._initial_identity(facts)
-            while True:
-                identity = await self._register(registration, identity, facts)
-                await self.keeper.update(identity)
-                self.ctx.bus.publish(KIND_EVENT, "registered", attributes={
-                    "agent_id": identity.agent_id, "cluster_id": identity.cluster_id})
-                delivered = heartbeater.delivered_total
-                try:
-                    await heartbeater.run(identity)
-                except ClusterGone as exc:
-                    if heartbeater.delivered_total > delivered:
-                        streak, said = 0, set()
-                    wait = backoff_delay(cfg.pipeops.reconnect, streak) if streak else 0.0
-                    streak += 1
-                    log.log(logging.DEBUG if exc.kind in said else logging.WARNING,
-                            "the control plane no longer accepts this cluster (%s); "
-                            "registering again with the same ids", exc,
-                            extra={"cluster_id": identity.cluster_id, "failure": exc.kind,
-                                   "retry_in": round(wait, 2)})
-                    said.add(exc.kind)
-                    identity = identity.evolve(state="unregistered")
-                    await self.keeper.update(identity)
-                    self.ctx.status.set(DEGRADED, "registering again with the control plane")
-                    await asyncio.sleep(wait)
+            while True:  # a fresh backoff after each delivered heartbeat
+                async for attempt in retrying(cfg.pipeops.reconnect, before_sleep=refused,
+                                              retry_on=lambda e: isinstance(e, ClusterGone)):
+                    with attempt:
+                        delivered = heartbeater.delivered_total
+                        try:
+                            identity = await self._register(registerer, identity, facts)
+                            await self.keeper.update(identity)
+                            self.ctx.bus.publish(KIND_EVENT, "registered", attributes={
+                                "agent_id": identity.agent_id,
+                                "cluster_id": identity.cluster_id})
+                            await heartbeater.run(identity)
+                        except ClusterGone as exc:
+                            identity = identity.evolve(state="unregistered")
+                            await self.keeper.update(identity)
+                            self.ctx.status.set(DEGRADED,
+                                                "registering again with the control plane")
+                            if heartbeater.delivered_total == delivered:
+                                raise  # a refusal in a row: retried after a backoff
+                            refusals.reset()
+                            refusals.failed(exc, cluster_id=identity.cluster_id, retry_in=0)
         except FatalError as exc:
             log.error("cannot register: %s", exc)
             self.ctx.status.set(DEGRADED, f"cannot register: {exc}")

@@ -21,13 +21,13 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentkit.config import Config
+from agentkit.controlplane import ControlPlaneClient, ControlPlaneError, NotFound, Unauthorized
+from agentkit.identity import Identity
 from agentkit.retry import FailureReport
 from agentkit.status import DEGRADED, READY, ServiceStatus
 from pipeops.agent.v1 import registrar_pb2
 from pipeops_registrar import metrics
-from pipeops_registrar.client import ControlPlaneClient, ControlPlaneError, NotFound, Rejected
 from pipeops_registrar.facts import ClusterFacts, FactsSource, GatewayFacts
-from pipeops_registrar.identity import Identity
 from pipeops_registrar.keeper import IdentityKeeper
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ FINAL_TIMEOUT = 1.0
 class ClusterGone(Exception):
     """The control plane no longer accepts this cluster's heartbeats: re-register.
 
-    ``kind`` is the failure's kind (``not_found``, ``rejected``) for logs.
+    ``kind`` is the failure's kind (``not_found``, ``unauthorized``) for logs.
     """
 
     def __init__(self, message: str, kind: str) -> None:
@@ -148,7 +148,7 @@ class Heartbeater:
         try:
             await self.client.heartbeat(identity.cluster_id, identity.cluster_token, payload,
                                         timeout=timeout or self.timeout)
-        except (NotFound, Rejected) as exc:
+        except (NotFound, Unauthorized) as exc:
             self._failed(exc)
             raise ClusterGone(str(exc), exc.kind) from None
         except ControlPlaneError as exc:

@@ -11,9 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from agentkit import logs
-from agentkit.statefile import StateFile
-from pipeops_registrar.identity import Identity
+from agentkit.identity import Identity, IdentityFile
 from pipeops_registrar.kube import KubeError, StateObjects
 
 log = logging.getLogger(__name__)
@@ -24,7 +22,7 @@ SAVE_ON_STOP = 1.0
 
 
 class IdentityKeeper:
-    def __init__(self, file: StateFile, objects: StateObjects | None) -> None:
+    def __init__(self, file: IdentityFile, objects: StateObjects | None) -> None:
         self.file = file
         self.objects = objects
         self.current = Identity()
@@ -32,8 +30,7 @@ class IdentityKeeper:
         self._cluster_failing = False
 
     async def load_file(self) -> Identity | None:
-        record = await asyncio.to_thread(self.file.read)
-        return Identity.from_record(record) if record else None
+        return await self.file.load()
 
     async def load_cluster(self) -> Identity | None:
         """The copy in the cluster; KubeError on a transient failure."""
@@ -62,9 +59,7 @@ class IdentityKeeper:
             raise
 
     async def _persist(self, identity: Identity) -> None:
-        if identity.cluster_token:
-            logs.register_secret(identity.cluster_token)
-        await asyncio.to_thread(self.file.write, identity.to_record())
+        await self.file.save(identity)
         async with self._changed:
             self.current = identity
             self._changed.notify_all()

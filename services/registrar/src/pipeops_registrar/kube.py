@@ -34,9 +34,9 @@ from urllib.parse import urlparse
 from kubernetes import client as k8s
 
 from agentkit.config import KubernetesConfig
+from agentkit.identity import Identity
 from agentkit.kubeconfig import load_configuration
 from pipeops_registrar import metrics
-from pipeops_registrar.identity import Identity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,7 +1,8 @@
 """Registration (PROTOCOL.md section 1): who we are in, cluster id and token out.
 
-Transient failures (network, timeouts, 5xx, malformed replies) are retried forever with
-exponential backoff and full jitter while the service reports degraded; each kind of
+Transient failures (network, timeouts, 429/5xx, malformed replies) are retried forever with
+exponential backoff and full jitter, or as long as the server's ``Retry-After`` says,
+while the service reports degraded; each kind of
 failure is logged once at warning level (repeats at debug) and the recovery once.
 401/403 mean the install token is wrong: one clear error line, then exit 1 so the pod
 crash-loops visibly, as the source documents specify. When a stored ``cluster_id`` was
@@ -19,12 +20,12 @@ from typing import Any
 
 from agentkit import logs
 from agentkit.config import Config
+from agentkit.controlplane import ControlPlaneClient, RegisterReply, Unauthorized
+from agentkit.identity import Identity, now_rfc3339
 from agentkit.retry import FailureReport, retrying
 from agentkit.status import DEGRADED, ServiceStatus
 from pipeops_registrar import metrics
-from pipeops_registrar.client import ControlPlaneClient, RegisterReply, Rejected
 from pipeops_registrar.facts import FactsSource
-from pipeops_registrar.identity import Identity, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,10 @@ def served_features(cfg: Config) -> dict[str, bool]:
             "websocket": False, "sse": False}
 
 
-class Registration:
+class Registerer:
+    """The act of registering: builds the request, retries until the control plane
+    answers with a cluster id and token."""
+
     def __init__(self, config: Config, client: ControlPlaneClient, facts: FactsSource,
                  status: ServiceStatus, version: str) -> None:
         self.config = config
@@ -130,7 +134,7 @@ class Registration:
                     k8s_version = await self.facts.k8s_version()
                     reply = await self.client.register(
                         install_token, self._body(identity, k8s_version, service_token))
-                except Rejected as exc:
+                except Unauthorized as exc:
                     metrics.REGISTRATION_ATTEMPTS.labels("rejected").inc()
                     if identity.cluster_id:
                         raise StaleIdentity(identity.cluster_id, exc.status) from None

@@ -8,6 +8,11 @@
              hello_ack (a stale tunnel_url), or a new identity from the registrar, asks
              for the allocation again (with backoff); a drain from the control plane
              connects again at once (the old connection closes when its streams end)
+
+Both backoffs are tenacity's (``agentkit.retry.retrying``): a run of failures is one
+``retrying`` whose ``attempt_number`` counts them, and progress (hello_ack for the
+allocation's, a connection that lasted RESET_AFTER seconds or was drained for the
+connection's) ends it, so the next failure starts a fresh one.
     SIGTERM -> running commands report failed, the live connection drains, exit 0
 
 The identity and the allocation survive a reconnect; streams do not (the mux resets them
@@ -24,20 +29,25 @@ import logging
 import random
 import ssl
 
-import httpx
 from tenacity import RetryCallState
 
+from agentkit.controlplane import ControlPlaneClient, TunnelStatus
 from agentkit.events import KIND_EVENT
+from agentkit.identity import Identity, IdentityFile, IdentityFollower
 from agentkit.mux import MuxSession
-from agentkit.retry import FailureReport, backoff_delay, retrying
+from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext
-from agentkit.statefile import identity_file
 from agentkit.tls import control_plane_context
 from pipeops.agent.v1 import gateway_pb2
-from pipeops_tunnel.allocation import Allocation, AllocationClient
+from pipeops_tunnel.allocation import AllocationClient
 from pipeops_tunnel.commands import CommandRunner
-from pipeops_tunnel.connection import Connection, ConnectionLost, Drained, HelloAck, Rejected
-from pipeops_tunnel.identity import IdentityWatch, TunnelIdentity
+from pipeops_tunnel.connection import (
+    Connection,
+    ConnectionLost,
+    Drained,
+    HandshakeRefused,
+    HelloAck,
+)
 from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.session_status import SessionStatus
 from pipeops_tunnel.sessions import CommandFailed, Sessions
@@ -51,7 +61,7 @@ STALE_AFTER = 3  # attempts in a row failing before hello_ack: ask for the alloc
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, Exception) and not isinstance(exc, Rejected)
+    return isinstance(exc, Exception) and not isinstance(exc, HandshakeRefused)
 
 
 class TunnelAgent:
@@ -61,7 +71,7 @@ class TunnelAgent:
         self.config = ctx.config
         self.state = state
         self.forwards = forwards
-        self.identity = IdentityWatch(identity_file(ctx.config.agent.state_dir))
+        self.identity = IdentityFollower(IdentityFile(ctx.config.agent.state_dir))
         self.kube = LazyKube(ctx.config.kubernetes, ctx.status)
         self.commands = CommandRunner(self._sessions)
         self.session_status = SessionStatus(self.kube, ctx.config.kubernetes.session_namespace,
@@ -69,11 +79,9 @@ class TunnelAgent:
         policy = TargetPolicy(forwards, self._check_target, self.kube.get)
         self.dialer = Dialer(policy, ctx.config.tunnel.dial_timeout)
         self.connection: Connection | None = None
-        self._ever_connected = False
-        self._rejections = 0  # handshakes refused in a row (backoff between allocations)
-        self._failed_attempts = 0  # attempts in a row that failed before hello_ack
+        self._acks = 0  # hello_acks received, ever
         self._retiring: set[asyncio.Task[None]] = set()  # drained connections, closing
-        self._allocated_for: TunnelIdentity | None = None  # the identity that got it
+        self._allocated_for: Identity | None = None  # the identity that got it
         self.tls: ssl.SSLContext | None = None
 
     async def _sessions(self) -> Sessions:
@@ -101,9 +109,8 @@ class TunnelAgent:
         for fwd in self.state.forwards:
             fwd.local_addr = self.forwards[fwd.name]
         self.tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
-        http = httpx.AsyncClient(timeout=self.config.pipeops.timeout,
-                                 verify=self.tls,
-                                 headers={"User-Agent": f"pipeops-tunnel/{self.version}"})
+        http = ControlPlaneClient(self.config.pipeops.api_url, timeout=self.config.pipeops.timeout,
+                                  verify=self.tls, user_agent=f"pipeops-tunnel/{self.version}")
         # root tasks: if one dies, the runner stops the service (exit 1, one error line)
         watcher = self.ctx.spawn(self.identity.run(), name="tunnel:identity")
         statuses = self.ctx.spawn(self.session_status.run(), name="tunnel:session-status")
@@ -112,49 +119,65 @@ class TunnelAgent:
                                  f"{self.identity.file.path}")
             await self.identity.wait_ready()
             allocations = AllocationClient(self.config, http)
-            while True:
-                self.state.set_state(DISCONNECTED, "asking the control plane for the tunnel")
-                allocation = await allocations.wait_ready(self.identity.require, self._waiting)
-                self._allocated_for = self.identity.require()
-                self.state.set_allocation(allocation.tunnel_url, allocation.remote_ports)
-                try:
-                    await self._keep_connected(allocation)
-                except Rejected as exc:
-                    self._rejections += 1
-                    wait = backoff_delay(self.config.pipeops.reconnect, self._rejections)
-                    log.warning("%s; asking for the allocation again in %.1fs", exc, wait)
-                    self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
-                    await asyncio.sleep(wait)
+            while True:  # a fresh backoff once a connection got its hello_ack
+                async for attempt in retrying(self.config.pipeops.reconnect,
+                                              before_sleep=self._refused,
+                                              retry_on=lambda e: isinstance(e, HandshakeRefused)):
+                    with attempt:
+                        acks = self._acks
+                        try:
+                            await self._allocate_and_connect(allocations)
+                        except HandshakeRefused as exc:
+                            if self._acks == acks:
+                                raise  # refused in a row: ask again after a backoff
+                            log.warning("%s; asking for the allocation again now", exc)
+                            self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
         finally:
             await asyncio.shield(self._shutdown(watcher, statuses, http))
+
+    async def _allocate_and_connect(self, allocations: AllocationClient) -> None:
+        """Ask for the allocation, then stay connected; HandshakeRefused ends it."""
+        self.state.set_state(DISCONNECTED, "asking the control plane for the tunnel")
+        allocation = await allocations.wait_ready(self.identity.require, self._waiting)
+        self._allocated_for = self.identity.require()
+        self.state.set_allocation(allocation.tunnel_url, allocation.remote_ports)
+        await self._keep_connected(allocation)
+
+    def _refused(self, retry: RetryCallState) -> None:
+        exc = retry.outcome.exception() if retry.outcome else None
+        wait = retry.next_action.sleep if retry.next_action else 0.0
+        log.warning("%s; asking for the allocation again in %.1fs", exc, wait,
+                    extra={"attempt": retry.attempt_number})
+        self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
 
     @property
     def version(self) -> str:
         return self.ctx.status.version
 
-    def _waiting(self, allocation: Allocation | None, detail: str) -> None:
+    def _waiting(self, allocation: TunnelStatus | None, detail: str) -> None:
         if allocation is not None and allocation.status == "disabled":
             self.state.set_state(DISABLED, detail)
         else:
             self.state.set_state(DISCONNECTED, detail,
                                  error=detail if allocation is None else None)
 
-    async def _keep_connected(self, allocation: Allocation) -> None:
-        """Connect and reconnect until cancelled; Rejected goes to the caller."""
+    async def _keep_connected(self, allocation: TunnelStatus) -> None:
+        """Connect and reconnect until cancelled; HandshakeRefused goes to the caller."""
         report = FailureReport(log, "the tunnel connection")
 
         def before_sleep(retry: RetryCallState) -> None:
-            report.before_sleep(retry)
             exc = retry.outcome.exception() if retry.outcome else None
             wait = retry.next_action.sleep if retry.next_action else 0.0
             self.state.set_state(DISCONNECTED, f"reconnecting in {wait:.1f}s after: {exc}",
                                  error=str(exc))
 
         while True:
-            retry = retrying(self.config.pipeops.reconnect, retry_on=_retryable)
-            retry.before_sleep = before_sleep
-            async for attempt in retry:
+            acked_at = 0  # the last attempt of this run that got its hello_ack
+            async for attempt in retrying(self.config.pipeops.reconnect, report=report,
+                                          retry_on=_retryable, before_sleep=before_sleep):
                 with attempt:
+                    number = attempt.retry_state.attempt_number
+                    acks = self._acks
                     try:
                         await self._connect_once(allocation)
                     except ConnectionLost as exc:
@@ -162,26 +185,28 @@ class TunnelAgent:
                             raise
                         log.warning("%s after %.0fs; reconnecting", exc, exc.connected_for)
                         self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
-                    except Rejected:
+                    except HandshakeRefused:
                         raise
                     except Exception as exc:
                         # never got to hello_ack: after a few in a row the tunnel_url may
                         # be stale, so the allocation is asked for again
-                        self._failed_attempts += 1
-                        if self._failed_attempts >= STALE_AFTER:
-                            self._failed_attempts = 0
-                            raise Rejected(f"{STALE_AFTER} connection attempts in a row "
-                                           f"failed, the last with: {exc}") from exc
+                        if self._acks == acks and number - acked_at >= STALE_AFTER:
+                            raise HandshakeRefused(
+                                f"{STALE_AFTER} connection attempts in a row failed, the "
+                                f"last with: {exc}") from exc
                         raise
+                    finally:
+                        if self._acks != acks:
+                            acked_at = number
             report.recovered()
             # A long-lived connection ended: start the backoff over, but never all agents
             # at the same instant (jitter up to the base delay).
             await asyncio.sleep(random.uniform(0, self.config.pipeops.reconnect.backoff_base))
 
-    async def _connect_once(self, allocation: Allocation) -> None:
+    async def _connect_once(self, allocation: TunnelStatus) -> None:
         identity = self.identity.require()
         if identity != self._allocated_for:
-            raise Rejected("the identity changed since the allocation")
+            raise HandshakeRefused("the identity changed since the allocation")
         self.state.set_state(CONNECTING, f"connecting to {allocation.tunnel_url}")
         connection = Connection(
             self.config, identity, allocation, forwards=list(self.forwards),
@@ -202,7 +227,7 @@ class TunnelAgent:
                 connection.retiring.add_done_callback(self._retiring.discard)
 
     async def _close_on_new_identity(self, connection: Connection,
-                                     identity: TunnelIdentity) -> None:
+                                     identity: Identity) -> None:
         """A re-registration (new token or cluster id) ends the connection made with the
         old identity; the next attempt asks for the allocation with the new one."""
         await self.identity.wait_changed(identity)
@@ -211,11 +236,9 @@ class TunnelAgent:
 
     def _session_changed(self, session: MuxSession | None, ack: HelloAck | None) -> None:
         if session is not None and ack is not None:
-            if self._ever_connected:
+            if self._acks:
                 self.state.reconnects += 1
-            self._ever_connected = True
-            self._rejections = 0
-            self._failed_attempts = 0
+            self._acks += 1
             self.state.attach(session)
             self.session_status.attach(session.reply_control,
                                        lambda: session.queued_control)
@@ -232,7 +255,7 @@ class TunnelAgent:
             self.ctx.bus.publish(KIND_EVENT, "tunnel disconnected", level="warning")
 
     async def _shutdown(self, watcher: asyncio.Task[None], statuses: asyncio.Task[None],
-                        http: httpx.AsyncClient) -> None:
+                        http: ControlPlaneClient) -> None:
         await self.commands.close()
         statuses.cancel()
         await asyncio.gather(statuses, return_exceptions=True)

@@ -1,6 +1,6 @@
 """One tunnel connection: the WebSocket handshake, hello/hello_ack, the mux session.
 
-``Connection.run`` returns only by raising: :class:`Rejected` when the handshake was
+``Connection.run`` returns only by raising: :class:`HandshakeRefused` when the handshake was
 refused in a way that means the allocation or the credentials are stale (ask for the
 allocation again), :class:`ConnectionLost` when an established session ended (with how
 long it was up, so the caller can reset its backoff), or the transport's own error when
@@ -40,6 +40,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from agentkit.config import Config
+from agentkit.controlplane import TunnelStatus
+from agentkit.identity import Identity
 from agentkit.mux import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOL,
@@ -48,9 +50,7 @@ from agentkit.mux import (
     OpenHandler,
     Role,
 )
-from pipeops_tunnel.allocation import Allocation
 from pipeops_tunnel.commands import CommandRunner
-from pipeops_tunnel.identity import TunnelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,9 @@ STALE_ALLOCATION = {401, 403, 404, 409, 410}
 KNOWN_TYPES = {"hello_ack", "command", "drain", "error"}
 
 
-class Rejected(Exception):
-    """The handshake was refused (401/403/404/409/410): ask for the allocation again."""
+class HandshakeRefused(Exception):
+    """Ask for the allocation again: the handshake was refused (401/403/404/409/410), or
+    the allocation is stale for another reason (the caller's)."""
 
 
 class ConnectionLost(Exception):
@@ -100,7 +101,7 @@ class HelloAck:
 
 
 class Connection:
-    def __init__(self, config: Config, identity: TunnelIdentity, allocation: Allocation, *,
+    def __init__(self, config: Config, identity: Identity, allocation: TunnelStatus, *,
                  forwards: list[str], on_open: OpenHandler, commands: CommandRunner,
                  version: str,
                  on_session: Callable[[MuxSession | None, HelloAck | None], None],
@@ -152,7 +153,7 @@ class Connection:
         except InvalidStatus as exc:
             code = exc.response.status_code
             if code in STALE_ALLOCATION:
-                raise Rejected(f"tunnel handshake refused with HTTP {code}") from None
+                raise HandshakeRefused(f"tunnel handshake refused with HTTP {code}") from None
             raise
         if ws.subprotocol != SUBPROTOCOL:
             await ws.close(1002, "subprotocol not negotiated")

@@ -21,11 +21,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 from agentkit.config import ReconnectConfig
-from agentkit.retry import FailureReport, backoff_delay
+from agentkit.retry import FailureReport, retrying
 from pipeops_tunnel.kube import KubeClient, KubeError, LazyKube
 from pipeops_tunnel.sessions import APP_LABEL, APPS
 
@@ -38,6 +39,10 @@ QUICK_WATCH = 1.0  # a watch that ends sooner than this (no events) is retried w
 WATCH_SECONDS = 300  # one watch request, then another from where it ended
 
 Send = Callable[[dict[str, Any]], bool]
+
+
+class _EndedEarly(Exception):
+    """A watch ended sooner than ``QUICK_WATCH`` with no error: the next one backs off."""
 Queued = Callable[[], int]
 
 
@@ -77,7 +82,7 @@ class SessionStatus:
         self._unsent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._send: Send | None = None
         self._queued: Queued = lambda: 0
-        self._failures = 0  # in a row, for the backoff; a successful list resets it
+        self._lists = 0  # successful lists, ever: progress that starts the backoff over
         self._over_limit_said = False
 
     # --- the connection -----------------------------------------------------------------
@@ -145,22 +150,27 @@ class SessionStatus:
             self._seen(message)
 
     async def run(self) -> None:
-        """List and watch until cancelled; failures are retried with backoff (full
-        jitter, tenacity's arithmetic), which starts over after a successful list."""
+        """List and watch until cancelled; failures are retried with backoff (tenacity,
+        full jitter), which starts over after a successful list."""
         ticker = asyncio.create_task(self._tick(), name="tunnel:session-status-tick")
         report = FailureReport(log, "watching the session Deployments")
         try:
-            while True:
-                try:
-                    client = await self.kube.get()
-                    if client is None:
-                        raise KubeError("watch deployments", 0, self.kube.problem)
-                    await self._follow(client, report)
-                except Exception as exc:
-                    self._failures += 1
-                    wait = backoff_delay(self.policy, self._failures)
-                    report.failed(exc, retry_in=round(wait, 2))
-                    await asyncio.sleep(wait)
+            while True:  # a fresh backoff after each successful list
+                async for attempt in retrying(self.policy, report=report):
+                    with attempt:
+                        listed = self._lists
+                        try:
+                            client = await self.kube.get()
+                            if client is None:
+                                raise KubeError("watch deployments", 0, self.kube.problem)
+                            await self._follow(client, report)
+                        except Exception as exc:
+                            if self._lists == listed:
+                                raise  # no list since the last failure: back off more
+                            # the first wait of a fresh backoff, then list again
+                            wait = random.uniform(0, self.policy.backoff_base)
+                            report.failed(exc, retry_in=round(wait, 2))
+                            await asyncio.sleep(wait)
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
@@ -177,17 +187,18 @@ class SessionStatus:
                                        label_selector=selector)
             self._listed(listed.get("items") or [])
             report.recovered()
-            self._failures = 0
+            self._lists += 1
             version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
             loop = asyncio.get_running_loop()
-            quick = 0  # watches in a row that ended at once (a proxy cutting them?)
             try:
-                while True:
-                    began = loop.time()
-                    version = await self._watch(client, selector, version)
-                    quick = quick + 1 if loop.time() - began < QUICK_WATCH else 0
-                    if quick:
-                        await asyncio.sleep(backoff_delay(self.policy, quick))
+                while True:  # watches in a row that end at once (a proxy cutting them?)
+                    async for attempt in retrying(self.policy,  # ... back off, else not
+                                                  retry_on=lambda e: isinstance(e, _EndedEarly)):
+                        with attempt:
+                            began = loop.time()
+                            version = await self._watch(client, selector, version)
+                            if loop.time() - began < QUICK_WATCH:
+                                raise _EndedEarly
             except KubeError as exc:  # 410 as the reply or as an ERROR event: list again
                 if exc.status != 410:
                     raise

@@ -1,0 +1,332 @@
+"""The control plane's REST API: one client for every container that calls it.
+
+One typed core, ``ControlPlaneClient.request(method, path, reply_model, token=...)``: bearer
+auth, every reply validated with a pydantic model, and every failure a typed
+``ControlPlaneError`` that carries the status code, the server's ``Retry-After`` hint and a
+bounded, token-free excerpt of the body. The endpoints (PROTOCOL.md sections 1, 2 and 4)
+are thin methods on top: ``register``, ``heartbeat``, ``tunnel_status``; the gateway's route
+calls are the same one-liners.
+
+No error ever holds a token: the ``Authorization`` header is never part of a message,
+``token`` fields in an excerpt are replaced with ``***``, and the excerpt goes through the
+log masker (registered secrets, ``Bearer ...``) in case a reply echoes the request.
+
+Retries are the caller's (what to retry differs: registration retries forever, a
+heartbeat never), with ``agentkit.retry.retrying``, whose wait honours ``retry_after``;
+``transient`` says which errors are worth another attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import re
+import ssl
+import uuid
+from typing import Any, Literal, TypeVar, overload
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agentkit import logs
+
+EXCERPT = 200  # characters of a reply body kept in an error
+
+Reply = TypeVar("Reply", bound=BaseModel)
+
+
+def excerpt(body: bytes | str, limit: int = EXCERPT) -> str:
+    """A short, single-line, token-free view of a reply body."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    try:
+        text = json.dumps(_redact(json.loads(text)))
+    except ValueError:
+        text = re.sub(r"(?i)(token\"?\s*[:=]\s*\"?)[^\s\",}]+", r"\1***", text)
+    # e.g. a proxy echoing the request headers: registered secrets, "Bearer ..." and the
+    # like. Masked before cutting, so that a cut never leaves half a secret unrecognised.
+    text = " ".join(logs.masker.mask(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if "token" in k.lower() and v else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class ControlPlaneError(Exception):
+    """A call failed. ``kind`` names the failure for logs and metrics; ``retry_after`` is
+    the server's hint in seconds (``Retry-After``), None when it gave none."""
+
+    kind = "error"
+
+    def __init__(self, message: str, status: int = 0, body: str = "",
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.status:
+            text += f" (HTTP {self.status})"
+        if self.body:
+            text += f": {self.body}"
+        return text
+
+
+class Unreachable(ControlPlaneError):
+    """Refused, reset, DNS, TLS or timed out: no usable HTTP reply."""
+
+    kind = "unreachable"
+
+
+class TimedOut(Unreachable):
+    """No reply within the timeout."""
+
+
+class ConnectionFailed(Unreachable):
+    """Refused, reset or closed before a reply."""
+
+
+class Unauthorized(ControlPlaneError):
+    """401/403: the token is wrong. Not worth retrying."""
+
+    kind = "unauthorized"
+
+
+class NotFound(ControlPlaneError):
+    """404: the control plane does not know this cluster (re-register)."""
+
+    kind = "not_found"
+
+
+class Throttled(ControlPlaneError):
+    """429: too many requests; retry after ``retry_after`` seconds."""
+
+    kind = "throttled"
+
+
+class ServerError(ControlPlaneError):
+    """5xx: the control plane is in trouble; retry later."""
+
+    kind = "server_error"
+
+
+class BadReply(ControlPlaneError):
+    """A reply we cannot use: unexpected status, not JSON, or not what the model says."""
+
+    kind = "bad_reply"
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth another attempt: no reply, throttled, a server error or a garbled reply."""
+    return isinstance(exc, (Unreachable, Throttled, ServerError, BadReply))
+
+
+def _problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "missing":
+        return f"required field {where} is missing"
+    return f"field {where}: {message}"
+
+
+# --- reply models -----------------------------------------------------------------------
+
+
+class RegisterReply(BaseModel):
+    """Registration reply: ``cluster_id`` (UUID) and the cluster ``token`` are required."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cluster_id: str
+    token: str
+    name: str = ""
+    status: str = ""
+    workspace_id: str = ""
+    tunnel_url: str = ""
+    gateway_url: str = ""
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        return str(uuid.UUID(value))
+
+    @field_validator("token")
+    @classmethod
+    def _nonempty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the cluster token is empty")
+        return value
+
+
+class Acknowledged(BaseModel):
+    """A reply whose content does not matter beyond being a JSON object (or empty)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Forward(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    name: str
+    remote_port: int = 0
+
+
+class TunnelStatus(BaseModel):
+    """``GET /api/v1/tunnel/status`` (PROTOCOL.md section 2)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["pending", "ready", "disabled"]
+    tunnel_url: str = ""
+    forwards: list[Forward] = Field(default_factory=list)
+
+    @field_validator("tunnel_url", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @field_validator("forwards", mode="before")
+    @classmethod
+    def _none_is_no_forwards(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _ready_has_a_url(self) -> TunnelStatus:
+        if self.status == "ready" and not self.tunnel_url.startswith(("ws://", "wss://")):
+            raise ValueError("ready without a ws:// or wss:// tunnel_url "
+                             f"({self.tunnel_url[:80]!r})")
+        return self
+
+    @property
+    def remote_ports(self) -> dict[str, int]:
+        return {f.name: f.remote_port for f in self.forwards}
+
+
+# --- the client -------------------------------------------------------------------------
+
+
+class ControlPlaneClient:
+    """One HTTP connection pool to the control plane; ``aclose`` when done."""
+
+    def __init__(self, api_url: str, *, timeout: float, verify: ssl.SSLContext | bool = True,
+                 user_agent: str = "pipeops-agent",
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.api_url, timeout=httpx.Timeout(timeout), verify=verify,
+            headers={"user-agent": user_agent, "accept": "application/json"},
+            follow_redirects=False, transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @overload
+    async def request(self, method: str, path: str, reply_model: type[Reply], *, token: str,
+                      json: Any = None, params: dict[str, str] | None = None,
+                      timeout: float | None = None) -> Reply: ...
+
+    @overload
+    async def request(self, method: str, path: str, reply_model: None, *, token: str,
+                      json: Any = None, params: dict[str, str] | None = None,
+                      timeout: float | None = None) -> None: ...
+
+    async def request(self, method: str, path: str, reply_model: type[Reply] | None, *,
+                      token: str, json: Any = None, params: dict[str, str] | None = None,
+                      timeout: float | None = None) -> Reply | None:
+        """One call, no retry. The reply validated as ``reply_model`` (None: any JSON
+        object or an empty body is fine, and nothing is returned). Raises a
+        ``ControlPlaneError`` subclass on every failure."""
+        what = f"{method} {path}"
+        try:
+            response = await self._http.request(
+                method, path, json=json, params=params,
+                headers={"authorization": f"Bearer {token}"},
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout))
+        except httpx.TimeoutException as exc:
+            raise TimedOut(f"{what}: no reply in time ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            reason = logs.masker.mask(str(exc)) or type(exc).__name__
+            raise ConnectionFailed(f"{what}: connection failed before a reply "
+                                   f"({type(exc).__name__}: {reason})") from None
+        status = response.status_code
+        if not 200 <= status < 300:
+            raise _status_error(what, response)
+        payload: Any = None
+        if response.content:
+            try:
+                payload = response.json()
+            except ValueError:
+                raise BadReply(f"{what}: reply is not JSON", status,
+                               excerpt(response.content)) from None
+        if reply_model is None:
+            if payload is not None and not isinstance(payload, dict):
+                raise BadReply(f"{what}: reply is not a JSON object", status,
+                               excerpt(response.content))
+            return None
+        try:
+            return reply_model.model_validate(payload)
+        except ValidationError as exc:
+            raise BadReply(f"{what}: {_problem(exc)}", status,
+                           excerpt(response.content)) from None
+
+    # --- the endpoints (PROTOCOL.md) ----------------------------------------------------
+
+    async def register(self, install_token: str, body: dict[str, Any]) -> RegisterReply:
+        return await self.request("POST", "/api/v1/clusters/agent/register", RegisterReply,
+                                  token=install_token, json=body)
+
+    async def heartbeat(self, cluster_id: str, cluster_token: str, body: dict[str, Any],
+                        timeout: float | None = None) -> None:
+        await self.request("POST", f"/api/v1/clusters/agent/{cluster_id}/heartbeat", None,
+                           token=cluster_token, json=body, timeout=timeout)
+
+    async def tunnel_status(self, cluster_id: str, agent_id: str,
+                            cluster_token: str) -> TunnelStatus:
+        return await self.request("GET", "/api/v1/tunnel/status", TunnelStatus,
+                                  token=cluster_token,
+                                  params={"cluster_id": cluster_id, "agent_id": agent_id})
+
+
+def _status_error(what: str, response: httpx.Response) -> ControlPlaneError:
+    status = response.status_code
+    body = excerpt(response.content)
+    hint = retry_after(response.headers.get("retry-after"))
+    if status in (401, 403):
+        return Unauthorized(f"{what}: the control plane refused the token", status, body)
+    if status == 404:
+        return NotFound(f"{what}: not found", status, body)
+    if status == 429:
+        return Throttled(f"{what}: too many requests", status, body, hint)
+    if status >= 500:
+        return ServerError(f"{what}: server error", status, body, hint)
+    return BadReply(f"{what}: unexpected status", status, body)
