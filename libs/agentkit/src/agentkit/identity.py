@@ -188,7 +188,7 @@ class IdentityFollower:
         """Wait until the current identity is no longer ``identity``; return the new one."""
         async with self._changed:
             await self._changed.wait_for(
-                lambda: self.current is not None and self.current is not identity)
+                lambda: self.current is not None and self.current != identity)
             assert self.current is not None
             return self.current
 
