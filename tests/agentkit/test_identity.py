@@ -15,6 +15,7 @@ import pytest
 
 from agentkit import logs
 from agentkit.identity import Identity, IdentityFile, IdentityFollower
+from tests.tunnel.agent_helpers import until
 
 REGISTERED = Identity(agent_id="agent-1", cluster_id="c-1", cluster_name="one",
                       cluster_token="tok-" + "a" * 20, state="registered", generation=3)
@@ -91,14 +92,14 @@ async def test_a_corrupt_file_is_set_aside_and_the_next_valid_one_followed(
         state_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     file = IdentityFile(state_dir)
-    Path(file.path).write_text('{"version": 1, "data": {"agent_id": "tru')
+    _write_garbage(Path(file.path))
     follower = IdentityFollower(file, poll=0.01)
     task = asyncio.create_task(follower.run())
     try:
-        await asyncio.wait_for(_until(lambda: any(
-            "corrupt" in r.getMessage() for r in caplog.records)), 10)
+        await until(lambda: any("corrupt" in r.getMessage() for r in caplog.records),
+                    what="the corrupt file reported")
         assert follower.current is None and not task.done()
-        assert any(p.name.startswith("identity.json.corrupt-") for p in state_dir.iterdir())
+        assert _names(state_dir) == {"identity.json.corrupt-"}
         file.write(REGISTERED)
         assert await asyncio.wait_for(follower.wait_ready(), 10) == REGISTERED
         # same credentials, other details: not a change for the siblings
@@ -112,7 +113,11 @@ async def test_a_corrupt_file_is_set_aside_and_the_next_valid_one_followed(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _until(condition: object) -> None:
-    assert callable(condition)
-    while not condition():
-        await asyncio.sleep(0.01)
+def _write_garbage(path: Path) -> None:
+    path.write_text('{"version": 1, "data": {"agent_id": "tru')
+
+
+def _names(folder: Path) -> set[str]:
+    """The files in ``folder``, a set-aside copy's time stamp cut off."""
+    return {p.name.split("corrupt-")[0] + "corrupt-" if "corrupt-" in p.name else p.name
+            for p in folder.iterdir()}
