@@ -187,12 +187,6 @@ class RegisterReply(BaseModel):
         return value
 
 
-class Acknowledged(BaseModel):
-    """A reply whose content does not matter beyond being a JSON object (or empty)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
 class Forward(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -238,13 +232,12 @@ class ControlPlaneClient:
     """One HTTP connection pool to the control plane; ``aclose`` when done."""
 
     def __init__(self, api_url: str, *, timeout: float, verify: ssl.SSLContext | bool = True,
-                 user_agent: str = "pipeops-agent",
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 user_agent: str = "pipeops-agent") -> None:
         self.api_url = api_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.api_url, timeout=httpx.Timeout(timeout), verify=verify,
             headers={"user-agent": user_agent, "accept": "application/json"},
-            follow_redirects=False, transport=transport,
+            follow_redirects=False,
         )
 
     async def aclose(self) -> None:

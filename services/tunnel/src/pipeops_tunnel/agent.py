@@ -8,12 +8,12 @@
              hello_ack (a stale tunnel_url), or a new identity from the registrar, asks
              for the allocation again (with backoff); a drain from the control plane
              connects again at once (the old connection closes when its streams end)
+    SIGTERM -> running commands report failed, the live connection drains, exit 0
 
 Both backoffs are tenacity's (``agentkit.retry.retrying``): a run of failures is one
 ``retrying`` whose ``attempt_number`` counts them, and progress (hello_ack for the
 allocation's, a connection that lasted RESET_AFTER seconds or was drained for the
 connection's) ends it, so the next failure starts a fresh one.
-    SIGTERM -> running commands report failed, the live connection drains, exit 0
 
 The identity and the allocation survive a reconnect; streams do not (the mux resets them
 when the connection ends). Commands and their outcomes outlive connections, and so does
@@ -109,8 +109,9 @@ class TunnelAgent:
         for fwd in self.state.forwards:
             fwd.local_addr = self.forwards[fwd.name]
         self.tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
-        http = ControlPlaneClient(self.config.pipeops.api_url, timeout=self.config.pipeops.timeout,
-                                  verify=self.tls, user_agent=f"pipeops-tunnel/{self.version}")
+        plane = ControlPlaneClient(self.config.pipeops.api_url,
+                                   timeout=self.config.pipeops.timeout, verify=self.tls,
+                                   user_agent=f"pipeops-tunnel/{self.version}")
         # root tasks: if one dies, the runner stops the service (exit 1, one error line)
         watcher = self.ctx.spawn(self.identity.run(), name="tunnel:identity")
         statuses = self.ctx.spawn(self.session_status.run(), name="tunnel:session-status")
@@ -118,7 +119,7 @@ class TunnelAgent:
             self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
                                  f"{self.identity.file.path}")
             await self.identity.wait_ready()
-            allocations = AllocationClient(self.config, http)
+            allocations = AllocationClient(self.config, plane)
             while True:  # a fresh backoff once a connection got its hello_ack
                 async for attempt in retrying(self.config.pipeops.reconnect,
                                               before_sleep=self._refused,
@@ -133,7 +134,7 @@ class TunnelAgent:
                             log.warning("%s; asking for the allocation again now", exc)
                             self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
         finally:
-            await asyncio.shield(self._shutdown(watcher, statuses, http))
+            await asyncio.shield(self._shutdown(watcher, statuses, plane))
 
     async def _allocate_and_connect(self, allocations: AllocationClient) -> None:
         """Ask for the allocation, then stay connected; HandshakeRefused ends it."""
@@ -255,7 +256,7 @@ class TunnelAgent:
             self.ctx.bus.publish(KIND_EVENT, "tunnel disconnected", level="warning")
 
     async def _shutdown(self, watcher: asyncio.Task[None], statuses: asyncio.Task[None],
-                        http: ControlPlaneClient) -> None:
+                        plane: ControlPlaneClient) -> None:
         await self.commands.close()
         statuses.cancel()
         await asyncio.gather(statuses, return_exceptions=True)
@@ -265,5 +266,5 @@ class TunnelAgent:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        await http.aclose()
+        await plane.aclose()
         await self.kube.aclose()
