@@ -19,9 +19,11 @@ from agentkit import logs
 from agentkit.config import ReconnectConfig
 from agentkit.controlplane import (
     BadReply,
+    Conflict,
     ConnectionFailed,
     ControlPlaneClient,
     ControlPlaneError,
+    Invalid,
     NotFound,
     ServerError,
     Throttled,
@@ -121,6 +123,20 @@ async def test_refusals_are_typed_and_never_hold_the_token(
     with pytest.raises(NotFound) as missing:
         await client.heartbeat(gone, reply.token, heartbeat_body(gone, "agent-x"))
     assert missing.value.status == 404 and reply.token not in str(missing.value)
+
+
+async def test_a_conflict_and_an_invalid_request_are_not_worth_retrying(
+        client: ControlPlaneClient) -> None:
+    body = register_body()
+    reply = await client.register(INSTALL_TOKEN, body)
+    with pytest.raises(Conflict) as conflict:  # another agent's heartbeat for this cluster
+        await client.heartbeat(reply.cluster_id, reply.token,
+                               heartbeat_body(reply.cluster_id, "agent-someone-else"))
+    assert conflict.value.status == 409 and "agent_id" in conflict.value.body
+    with pytest.raises(Invalid) as invalid:
+        await client.register(INSTALL_TOKEN, {"agent_id": "a"})
+    assert invalid.value.status == 422
+    assert not transient(conflict.value) and not transient(invalid.value)
 
 
 @pytest.mark.parametrize(("mode", "error", "said"), [

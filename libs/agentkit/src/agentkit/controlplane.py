@@ -124,6 +124,19 @@ class NotFound(ControlPlaneError):
     kind = "not_found"
 
 
+class Conflict(ControlPlaneError):
+    """409: the request contradicts what the control plane holds (a host another cluster
+    owns, an agent id that is not this cluster's). Retrying the same request won't help."""
+
+    kind = "conflict"
+
+
+class Invalid(ControlPlaneError):
+    """400/422: the control plane refused the request's content. Not worth retrying."""
+
+    kind = "invalid"
+
+
 class Throttled(ControlPlaneError):
     """429: too many requests; retry after ``retry_after`` seconds."""
 
@@ -318,6 +331,10 @@ def _status_error(what: str, response: httpx.Response) -> ControlPlaneError:
         return Unauthorized(f"{what}: the control plane refused the token", status, body)
     if status == 404:
         return NotFound(f"{what}: not found", status, body)
+    if status == 409:
+        return Conflict(f"{what}: conflict", status, body)
+    if status in (400, 422):
+        return Invalid(f"{what}: request refused as invalid", status, body)
     if status == 429:
         return Throttled(f"{what}: too many requests", status, body, hint)
     if status >= 500:
