@@ -26,7 +26,7 @@ def test_round_trip_mode_0600_and_no_temp_left(state_dir: Path) -> None:
     assert file.read() is None
     file.write(REGISTERED)
     assert file.read() == REGISTERED
-    assert stat.S_IMODE(Path(file.path).stat().st_mode) == 0o600
+    assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
     assert [p.name for p in state_dir.iterdir()] == ["identity.json"]
     # written, the token is a secret every log line masks
     assert REGISTERED.cluster_token not in logs.masker.mask(f"x {REGISTERED.cluster_token} y")
@@ -92,7 +92,7 @@ async def test_a_corrupt_file_is_set_aside_and_the_next_valid_one_followed(
         state_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     file = IdentityFile(state_dir)
-    _write_garbage(Path(file.path))
+    _write_garbage(file.path)
     follower = IdentityFollower(file, poll=0.01)
     task = asyncio.create_task(follower.run())
     try:

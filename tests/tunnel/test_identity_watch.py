@@ -18,14 +18,14 @@ async def test_an_unreadable_identity_file_is_waited_out(
 ) -> None:
     caplog.set_level(logging.INFO, logger="agentkit.identity")
     file = IdentityFile(tmp_path)
-    file.file.path.mkdir()  # exists, and reading it fails (IsADirectoryError), even as root
+    file.path.mkdir()  # exists, and reading it fails (IsADirectoryError), even as root
     watch = IdentityFollower(file, poll=0.01)
     task = asyncio.create_task(watch.run())
     try:
         await until(lambda: any("cannot read" in r.getMessage() for r in caplog.records),
                     what="the warning")
         assert not task.done()
-        file.file.path.rmdir()
+        file.path.rmdir()
         write_identity(tmp_path)
         identity = await asyncio.wait_for(watch.wait_ready(), 10)
         assert identity.agent_id == AGENT_ID

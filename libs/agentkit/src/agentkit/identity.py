@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from agentkit import logs
@@ -103,7 +104,7 @@ class IdentityFile:
         self.file = state if isinstance(state, StateFile) else identity_file(state)
 
     @property
-    def path(self) -> os.PathLike[str]:
+    def path(self) -> Path:
         return self.file.path
 
     def read(self) -> Identity | None:
