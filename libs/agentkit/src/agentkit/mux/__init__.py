@@ -5,15 +5,22 @@ stream whose consumer stops reading stalls itself and nothing else: the reader p
 waits on a stream, credit goes back (WINDOW) only after the bytes were consumed, and the
 writer serves streams round-robin with control frames first.
 
-Layers, as in python-websockets:
+Layers, as in python-websockets, each module one noun (none imports a later one):
 
 * :mod:`.frames`: the codec (pure functions). ``decode_frame`` raises ``HeaderError``
   (close the connection with 1002) or ``StreamFrameError`` (reset that stream).
-* :mod:`.protocol`: :class:`MuxConnection`, the sans-I/O state machine: stream table, id
-  allocation (control plane odd, agent even, never reused), credit, half-close, reset,
-  scheduling, counters. Feed bytes in, take events and frames out.
-* :mod:`.session` / :mod:`.stream`: the asyncio adapter: :class:`MuxSession`,
-  :class:`Stream`, :func:`pipe`. :mod:`.memory` has an in-process transport for tests.
+* :mod:`.settings` (``Role``, ``MuxSettings``, ``MuxStats``), :mod:`.state` (one
+  stream's state and buffers), :mod:`.ids` (id allocation: control plane odd, agent
+  even, never reused), :mod:`.events` (what the core reports).
+* :mod:`.table` + :mod:`.connection`: :class:`MuxConnection`, the sans-I/O core (no
+  I/O, injectable clocks): stream table, credit, half-close, reset, scheduling,
+  counters. Feed bytes in, take events and frames out.
+* :mod:`.stream` (:class:`Stream`, which knows its multiplexer only as a ``StreamHost``),
+  :mod:`.incoming` (``OpenRequest``, the handler tasks), :mod:`.multiplexer`
+  (:class:`Multiplexer`, the asyncio adapter with its two pumps), :mod:`.splice`
+  (:func:`pipe` to a TCP connection), :mod:`.fastpath` (the only code that touches
+  websockets' internals, version-pinned), :mod:`.transport` / :mod:`.memory` (the
+  transport interface; an in-process pair for tests).
 
 Using it (either end; ``ws`` is a websockets ``ClientConnection``/``ServerConnection``
 opened with ``compression=None`` and subprotocol ``pipeops.tunnel.v1``)::
@@ -26,31 +33,32 @@ opened with ``compression=None`` and subprotocol ``pipeops.tunnel.v1``)::
         stream = request.accept()                          # OPEN_OK
         await pipe(stream, reader, writer)                 # splice until both sides end
 
-    session = MuxSession(ws, Role.AGENT, on_open=on_open, on_control=handle_message,
-                         settings=MuxSettings(window=256 * 1024, max_frame=64 * 1024))
-    session.start()                       # or: async with session: ... / await session.run()
-    session.send_control({"type": "status", ...})          # text message, ahead of DATA
-    stream = await session.open_stream({"forward": "kubernetes-api"})  # OPEN -> OPEN_OK
+    mux = Multiplexer(ws, Role.AGENT, on_open=on_open, on_control=handle_message,
+                    settings=MuxSettings(window=256 * 1024, max_frame=64 * 1024))
+    mux.start()                           # or: async with mux: ... / await mux.run()
+    mux.send_control({"type": "status", ...})              # text message, ahead of DATA
+    stream = await mux.open_stream({"forward": "kubernetes-api"})  # OPEN -> OPEN_OK
     await stream.send(b"...")   # write() + drain();  data = await stream.read(65536)
     stream.write_eof()          # FIN (half-close);   stream.reset("why") -> RST
-    await session.close()       # idempotent; every stream is reset locally
+    await mux.flush()           # until what was queued was handed to the transport
+    await mux.close()           # idempotent; every stream is reset locally
 
 Owner hooks:
 
 * ``on_open(request)``: a coroutine run in a task per incoming OPEN. It calls
   ``request.accept() -> Stream`` or ``request.refuse(reason)``; returning undecided
   refuses, raising refuses (or resets an accepted stream). It may go on serving the
-  stream; when the session ends the stream is reset, and the handler is cancelled if it
+  stream; when the multiplexer ends the stream is reset, and the handler is cancelled if it
   has not returned within ``handler_grace`` seconds. No ``on_open``: all OPENs refused.
 * ``on_control(message: dict)``: called synchronously, from the reader pump, for each text
   message that is a JSON object with a string ``type``; it must not block. Other text gets
   ``{"type": "error", "reason": ...}``. Replying to unknown types is the owner's job (it
   alone knows them). ``{"type": "drain"}`` from the peer also sets ``peer_draining``.
-* ``session.drain()``: send ``drain``, refuse incoming OPENs, stop ``open_stream``.
+* ``mux.drain()``: send ``drain``, refuse incoming OPENs, stop ``open_stream``.
 
 Errors (:mod:`.errors`): ``StreamReset`` (reads, writes and drains of a reset stream; also
 a ``ConnectionResetError``), ``OpenFailed(reason)`` and its kinds ``OpenTimeout``,
-``SessionDraining``, ``SessionClosed``; ``StreamError`` for misuse (write after EOF).
+``MuxDraining``, ``MuxClosed``; ``StreamError`` for misuse (write after EOF).
 
 Flow control: each side grants ``settings.window`` bytes per stream (default 256 KiB);
 ``settings.peer_window`` is the peer's (from its hello; ``update_peer_settings`` for
@@ -60,8 +68,8 @@ that sends past its credit gets RST). ``read()`` returns credit as it hands data
 once its socket took the bytes). A stream's send buffer holds up to ``settings.write_limit``
 before ``drain()`` waits; waiting for credit blocks only that stream's producer.
 
-Hot path (no task switch per message): on a websockets connection the session handles
-each complete message as websockets parses it (in ``data_received``; fragmented messages
+Hot path (no task switch per message, :mod:`.fastpath`): on a websockets connection the
+multiplexer handles each complete message as websockets parses it (in ``data_received``; fragmented messages
 and what follows them go through ``recv()``, in order) and writes frames synchronously
 while its writer pump is idle and the connection is not paused (otherwise the pump
 ``await``s ``send()``); ``pipe`` is the TCP connection's protocol while it runs, so bytes
@@ -72,9 +80,9 @@ write buffer under the high-water mark, what ``writer.drain()`` waits for); it e
 soon as the stream is reset (even while both directions wait on an idle socket), and
 when its task is cancelled it resets the stream (RST "cancelled") before re-raising.
 
-Counters: ``session.stats`` (:class:`MuxStats`: streams opened/closed/active, open_failed,
+Counters: ``mux.stats`` (:class:`MuxStats`: streams opened/closed/active, open_failed,
 bytes in/out, window-blocked seconds, resets sent/received, late frames, protocol errors)
-and ``session.stream_info()`` (:class:`StreamInfo` per stream: id, label, state, bytes,
+and ``mux.stream_info()`` (:class:`StreamInfo` per stream: id, label, state, bytes,
 credit, buffered bytes and their peak, opened_at), plain attributes for the service to
 export.
 
@@ -85,17 +93,18 @@ message; 1 MiB leaves room for large control messages), ``max_queue`` bounded (t
 
 Keepalive is the transport's job, not the mux's: open the WebSocket with
 ``ping_interval``/``ping_timeout`` (PROTOCOL.md: 15 s / 20 s); a dead connection makes
-``recv()`` fail, which ends the session and resets every stream locally.
+``recv()`` fail, which ends the multiplexer and resets every stream locally.
 """
 
 from __future__ import annotations
 
+from .connection import MuxConnection
 from .errors import (
+    MuxClosed,
+    MuxDraining,
     MuxError,
     OpenFailed,
     OpenTimeout,
-    SessionClosed,
-    SessionDraining,
     StreamError,
     StreamReset,
 )
@@ -110,9 +119,13 @@ from .frames import (
     StreamFrameError,
     decode_frame,
 )
-from .protocol import MuxConnection, MuxSettings, MuxStats, Role, StreamInfo
-from .session import ControlHandler, MuxSession, OpenHandler, OpenRequest, Transport
-from .stream import Stream, pipe
+from .incoming import OpenHandler, OpenRequest
+from .multiplexer import ControlHandler, Multiplexer
+from .settings import MuxSettings, MuxStats, Role
+from .splice import pipe
+from .state import StreamInfo
+from .stream import Stream
+from .transport import Transport
 
 SUBPROTOCOL = "pipeops.tunnel.v1"
 """The WebSocket subprotocol of the tunnel."""
@@ -127,9 +140,11 @@ __all__ = [
     "FrameError",
     "FrameType",
     "HeaderError",
+    "Multiplexer",
+    "MuxClosed",
     "MuxConnection",
+    "MuxDraining",
     "MuxError",
-    "MuxSession",
     "MuxSettings",
     "MuxStats",
     "OpenFailed",
@@ -137,8 +152,6 @@ __all__ = [
     "OpenRequest",
     "OpenTimeout",
     "Role",
-    "SessionClosed",
-    "SessionDraining",
     "Stream",
     "StreamError",
     "StreamFrameError",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "MuxClosed",
+    "MuxDraining",
     "MuxError",
     "OpenFailed",
     "OpenTimeout",
-    "SessionClosed",
-    "SessionDraining",
     "StreamError",
     "StreamReset",
 ]
@@ -22,7 +22,7 @@ class StreamError(MuxError):
 
 
 class StreamReset(StreamError, ConnectionResetError):
-    """The stream was aborted: by the peer (RST), locally, or because the session ended.
+    """The stream was aborted: by the peer (RST), locally, or because the multiplexer ended.
 
     ``by_peer`` is True when the peer sent RST; ``reason`` is the human-readable cause.
     """
@@ -34,7 +34,7 @@ class StreamReset(StreamError, ConnectionResetError):
 
 
 class OpenFailed(MuxError):
-    """``open_stream`` did not produce a stream: OPEN_FAIL from the peer, or no session."""
+    """``open_stream`` did not produce a stream: OPEN_FAIL from the peer, or no connection."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -45,9 +45,9 @@ class OpenTimeout(OpenFailed, TimeoutError):
     """The peer answered neither OPEN_OK nor OPEN_FAIL in time (the stream is reset)."""
 
 
-class SessionDraining(OpenFailed):
+class MuxDraining(OpenFailed):
     """This side or the peer asked to drain: no new streams on this connection."""
 
 
-class SessionClosed(OpenFailed):
-    """The session is closed (or closing): no new streams."""
+class MuxClosed(OpenFailed):
+    """The multiplexer is closed (or closing): no new streams."""

@@ -1,0 +1,177 @@
+"""The websockets fast path: the one module that reaches into websockets' internals.
+
+Through websockets' public API every message costs a task switch on each side of each
+direction (``recv()`` wakes the reader pump a loop iteration after the message was
+parsed; ``await send()`` yields even when the socket takes the bytes at once): most of
+what the tunnel added to a round trip. On a websockets asyncio connection of the version
+range below, :class:`FastPath` does instead:
+
+* receiving: messages are handled as websockets parses them, in the connection's
+  ``data_received`` (its ``process_event``, wrapped), not queued for ``recv()``. Only
+  complete unfragmented messages with nothing queued ahead of them go this way; the rest
+  (fragments, the messages after them, text that is not UTF-8) takes websockets' own path
+  to ``recv()``, in order.
+* sending: while the multiplexer's writer pump is idle, frames are written synchronously
+  (what ``send()`` does before it awaits ``drain()``: ``protocol.send_*`` + ``send_data``),
+  only while the connection is open, not paused (its write buffer under the high-water
+  mark) and no fragmented message is being sent; otherwise the pump ``await``s ``send()``
+  and so honours the transport's backpressure.
+
+Those internals (``process_event``, ``recv_messages.frames``, ``send_data``, ``paused``,
+``send_in_progress``) are not a public API, so the fast path is used only when the
+installed websockets is within :data:`SUPPORTED` (the same range agentkit's dependency
+pins; a test checks both) and has them. Otherwise, or with ``AGENTKIT_MUX_FAST_PATH=0``
+in the environment, the multiplexer uses ``send()``/``recv()`` alone: same behaviour,
+more latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .connection import MuxConnection
+
+__all__ = ["ENV_SWITCH", "SUPPORTED", "FastPath", "fast_path_for", "supported_version"]
+
+log = logging.getLogger("agentkit.mux")
+
+SUPPORTED = (">=17.4", "<17.5")
+"""The websockets versions whose internals this module was written against; agentkit's
+pyproject pins ``websockets>=17.4,<17.5`` to match."""
+ENV_SWITCH = "AGENTKIT_MUX_FAST_PATH"
+"""Set to ``0`` to force the public path (send()/recv() only)."""
+
+_NEEDED = ("protocol", "paused", "send_in_progress", "send_data", "transport", "process_event")
+
+
+def _parse(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def supported_version(version: str) -> bool:
+    """Is websockets ``version`` within :data:`SUPPORTED`?"""
+    low, high = _parse(SUPPORTED[0][2:]), _parse(SUPPORTED[1][1:])
+    return low <= _parse(version) < high
+
+
+def fast_path_for(transport: object) -> FastPath | None:
+    """A fast path for ``transport`` if it is a websockets asyncio connection it can use."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    try:
+        from websockets.asyncio.connection import Connection
+    except ImportError:
+        return None
+    if not isinstance(transport, Connection):
+        return None
+    version = importlib.metadata.version("websockets")
+    if not supported_version(version):
+        log.info("websockets %s is outside %s: the mux uses its public path", version,
+                 ",".join(SUPPORTED))
+        return None
+    if not all(hasattr(transport, name) for name in _NEEDED):
+        return None
+    if not hasattr(getattr(transport, "recv_messages", None), "frames"):
+        return None
+    if "process_event" in vars(transport):  # another multiplexer's hook is on it
+        return None
+    return FastPath(transport)
+
+
+class FastPath:
+    """Synchronous sends and in-callback receives on one websockets connection.
+    ``sent`` and ``received`` count the messages that went this way."""
+
+    __slots__ = ("_ws", "received", "sent")
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+        self.sent = 0
+        self.received = 0
+
+    def write(self, conn: MuxConnection) -> bool:
+        """Send what ``conn`` has queued while the transport takes it without waiting;
+        False if it could not be used at all (the writer pump then sends)."""
+        from websockets.protocol import State
+
+        ws = self._ws
+        protocol = ws.protocol
+        if (
+            protocol.state is not State.OPEN
+            or ws.paused
+            or ws.send_in_progress is not None
+            or ws.transport.is_closing()
+        ):
+            return False
+        try:
+            while not ws.paused:
+                message = conn.next_frame()
+                if message is None:
+                    break
+                if isinstance(message, str):
+                    protocol.send_text(message.encode())
+                else:
+                    protocol.send_binary(message)
+                ws.send_data()
+                self.sent += 1
+        except Exception as exc:  # the connection is failing: the pumps will see it
+            log.debug("direct send failed: %r", exc)
+            return False
+        return True
+
+    def install_reader(self, handle: Callable[[bytes | str], bool]) -> Callable[[], None]:
+        """Hand complete messages to ``handle`` as they are parsed (from the current task,
+        the reader pump, which is cancelled when ``handle`` returns False, as a failing
+        ``recv()`` would end it). Returns the undo."""
+        from websockets.frames import Opcode
+
+        ws = self._ws
+        original = ws.process_event
+        queue = ws.recv_messages.frames
+        reader = asyncio.current_task()
+        assert reader is not None
+        binary, text, cont = Opcode.BINARY, Opcode.TEXT, Opcode.CONT
+        fragmented = False  # a fragmented message is going websockets' way
+
+        def process_event(event: Any) -> None:
+            nonlocal fragmented
+            opcode = event.opcode
+            if opcode is not binary and opcode is not text:
+                if opcode is cont and event.fin:
+                    fragmented = False
+                original(event)
+                return
+            if fragmented or not event.fin or len(queue):
+                fragmented = fragmented or not event.fin
+                original(event)
+                return
+            data = event.data
+            message: bytes | str
+            if opcode is text:
+                try:
+                    message = bytes(data).decode()
+                except UnicodeDecodeError:  # recv() raises it, as it would have
+                    original(event)
+                    return
+            else:
+                message = data if type(data) is bytes else bytes(data)
+            self.received += 1
+            try:
+                ok = handle(message)
+            except Exception:  # not expected: the multiplexer's handlers catch their own
+                log.exception("handling a message failed")
+                ok = False
+            if not ok:
+                reader.cancel()
+
+        ws.process_event = process_event
+
+        def uninstall() -> None:
+            vars(ws).pop("process_event", None)
+
+        return uninstall
