@@ -93,15 +93,15 @@ async def run_controlplane(forwards: list[str]) -> None:
     from websockets.asyncio.server import ServerConnection, serve
     from websockets.typing import Subprotocol
 
-    from agentkit.mux import SUBPROTOCOL, MuxSession, Role, pipe
+    from agentkit.mux import SUBPROTOCOL, Multiplexer, Role, pipe
 
-    session: MuxSession | None = None
+    session: Multiplexer | None = None
     connected = asyncio.Event()
     tasks: set[asyncio.Task[Any]] = set()
 
     async def on_ws(conn: ServerConnection) -> None:
         nonlocal session
-        session = MuxSession(conn, Role.CONTROL_PLANE, name="cp")
+        session = Multiplexer(conn, Role.CONTROL_PLANE, name="cp")
         connected.set()
         await session.run()
 
@@ -136,7 +136,7 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]]) -> None:
     from websockets.asyncio.client import connect
     from websockets.typing import Subprotocol
 
-    from agentkit.mux import SUBPROTOCOL, MuxSession, OpenRequest, Role, pipe
+    from agentkit.mux import SUBPROTOCOL, Multiplexer, OpenRequest, Role, pipe
 
     async def on_open(request: OpenRequest) -> None:
         target = targets.get(str(request.payload.get("forward")))
@@ -151,7 +151,7 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]]) -> None:
         url, subprotocols=[Subprotocol(SUBPROTOCOL)], compression=None,
         max_size=WS_MAX_SIZE, ping_interval=None,
     ) as ws:
-        async with MuxSession(ws, Role.AGENT, on_open=on_open, name="agent") as session:
+        async with Multiplexer(ws, Role.AGENT, on_open=on_open, name="agent") as session:
             print(json.dumps({"connected": True}), flush=True)
             await _commands(lambda cmd: _report(session, cmd))
 

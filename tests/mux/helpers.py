@@ -8,8 +8,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from agentkit.mux.connection import MuxConnection
 from agentkit.mux.frames import FrameType, decode_frame
-from agentkit.mux.protocol import MuxConnection, MuxSettings, Role
+from agentkit.mux.settings import MuxSettings, Role
 
 
 def raw(ftype: int, sid: int, payload: bytes = b"", flags: int = 0, reserved: int = 0) -> bytes:

@@ -10,6 +10,8 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentkit.mux.connection import MuxConnection
+from agentkit.mux.events import OpenRequested
 from agentkit.mux.frames import (
     FrameError,
     FrameType,
@@ -20,9 +22,10 @@ from agentkit.mux.frames import (
     encode_json_frame,
     encode_window,
 )
+from agentkit.mux.incoming import OpenRequest
 from agentkit.mux.memory import memory_transport_pair
-from agentkit.mux.protocol import MuxConnection, MuxSettings, OpenRequested, Role
-from agentkit.mux.session import MuxSession, OpenRequest
+from agentkit.mux.multiplexer import Multiplexer
+from agentkit.mux.settings import MuxSettings, Role
 from tests.mux.helpers import drain_out
 
 MAX_FRAME = 1024
@@ -145,7 +148,7 @@ def test_session_survives_or_closes_with_1002(batch: list[bytes | str]) -> None:
             stream = request.accept()
             await stream.read(-1)
 
-        session = MuxSession(
+        session = Multiplexer(
             ours,
             Role.AGENT,
             on_open=accept,

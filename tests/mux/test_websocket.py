@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from agentkit.mux import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOL,
-    MuxSession,
+    Multiplexer,
     MuxSettings,
     OpenHandler,
     OpenRequest,
@@ -93,8 +93,8 @@ async def test_isolation_a_stalled_stream_never_slows_a_bulk_one_past_its_window
         async with ws_server() as (url, accepted), ws_connect(url) as client:
             server_conn = await asyncio.wait_for(accepted.get(), 5)
             async with (
-                MuxSession(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
-                MuxSession(client, Role.AGENT, on_open=dial, name="agent") as agent,
+                Multiplexer(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
+                Multiplexer(client, Role.AGENT, on_open=dial, name="agent") as agent,
             ):
                 window = agent.settings.window
                 stalled = await cp.open_stream({"forward": "stall"})
@@ -149,8 +149,8 @@ async def test_connect_close_cycles_leave_no_tasks_or_memory(echo_server: TcpSer
         async with ws_connect(url) as client:
             server_conn = await asyncio.wait_for(accepted.get(), 5)
             async with (
-                MuxSession(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
-                MuxSession(client, Role.AGENT, on_open=dial, name="agent") as agent,
+                Multiplexer(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
+                Multiplexer(client, Role.AGENT, on_open=dial, name="agent") as agent,
             ):
                 finished = await cp.open_stream({"forward": "echo"})
                 await finished.send(f"cycle {i}".encode())
@@ -206,8 +206,8 @@ async def test_killing_the_websocket_mid_transfer_resets_streams_on_both_sides(
     async with ws_server() as (url, accepted), ws_connect(url) as client:
         server_conn = await asyncio.wait_for(accepted.get(), 5)
         async with (
-            MuxSession(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
-            MuxSession(client, Role.AGENT, on_open=dial, name="agent") as agent,
+            Multiplexer(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
+            Multiplexer(client, Role.AGENT, on_open=dial, name="agent") as agent,
         ):
             streams = [await cp.open_stream({"forward": "sink"}) for _ in range(3)]
             chunk = os.urandom(256 * 1024)
@@ -232,11 +232,11 @@ async def test_killing_the_websocket_mid_transfer_resets_streams_on_both_sides(
 
 async def session_for_raw_peer(
     accepted: asyncio.Queue[ServerConnection], on_open: OpenHandler | None = None
-) -> MuxSession:
+) -> Multiplexer:
     """A control-plane session on the next accepted connection, whose peer the test drives
     by hand with websockets (window 64 KiB, max frame 16 KiB)."""
     server_conn = await asyncio.wait_for(accepted.get(), 5)
-    session = MuxSession(
+    session = Multiplexer(
         server_conn, Role.CONTROL_PLANE, on_open=on_open, name="cp",
         settings=MuxSettings(window=64 * 1024, max_frame=16 * 1024),
     )
@@ -321,8 +321,8 @@ async def test_one_frame_per_message_fits_a_max_size_of_max_frame_plus_header(
     async with ws_server(limit) as (url, accepted), ws_connect(url, limit) as client:
         server_conn = await asyncio.wait_for(accepted.get(), 5)
         async with (
-            MuxSession(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
-            MuxSession(client, Role.AGENT, on_open=dial, name="agent") as agent,
+            Multiplexer(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
+            Multiplexer(client, Role.AGENT, on_open=dial, name="agent") as agent,
         ):
             stream = await cp.open_stream({"forward": "echo"})
             payload = os.urandom(4 * MiB)
@@ -349,7 +349,7 @@ async def test_control_messages_travel_as_text() -> None:
     async with ws_server() as (url, accepted), ws_connect(url) as client:
         seen: list[dict[str, object]] = []
         server_conn = await asyncio.wait_for(accepted.get(), 5)
-        async with MuxSession(server_conn, Role.CONTROL_PLANE, on_control=seen.append) as cp:
+        async with Multiplexer(server_conn, Role.CONTROL_PLANE, on_control=seen.append) as cp:
             await client.send(json.dumps({"type": "hello", "agent_id": "a1", "window": 262144}))
             await wait_for(lambda: bool(seen))
             assert seen == [{"type": "hello", "agent_id": "a1", "window": 262144}]
@@ -370,8 +370,8 @@ async def test_a_peer_that_stops_reading_pushes_back_on_the_writer(ws_pair: WsPa
         held.append(request.accept())
 
     async with (
-        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
-        MuxSession(ws_pair.client, Role.AGENT, on_open=hold, name="agent") as agent,
+        Multiplexer(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        Multiplexer(ws_pair.client, Role.AGENT, on_open=hold, name="agent") as agent,
     ):
         streams = [await cp.open_stream({"forward": f"s{i}"}) for i in range(160)]
         window = cp.settings.window
@@ -411,8 +411,8 @@ async def test_keepalive_pings_pass_and_a_silent_peer_ends_the_session(
     ):
         server_conn = await asyncio.wait_for(accepted.get(), 5)
         async with (
-            MuxSession(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
-            MuxSession(client, Role.AGENT, on_open=dial, name="agent"),
+            Multiplexer(server_conn, Role.CONTROL_PLANE, name="cp") as cp,
+            Multiplexer(client, Role.AGENT, on_open=dial, name="agent"),
         ):
             stream = await cp.open_stream({"forward": "echo"})
             payload = os.urandom(2 * MiB)
@@ -440,8 +440,8 @@ async def test_an_idle_session_hands_data_to_the_websocket_at_once(ws_pair: WsPa
         held.append(request.accept())
 
     async with (
-        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
-        MuxSession(ws_pair.client, Role.AGENT, on_open=hold, name="agent") as agent,
+        Multiplexer(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        Multiplexer(ws_pair.client, Role.AGENT, on_open=hold, name="agent") as agent,
     ):
         stream = await cp.open_stream({"forward": "x"})
         stream.write(b"now")
@@ -506,8 +506,8 @@ async def test_pipe_takes_over_what_its_reader_already_buffered(ws_pair: WsPair)
             outcome.append(exc)
 
     async with (
-        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
-        MuxSession(ws_pair.client, Role.AGENT, on_open=collect, name="agent"),
+        Multiplexer(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        Multiplexer(ws_pair.client, Role.AGENT, on_open=collect, name="agent"),
     ):
         server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
         try:
@@ -555,8 +555,8 @@ def test_pipe_round_trips_on_the_services_event_loop() -> None:
         target = await asyncio.start_server(echo, "127.0.0.1", 0)
         target_port = target.sockets[0].getsockname()[1]
         async with ws_server() as (url, accepted), ws_connect(url) as client:
-            cp = MuxSession(await asyncio.wait_for(accepted.get(), 5), Role.CONTROL_PLANE)
-            async with cp, MuxSession(client, Role.AGENT, on_open=dial):
+            cp = Multiplexer(await asyncio.wait_for(accepted.get(), 5), Role.CONTROL_PLANE)
+            async with cp, Multiplexer(client, Role.AGENT, on_open=dial):
                 front = await asyncio.start_server(listen, "127.0.0.1", 0)
                 reader, writer = await asyncio.open_connection(
                     "127.0.0.1", front.sockets[0].getsockname()[1])

@@ -35,7 +35,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from agentkit.mux import SUBPROTOCOL, MuxSession, MuxSettings, Role
+from agentkit.mux import SUBPROTOCOL, Multiplexer, MuxSettings, Role
 from agentkit.mux import Stream as MuxStream
 from agentkit.statefile import identity_file
 from kubesim.testing import Kubesim
@@ -89,7 +89,7 @@ class FakeControlPlane:
         self.reject_handshake: int | None = None  # HTTP status to refuse the upgrade with
         self.status_requests: list[dict[str, Any]] = []
         self.handshakes: list[Headers] = []
-        self.sessions: list[MuxSession] = []
+        self.sessions: list[Multiplexer] = []
         self.connections: list[ServerConnection] = []
         self.hellos: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
@@ -97,7 +97,7 @@ class FakeControlPlane:
         self.settings: MuxSettings | None = None
         self.ack_window: int | None = None
         self.ack_gate: asyncio.Event | None = None
-        self.after_ack: Callable[[MuxSession], None] | None = None
+        self.after_ack: Callable[[Multiplexer], None] | None = None
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -158,7 +158,7 @@ class FakeControlPlane:
     # -- the tunnel ---------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session: MuxSession | None = None
+        session: Multiplexer | None = None
         mine: list[dict[str, Any]] = []
         self.session_messages.append(mine)
 
@@ -189,13 +189,13 @@ class FakeControlPlane:
                     self._handlers.add(task)
                     task.add_done_callback(self._handlers.discard)
 
-        session = MuxSession(ws, Role.CONTROL_PLANE, on_control=on_control,
+        session = Multiplexer(ws, Role.CONTROL_PLANE, on_control=on_control,
                              settings=self.settings, name="fake-cp")
         self.connections.append(ws)
         self.sessions.append(session)
         await session.run()
 
-    async def wait_connected(self, count: int = 1, timeout: float = 20.0) -> MuxSession:
+    async def wait_connected(self, count: int = 1, timeout: float = 20.0) -> Multiplexer:
         """The ``count``-th session, once its hello arrived (hello_ack is on its way)."""
         await until(lambda: len(self.hellos) >= count and len(self.sessions) >= count,
                     timeout, f"tunnel connection #{count}")
@@ -213,7 +213,7 @@ class FakeControlPlane:
         return [m for m in self.messages if m.get("id") == command_id]
 
     async def command(self, command_id: str, action: str, payload: Any,
-                      session: MuxSession | None = None) -> dict[str, Any]:
+                      session: Multiplexer | None = None) -> dict[str, Any]:
         """Send a command and wait for its outcome (complete or failed)."""
         (session or self.sessions[-1]).send_control(
             {"type": "command", "id": command_id, "action": action, "payload": payload})

@@ -18,7 +18,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from agentkit.mux import SUBPROTOCOL, MuxSession, OpenRequest, Role, pipe
+from agentkit.mux import SUBPROTOCOL, Multiplexer, OpenRequest, Role, pipe
 from pipeops_controlplane.testing import ControlPlane
 
 Address = tuple[str, int]
@@ -69,7 +69,7 @@ class MiniAgent:
         self.messages: list[dict[str, Any]] = []  # every control message received
         self.opens: list[dict[str, Any]] = []  # every OPEN payload received
         self.ws: ClientConnection | None = None
-        self.session: MuxSession | None = None
+        self.session: Multiplexer | None = None
         self._arrived = asyncio.Event()
 
     async def connect(self, url: str | None = None, *, hello: dict[str, Any] | None = None,
@@ -78,7 +78,7 @@ class MiniAgent:
         self.ws = await connect(url or self.reg["tunnel_url"], subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                                 additional_headers=headers_for(self.reg), compression=None,
                                 ping_interval=None)
-        self.session = MuxSession(self.ws, Role.AGENT, on_open=self._on_open,
+        self.session = Multiplexer(self.ws, Role.AGENT, on_open=self._on_open,
                                   on_control=self._on_control, name="mini-agent")
         self.session.start()
         greeting = hello or {"type": "hello", "agent_id": self.reg["agent_id"],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkit.mux import MuxSession, MuxSettings
+from agentkit.mux import Multiplexer, MuxSettings
 from tests.helpers import free_port
 from tests.tunnel.agent_helpers import (
     FakeControlPlane,
@@ -100,14 +100,14 @@ async def test_streams_opened_right_after_hello_ack_use_the_granted_window(
     results: list[bytes | BaseException] = []
     tasks: set[asyncio.Task[None]] = set()
 
-    async def pull(session: MuxSession) -> None:
+    async def pull(session: Multiplexer) -> None:
         try:
             stream = await session.open_stream({"forward": "src"})
             results.append(await stream.read())
         except Exception as exc:
             results.append(exc)
 
-    def after_ack(session: MuxSession) -> None:
+    def after_ack(session: Multiplexer) -> None:
         tasks.add(asyncio.create_task(pull(session)))
 
     cp.after_ack = after_ack

@@ -34,7 +34,7 @@ from tenacity import RetryCallState
 from agentkit.controlplane import ControlPlaneClient, TunnelStatus
 from agentkit.events import KIND_EVENT
 from agentkit.identity import Identity, IdentityFile, IdentityFollower
-from agentkit.mux import MuxSession
+from agentkit.mux import Multiplexer
 from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext
 from agentkit.tls import control_plane_context
@@ -212,7 +212,7 @@ class TunnelAgent:
         connection = Connection(
             self.config, identity, allocation, forwards=list(self.forwards),
             on_open=self.dialer.on_open, commands=self.commands, version=self.version,
-            on_session=self._session_changed, tls=self.tls)
+            on_mux=self._mux_changed, tls=self.tls)
         self.connection = connection
         follow = asyncio.create_task(self._close_on_new_identity(connection, identity),
                                      name="tunnel:identity-change")
@@ -235,14 +235,14 @@ class TunnelAgent:
         log.info("the identity changed; reconnecting with the new one")
         await connection.abandon("agent identity changed")
 
-    def _session_changed(self, session: MuxSession | None, ack: HelloAck | None) -> None:
-        if session is not None and ack is not None:
+    def _mux_changed(self, mux: Multiplexer | None, ack: HelloAck | None) -> None:
+        if mux is not None and ack is not None:
             if self._acks:
                 self.state.reconnects += 1
             self._acks += 1
-            self.state.attach(session)
-            self.session_status.attach(session.reply_control,
-                                       lambda: session.queued_control)
+            self.state.attach(mux)
+            self.session_status.attach(mux.reply_control,
+                                       lambda: mux.queued_control)
             self.state.set_allocation(self.state.tunnel_url, ack.remote_ports)
             self.state.set_state(CONNECTED, f"connected to {self.state.tunnel_url}", error="")
             self.ctx.bus.publish(KIND_EVENT, "tunnel connected",

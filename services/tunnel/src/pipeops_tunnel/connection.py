@@ -1,15 +1,15 @@
-"""One tunnel connection: the WebSocket handshake, hello/hello_ack, the mux session.
+"""One tunnel connection: the WebSocket handshake, hello/hello_ack, the multiplexer.
 
 ``Connection.run`` returns only by raising: :class:`HandshakeRefused` when the handshake was
 refused in a way that means the allocation or the credentials are stale (ask for the
-allocation again), :class:`ConnectionLost` when an established session ended (with how
+allocation again), :class:`ConnectionLost` when an established connection ended (with how
 long it was up, so the caller can reset its backoff), or the transport's own error when
 the connection never came up. Cancelling it (SIGTERM) drains: ``drain`` is sent, open
-streams get ``DRAIN_GRACE`` seconds to finish, then the session closes with 1001. The whole
+streams get ``DRAIN_GRACE`` seconds to finish, then the multiplexer closes with 1001. The whole
 shutdown (drain wait, flush, handler grace, close handshake) stays under
 ``SHUTDOWN_BUDGET`` seconds, well inside the runner's default ``--shutdown-grace`` (3 s).
 A ``drain`` from the control plane ends ``run`` with :class:`Drained` at once (the caller
-connects again); the old session is handed to ``retiring``, which closes it once its
+connects again); the old multiplexer is handed to ``retiring``, which closes it once its
 streams finished or after ``RETIRE_GRACE`` seconds.
 
 hello_ack is handled synchronously in the control handler, before any frame after it is
@@ -45,7 +45,7 @@ from agentkit.identity import Identity
 from agentkit.mux import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOL,
-    MuxSession,
+    Multiplexer,
     MuxSettings,
     OpenHandler,
     Role,
@@ -76,7 +76,7 @@ class HandshakeRefused(Exception):
 
 
 class ConnectionLost(Exception):
-    """An established session ended; ``connected_for`` seconds after hello_ack."""
+    """An established connection ended; ``connected_for`` seconds after hello_ack."""
 
     def __init__(self, reason: str, connected_for: float) -> None:
         super().__init__(reason)
@@ -84,7 +84,7 @@ class ConnectionLost(Exception):
 
 
 class Drained(ConnectionLost):
-    """The control plane sent ``drain``: connect again; the old session is retiring."""
+    """The control plane sent ``drain``: connect again; the old multiplexer is retiring."""
 
 
 class HelloAck:
@@ -104,7 +104,7 @@ class Connection:
     def __init__(self, config: Config, identity: Identity, allocation: TunnelStatus, *,
                  forwards: list[str], on_open: OpenHandler, commands: CommandRunner,
                  version: str,
-                 on_session: Callable[[MuxSession | None, HelloAck | None], None],
+                 on_mux: Callable[[Multiplexer | None, HelloAck | None], None],
                  tls: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.identity = identity
@@ -113,20 +113,20 @@ class Connection:
         self.on_open = on_open
         self.commands = commands
         self.version = version
-        self.on_session = on_session
+        self.on_mux = on_mux
         self.tls = tls
-        self.session: MuxSession | None = None
+        self.mux: Multiplexer | None = None
         self._ws: ClientConnection | None = None
         self._hello_ack: asyncio.Future[HelloAck] | None = None
         self._peer_drained = asyncio.Event()
         self._abandoned = ""
-        self.retiring: asyncio.Task[None] | None = None  # the drained session, closing
+        self.retiring: asyncio.Task[None] | None = None  # the drained multiplexer, closing
 
     async def abandon(self, reason: str) -> None:
         """End this connection (or make its handshake end it) with close code 1000."""
         self._abandoned = reason
-        if self.session is not None:
-            await self.session.close(1000, reason)
+        if self.mux is not None:
+            await self.mux.close(1000, reason)
 
     async def _handshake(self) -> ClientConnection:
         cfg = self.config.tunnel
@@ -164,13 +164,13 @@ class Connection:
         kind = message["type"]
         if kind == "hello_ack":
             if self._hello_ack is not None and not self._hello_ack.done() \
-                    and self.session is not None:
+                    and self.mux is not None:
                 # here, not after the waiter wakes: the control plane may open streams
                 # right behind hello_ack, and they must start with the granted credit
                 ack = HelloAck(message)
                 if ack.window is not None:
-                    self.session.update_peer_settings(window=ack.window)
-                self.commands.attach(self.session.send_control, self.session.reply_control)
+                    self.mux.update_peer_settings(window=ack.window)
+                self.commands.attach(self.mux.send_control, self.mux.reply_control)
                 self._hello_ack.set_result(ack)
         elif kind == "command":
             self.commands.handle(message)
@@ -180,10 +180,10 @@ class Connection:
         elif kind == "error":
             log.warning("the control plane reported an error",
                         extra={"reason": str(message.get("reason", ""))[:200]})
-        elif kind not in KNOWN_TYPES and self.session is not None:
+        elif kind not in KNOWN_TYPES and self.mux is not None:
             with contextlib.suppress(Exception):
-                self.session.reply_control({"type": "error",
-                                            "reason": f"unknown message type {kind[:40]!r}"})
+                self.mux.reply_control({"type": "error",
+                                        "reason": f"unknown message type {kind[:40]!r}"})
 
     async def run(self) -> None:
         cfg = self.config.tunnel
@@ -192,22 +192,22 @@ class Connection:
             await ws.close(1000, self._abandoned)
             raise ConnectionError(f"connection abandoned: {self._abandoned}")
         # the max frame is the protocol's (both ends send and accept 64 KiB DATA frames)
-        session = MuxSession(ws, Role.AGENT, on_open=self.on_open, on_control=self._on_control,
-                             settings=MuxSettings(window=cfg.window, max_frame=DEFAULT_MAX_FRAME),
-                             open_timeout=cfg.dial_timeout, handler_grace=HANDLER_GRACE,
-                             name="tunnel")
-        self.session = session
+        mux = Multiplexer(ws, Role.AGENT, on_open=self.on_open, on_control=self._on_control,
+                         settings=MuxSettings(window=cfg.window, max_frame=DEFAULT_MAX_FRAME),
+                         open_timeout=cfg.dial_timeout, handler_grace=HANDLER_GRACE,
+                         name="tunnel")
+        self.mux = mux
         self._ws = ws
         self._hello_ack = asyncio.get_running_loop().create_future()
         connected_at: float | None = None
         try:
-            session.start()
-            session.send_control({
+            mux.start()
+            mux.send_control({
                 "type": "hello", "agent_id": self.identity.agent_id,
                 "cluster_id": self.identity.cluster_id, "version": self.version,
                 "forwards": [{"name": name} for name in self.forwards], "window": cfg.window,
             })
-            closed = asyncio.ensure_future(session.wait_closed())
+            closed = asyncio.ensure_future(mux.wait_closed())
             hello = self._hello_ack
             waits: set[asyncio.Future[Any]] = {hello, closed}
             try:
@@ -216,27 +216,27 @@ class Connection:
             finally:
                 closed.cancel()
             if not hello.done():
-                reason = session.close_reason if session.closed else "no hello_ack in time"
+                reason = mux.close_reason if mux.closed else "no hello_ack in time"
                 raise ConnectionError(f"tunnel hello failed: {reason}")
             ack = hello.result()  # the window and the commands were applied on arrival
             connected_at = time.monotonic()
-            self.on_session(session, ack)
+            self.on_mux(mux, ack)
             ending: set[asyncio.Future[Any]] = {
-                asyncio.ensure_future(session.wait_closed()),
+                asyncio.ensure_future(mux.wait_closed()),
                 asyncio.ensure_future(self._peer_drained.wait())}
             try:
                 await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiting in ending:
                     waiting.cancel()
-            if self._peer_drained.is_set() and not session.closed:
+            if self._peer_drained.is_set() and not mux.closed:
                 self.commands.detach()
-                self.retiring = asyncio.create_task(self._retire(session),
+                self.retiring = asyncio.create_task(self._retire(mux),
                                                     name="tunnel:retiring")
                 raise Drained("the control plane drained the tunnel connection",
                               time.monotonic() - connected_at)
-            raise ConnectionLost(f"tunnel connection lost: {session.close_code} "
-                                 f"{session.close_reason}", time.monotonic() - connected_at)
+            raise ConnectionLost(f"tunnel connection lost: {mux.close_code} "
+                                 f"{mux.close_reason}", time.monotonic() - connected_at)
         except asyncio.CancelledError:
             # shutting down: running commands report ``failed`` on this connection, then
             # the connection drains
@@ -245,51 +245,50 @@ class Connection:
             raise
         finally:
             self.commands.detach()
-            if not session.closed and self.retiring is None:
-                await asyncio.shield(session.close(1001, "agent closing the connection"))
+            if not mux.closed and self.retiring is None:
+                await asyncio.shield(mux.close(1001, "agent closing the connection"))
             if connected_at is not None:
-                self.on_session(None, None)
-            self.session = None
+                self.on_mux(None, None)
+            self.mux = None
 
     async def drain(self) -> None:
         """Send drain, give open streams ``DRAIN_GRACE`` seconds, close with 1001."""
-        session = self.session
-        if session is None or session.closed:
+        mux = self.mux
+        if mux is None or mux.closed:
             return
         log.info("draining the tunnel connection",
-                 extra={"streams_active": session.stats.streams_active})
-        session.drain()
-        await wait_streams(session, DRAIN_GRACE)
-        await flush(session, FLUSH_GRACE)
+                 extra={"streams_active": mux.stats.streams_active})
+        mux.drain()
+        await wait_streams(mux, DRAIN_GRACE)
+        await flush(mux, FLUSH_GRACE)
         if self._ws is not None:
             self._ws.close_timeout = SHUTDOWN_CLOSE_TIMEOUT
-        await session.close(1001, "agent shutting down")
+        await mux.close(1001, "agent shutting down")
 
-    async def _retire(self, session: MuxSession) -> None:
-        """The control plane drained ``session``: let its streams finish (at most
+    async def _retire(self, mux: Multiplexer) -> None:
+        """The control plane drained ``mux``: let its streams finish (at most
         ``RETIRE_GRACE`` seconds), then close it. Cancelled (shutdown): close at once."""
         try:
-            await wait_streams(session, RETIRE_GRACE)
+            await wait_streams(mux, RETIRE_GRACE)
         finally:
             if self._ws is not None:
                 self._ws.close_timeout = SHUTDOWN_CLOSE_TIMEOUT
-            await asyncio.shield(session.close(1000, "drained by the control plane"))
+            await asyncio.shield(mux.close(1000, "drained by the control plane"))
 
 
-async def wait_streams(session: MuxSession, timeout: float) -> None:
-    """Wait (at most ``timeout`` seconds) until the session's open streams have closed."""
-    waits = [asyncio.ensure_future(stream.wait_closed()) for stream in session.streams()]
+async def wait_streams(mux: Multiplexer, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) until the multiplexer's open streams have closed."""
+    waits = [asyncio.ensure_future(stream.wait_closed()) for stream in mux.streams()]
     if waits:
         await asyncio.wait(waits, timeout=timeout)
         for waiting in waits:
             waiting.cancel()
 
 
-async def flush(session: MuxSession, timeout: float) -> None:
-    """Wait (bounded) until the session has sent what it queued. ``MuxSession.close``
-    drops queued control messages (``drain``, command outcomes) and has no flush of its
-    own, so the last words would otherwise be lost."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while session.connection.has_output and not session.closed and loop.time() < deadline:  # noqa: ASYNC110 - the mux offers no flush event
-        await asyncio.sleep(0.01)
+async def flush(mux: Multiplexer, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) until the multiplexer has sent what it queued.
+    ``Multiplexer.close`` drops queued control messages (``drain``, command outcomes), so
+    the last words would otherwise be lost."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await mux.flush()

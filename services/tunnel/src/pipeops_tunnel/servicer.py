@@ -32,9 +32,9 @@ class TunnelServicer(tunnel_pb2_grpc.TunnelServicer):  # type: ignore[misc]
 
     async def ListStreams(self, request: tunnel_pb2.ListStreamsRequest,
                           context: grpc.aio.ServicerContext) -> tunnel_pb2.ListStreamsResponse:
-        session = self.state.session
+        mux = self.state.mux
         out = []
-        for info in session.stream_info() if session is not None else []:
+        for info in mux.stream_info() if mux is not None else []:
             opened = Timestamp()
             opened.FromNanoseconds(int(info.opened_at * 1e9))
             out.append(tunnel_pb2.StreamInfo(

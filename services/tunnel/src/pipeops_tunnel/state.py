@@ -1,8 +1,8 @@
 """The tunnel's state in one place: what GetStatus/WatchStatus, Describe and metrics read.
 
-The connection loop writes it (state, URL, forwards, errors, the live mux session); the
+The connection loop writes it (state, URL, forwards, errors, the live multiplexer); the
 gRPC servicer, the Prometheus collector and ``Service.Describe`` read it. Counters are
-cumulative over the process: the live session's counters plus those of every session that
+cumulative over the process: the live multiplexer's counters plus those of every one that
 ended before it, so a reconnect never makes a counter go backwards.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agentkit.mux import MuxSession, MuxStats
+from agentkit.mux import Multiplexer, MuxStats
 from agentkit.status import DEGRADED, IDLE, READY, ServiceStatus
 from pipeops.agent.v1 import tunnel_pb2
 
@@ -63,7 +63,7 @@ class TunnelState:
     last_error: str = ""
     reconnects: int = 0
     connected_since: float | None = None
-    session: MuxSession | None = None
+    mux: Multiplexer | None = None
     totals: Totals = field(default_factory=Totals)
     generation: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,15 +98,15 @@ class TunnelState:
             self.tunnel_url = tunnel_url
         self._bump()
 
-    def attach(self, session: MuxSession) -> None:
-        self.session = session
+    def attach(self, mux: Multiplexer) -> None:
+        self.mux = mux
 
     def detach(self) -> None:
-        """The live session ended: fold its counters into the totals."""
-        session = self.session
-        if session is not None:
-            self.session = None  # first: a reader never counts it twice
-            self.totals.add(session.stats)
+        """The live multiplexer ended: fold its counters into the totals."""
+        mux = self.mux
+        if mux is not None:
+            self.mux = None  # first: a reader never counts it twice
+            self.totals.add(mux.stats)
 
     # --- readers ----------------------------------------------------------------------
 
@@ -117,17 +117,17 @@ class TunnelState:
         return self.generation
 
     def counters(self) -> Totals:
-        """Cumulative counters including the live session."""
-        session = self.session  # once: detach() may clear it meanwhile
+        """Cumulative counters including the live multiplexer."""
+        mux = self.mux  # once: detach() may clear it meanwhile
         out = Totals(**vars(self.totals))
-        if session is not None:
-            out.add(session.stats)
+        if mux is not None:
+            out.add(mux.stats)
         return out
 
     @property
     def streams_active(self) -> int:
-        session = self.session
-        return session.stats.streams_active if session is not None else 0
+        mux = self.mux
+        return mux.stats.streams_active if mux is not None else 0
 
     @property
     def forwards_active(self) -> int:

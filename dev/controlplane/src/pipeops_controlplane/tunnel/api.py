@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentkit.mux import SessionClosed
+from agentkit.mux import MuxClosed
 from pipeops_controlplane.auth import bearer
 from pipeops_controlplane.store import Cluster, ClusterStore
 from pipeops_controlplane.tunnel.cluster import TooManyListeners
@@ -79,7 +79,7 @@ async def send_command(agent: str, body: CommandRequest, request: Request) -> JS
         record = _hub(request).send_command(cluster, body.action, body.payload, body.id)
     except NotConnected as exc:
         raise HTTPException(409, str(exc)) from None
-    except SessionClosed:  # the session closed between the check and the send
+    except MuxClosed:  # the session closed between the check and the send
         raise HTTPException(409, "the agent's tunnel is not connected") from None
     finished = await record.wait(body.wait)
     return JSONResponse(record.view(), status_code=200 if finished else 202)

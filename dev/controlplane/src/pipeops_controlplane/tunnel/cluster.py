@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import asdict
 from typing import Any
 
-from agentkit.mux import MuxSession, MuxStats
+from agentkit.mux import Multiplexer, MuxStats
 from pipeops_controlplane.store import Cluster, now_rfc3339
 from pipeops_controlplane.tunnel.commands import CommandBook
 from pipeops_controlplane.tunnel.listeners import Listener
@@ -64,7 +64,7 @@ class ClusterTunnel:
         self.listeners: dict[str, Listener] = {}  # forwards by name, then extra listeners
         self.commands = CommandBook(settings.command_history)
         self.mode: str | None = None  # debug override: "pending" | "disabled"
-        self.session: MuxSession | None = None
+        self.session: Multiplexer | None = None
         self.hello: dict[str, Any] | None = None
         self.connects = 0
         self.connected_at: str | None = None
@@ -131,14 +131,14 @@ class ClusterTunnel:
 
     # --- the connection ---------------------------------------------------------------
 
-    def usable_session(self) -> MuxSession | None:
+    def usable_session(self) -> Multiplexer | None:
         s = self.session
         # ``connection.closed``: the session is being torn down (it refuses to send)
         if s is None or s.closed or s.connection.closed or s.draining or s.peer_draining:
             return None
         return s
 
-    async def wait_session(self, timeout: float) -> MuxSession | None:
+    async def wait_session(self, timeout: float) -> Multiplexer | None:
         """The live session, waiting up to ``timeout`` for one; None if there is none."""
         try:
             async with asyncio.timeout(timeout):
@@ -155,7 +155,7 @@ class ClusterTunnel:
         """Something about the connection changed (drain, close): wake waiters."""
         self._changed.set()
 
-    def attach(self, session: MuxSession, hello: dict[str, Any]) -> None:
+    def attach(self, session: Multiplexer, hello: dict[str, Any]) -> None:
         if self.session is not None and self.session is not session:  # replaced
             self.commands.connection_lost("replaced by a new connection")
         self.session = session
@@ -165,7 +165,7 @@ class ClusterTunnel:
         self.connected_at = now_rfc3339()
         self.notify()
 
-    def detach(self, session: MuxSession) -> None:
+    def detach(self, session: Multiplexer) -> None:
         """``session`` ended: fold its counters into the totals."""
         for name in _STAT_FIELDS:
             setattr(self._totals, name, getattr(self._totals, name)

@@ -1,5 +1,5 @@
 """The tunnel endpoint: a ``websockets`` server that accepts one agent connection per
-cluster, runs a :class:`~agentkit.mux.MuxSession` (``Role.CONTROL_PLANE``) over it, and
+cluster, runs a :class:`~agentkit.mux.Multiplexer` (``Role.CONTROL_PLANE``) over it, and
 routes the agent's control messages (hello, command replies, status, errors).
 
 The handshake is checked before the upgrade: subprotocol ``pipeops.tunnel.v1`` (else 400),
@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agentkit.mux import SUBPROTOCOL, MuxSession, MuxSettings, Role, Stream
+from agentkit.mux import SUBPROTOCOL, Multiplexer, MuxSettings, Role, Stream
 from agentkit.mux.frames import MAX_WINDOW
 from pipeops_controlplane.store import Cluster, ClusterStore
 from pipeops_controlplane.tunnel.cluster import (
@@ -171,13 +171,13 @@ class TunnelHub:
             return
         tunnel = self.tunnel(cluster)
         hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        session: MuxSession | None = None
+        session: Multiplexer | None = None
 
         def on_control(message: dict[str, Any]) -> None:
             assert session is not None
             self._on_control(tunnel, session, hello, message)
 
-        session = MuxSession(
+        session = Multiplexer(
             ws, Role.CONTROL_PLANE, on_control=on_control,
             settings=MuxSettings(window=self.settings.window, max_frame=self.settings.max_frame),
             open_timeout=self.settings.open_timeout, name=f"cp:{cluster.cluster_id[:8]}")
@@ -224,7 +224,7 @@ class TunnelHub:
             if self._sockets.get(tunnel.cluster_id) is ws:
                 del self._sockets[tunnel.cluster_id]
 
-    def _on_control(self, tunnel: ClusterTunnel, session: MuxSession,
+    def _on_control(self, tunnel: ClusterTunnel, session: Multiplexer,
                     hello: asyncio.Future[dict[str, Any]], message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "hello":
@@ -251,7 +251,7 @@ class TunnelHub:
             session.reply_control({"type": "error",
                                    "reason": f"unknown message type {kind[:64]!r}"})
 
-    async def _hello_ack(self, tunnel: ClusterTunnel, session: MuxSession,
+    async def _hello_ack(self, tunnel: ClusterTunnel, session: Multiplexer,
                          greeting: dict[str, Any]) -> dict[str, Any]:
         if greeting.get("cluster_id") != tunnel.cluster_id:
             raise HelloError("hello cluster_id does not match the connection")
@@ -287,7 +287,7 @@ class TunnelHub:
         if tunnel is None or session is None:
             raise NotConnected("the agent's tunnel is not connected")
         command_id = command_id or str(uuid.uuid4())
-        # sent first: a session closing under us raises SessionClosed and records nothing
+        # sent first: a session closing under us raises MuxClosed and records nothing
         session.send_control({"type": "command", "id": command_id, "action": action,
                               "payload": payload})
         record = tunnel.commands.sending(command_id, action, payload)

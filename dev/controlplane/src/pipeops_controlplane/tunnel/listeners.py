@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentkit.mux import MuxError, MuxSession, OpenFailed, SessionClosed, Stream, pipe
+from agentkit.mux import Multiplexer, MuxClosed, MuxError, OpenFailed, Stream, pipe
 
 log = logging.getLogger("pipeops_controlplane.tunnel")
 
-SessionWaiter = Callable[[float], Awaitable[MuxSession | None]]
+SessionWaiter = Callable[[float], Awaitable[Multiplexer | None]]
 
 
 class Listener:
@@ -98,7 +98,7 @@ class Listener:
                 return None
             try:
                 return await session.open_stream(dict(self.target), timeout=self._open_timeout)
-            except SessionClosed:
+            except MuxClosed:
                 continue
             except OpenFailed as exc:
                 self._refused(f"open failed: {exc}")

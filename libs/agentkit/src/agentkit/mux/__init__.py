@@ -69,11 +69,12 @@ once its socket took the bytes). A stream's send buffer holds up to ``settings.w
 before ``drain()`` waits; waiting for credit blocks only that stream's producer.
 
 Hot path (no task switch per message, :mod:`.fastpath`): on a websockets connection the
-multiplexer handles each complete message as websockets parses it (in ``data_received``; fragmented messages
-and what follows them go through ``recv()``, in order) and writes frames synchronously
-while its writer pump is idle and the connection is not paused (otherwise the pump
-``await``s ``send()``); ``pipe`` is the TCP connection's protocol while it runs, so bytes
-move between socket and stream in callbacks. Every backpressure rule is kept.
+multiplexer handles each complete message as websockets parses it (in ``data_received``;
+fragmented messages and what follows them go through ``recv()``, in order) and writes
+frames synchronously while its writer pump is idle and the connection is not paused
+(otherwise the pump ``await``s ``send()``); ``pipe`` is the TCP connection's protocol
+while it runs, so bytes move between socket and stream in callbacks. Every backpressure
+rule is kept.
 
 ``pipe(stream, reader, writer)`` returns credit only once the socket took the bytes (its
 write buffer under the high-water mark, what ``writer.drain()`` waits for); it ends as

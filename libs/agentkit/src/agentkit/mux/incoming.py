@@ -79,9 +79,12 @@ class Handlers:
     """The running ``on_open`` handler tasks of one multiplexer (their only owner)."""
 
     def __init__(self, on_open: OpenHandler, name: str) -> None:
-        self._on_open = on_open
+        self.on_open = on_open
         self._name = name
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
     def start(self, request: OpenRequest) -> None:
         task = asyncio.create_task(
@@ -92,7 +95,7 @@ class Handlers:
 
     async def _run(self, request: OpenRequest) -> None:
         try:
-            await self._on_open(request)
+            await self.on_open(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

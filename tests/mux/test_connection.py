@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.mux.errors import SessionClosed, SessionDraining, StreamError, StreamReset
-from agentkit.mux.frames import FrameType, encode_frame
-from agentkit.mux.protocol import (
-    CloseCause,
+from agentkit.mux.connection import MuxConnection
+from agentkit.mux.errors import MuxClosed, MuxDraining, StreamError, StreamReset
+from agentkit.mux.events import (
     DataReceived,
-    MuxConnection,
-    MuxSettings,
     OpenAccepted,
     OpenRequested,
-    Phase,
     ProtocolError,
-    Role,
     SendReady,
     StreamEnded,
-    StreamState,
 )
+from agentkit.mux.frames import FrameType, encode_frame
+from agentkit.mux.settings import MuxSettings, Role
+from agentkit.mux.state import CloseCause, Phase, StreamState
 from tests.mux.helpers import Pair, decoded, drain_out, jraw, raw, rsts, window
 
 KiB = 1024
@@ -208,7 +205,7 @@ def test_draining_refuses_and_stops_opening() -> None:
     pair.pump()
     assert a.cause is CloseCause.REFUSED and a.reason == "draining"
     pair.cp.peer_draining = True
-    with pytest.raises(SessionDraining):
+    with pytest.raises(MuxDraining):
         pair.cp.open_stream({})
 
 
@@ -344,7 +341,7 @@ def test_unreadable_header_fails_the_connection(message: bytes) -> None:
     assert any(isinstance(e, ProtocolError) for e in events)
     assert agent.stats.streams_opened == agent.stats.streams_closed == 1
     agent.receive(raw(FrameType.DATA, 1, b"x"))  # ignored once closed
-    with pytest.raises(SessionClosed):
+    with pytest.raises(MuxClosed):
         agent.open_stream({})
 
 
@@ -390,7 +387,7 @@ def test_stream_info() -> None:
 def test_answers_to_unknown_streams_are_bounded() -> None:
     """A peer that floods frames for unknown streams and never reads cannot make us queue
     RSTs without limit; live streams still get theirs."""
-    from agentkit.mux.protocol import MAX_QUEUED_CONTROL
+    from agentkit.mux.settings import MAX_QUEUED_CONTROL
 
     agent, st = agent_with_open_stream()
     for sid in range(9, 9 + 2 * (MAX_QUEUED_CONTROL + 100), 2):

@@ -1,4 +1,4 @@
-"""Two MuxSessions over a real websockets connection on 127.0.0.1, with real TCP servers."""
+"""Two Multiplexers over a real websockets connection on 127.0.0.1, with real TCP servers."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from agentkit.mux import (
-    MuxSession,
+    Multiplexer,
+    MuxDraining,
     OpenFailed,
     OpenRequest,
     OpenTimeout,
     Role,
-    SessionDraining,
     Stream,
     StreamReset,
     pipe,
@@ -51,8 +51,8 @@ class Dialer:
 
 @dataclass
 class Tunnel:
-    cp: MuxSession
-    agent: MuxSession
+    cp: Multiplexer
+    agent: Multiplexer
     cp_dialer: Dialer
     agent_dialer: Dialer
     cp_messages: list[dict[str, Any]]
@@ -70,11 +70,11 @@ async def tunnel(
     cp_dialer, agent_dialer = Dialer(dict(targets)), Dialer(dict(targets))
     cp_messages: list[dict[str, Any]] = []
     agent_messages: list[dict[str, Any]] = []
-    cp = MuxSession(
+    cp = Multiplexer(
         ws_pair.server, Role.CONTROL_PLANE, on_open=cp_dialer,
         on_control=cp_messages.append, name="cp",
     )
-    agent = MuxSession(
+    agent = Multiplexer(
         ws_pair.client, Role.AGENT, on_open=agent_dialer,
         on_control=agent_messages.append, name="agent",
     )
@@ -139,7 +139,7 @@ async def test_reset_by_peer_reaches_reader_and_writer(tunnel: Tunnel) -> None:
     async def keep(request: OpenRequest) -> None:
         await accepted.put(request.accept())
 
-    tunnel.agent._on_open = keep
+    tunnel.agent._handlers.on_open = keep
     stream = await tunnel.cp.open_stream({"forward": "custom"})
     remote = await asyncio.wait_for(accepted.get(), 5)
     await stream.send(b"hello")
@@ -163,7 +163,7 @@ async def test_open_timeout_resets_the_stream(tunnel: Tunnel) -> None:
         seen.append(request)
         await release.wait()
 
-    tunnel.agent._on_open = slow
+    tunnel.agent._handlers.on_open = slow
     with pytest.raises(OpenTimeout):
         await tunnel.cp.open_stream({"forward": "x"}, timeout=0.2)
     await wait_for(lambda: bool(seen) and seen[0].decided)  # the RST reached the agent
@@ -182,15 +182,15 @@ async def test_control_messages_and_drain(tunnel: Tunnel) -> None:
     tunnel.agent.drain()
     await wait_for(lambda: tunnel.cp.peer_draining)
     assert tunnel.cp_messages[-1] == {"type": "drain"}
-    with pytest.raises(SessionDraining):
+    with pytest.raises(MuxDraining):
         await tunnel.cp.open_stream({"forward": "echo"})
-    with pytest.raises(SessionDraining):
+    with pytest.raises(MuxDraining):
         await tunnel.agent.open_stream({"forward": "echo"})
     assert await exchange(stream, b"still works") == b"still works"  # existing streams go on
 
 
 async def test_invalid_text_gets_an_error_reply(ws_pair: WsPair) -> None:
-    async with MuxSession(ws_pair.client, Role.AGENT, name="agent"):
+    async with Multiplexer(ws_pair.client, Role.AGENT, name="agent"):
         await ws_pair.server.send("{not json")
         reply = await asyncio.wait_for(ws_pair.server.recv(), 5)
         assert reply == '{"type":"error","reason":"invalid control message"}'
@@ -205,8 +205,8 @@ async def test_thousand_concurrent_streams(ws_pair: WsPair) -> None:
         await stream.wait_closed()
 
     async with (
-        MuxSession(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
-        MuxSession(ws_pair.client, Role.AGENT, on_open=echo, name="agent") as agent,
+        Multiplexer(ws_pair.server, Role.CONTROL_PLANE, name="cp") as cp,
+        Multiplexer(ws_pair.client, Role.AGENT, on_open=echo, name="agent") as agent,
     ):
         streams = await asyncio.gather(*(cp.open_stream({"forward": f"s{i}"}) for i in range(1000)))
         assert cp.stats.streams_active == 1000

@@ -1,4 +1,4 @@
-"""MuxSession semantics over the in-process transport: lifecycle, handlers, errors."""
+"""Multiplexer semantics over the in-process transport: lifecycle, handlers, errors."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from agentkit.mux import (
-    MuxSession,
+    Multiplexer,
+    MuxClosed,
     MuxSettings,
     OpenFailed,
     OpenRequest,
     Role,
-    SessionClosed,
     Stream,
     StreamError,
     StreamReset,
@@ -28,10 +28,10 @@ from tests.mux.helpers import raw, wait_for
 @contextlib.asynccontextmanager
 async def sessions(
     on_open: Any = None, on_control: Any = None
-) -> AsyncIterator[tuple[MuxSession, MuxSession, MemoryTransport, MemoryTransport]]:
+) -> AsyncIterator[tuple[Multiplexer, Multiplexer, MemoryTransport, MemoryTransport]]:
     a, b = memory_transport_pair()
-    cp = MuxSession(a, Role.CONTROL_PLANE, name="cp", handler_grace=0.2)
-    agent = MuxSession(
+    cp = Multiplexer(a, Role.CONTROL_PLANE, name="cp", handler_grace=0.2)
+    agent = Multiplexer(
         b, Role.AGENT, on_open=on_open, on_control=on_control, name="agent", handler_grace=0.2
     )
     async with cp, agent:
@@ -56,13 +56,13 @@ async def test_close_is_idempotent_and_resets_streams_on_both_sides() -> None:
         assert a.closed is not None and a.closed.code == 1001
         await asyncio.wait_for(agent.wait_closed(), 5)  # the peer saw the transport close
         assert agent.stats.streams_active == cp.stats.streams_active == 0
-        with pytest.raises(SessionClosed):
+        with pytest.raises(MuxClosed):
             await cp.open_stream({"forward": "x"})
 
 
 async def test_close_before_start() -> None:
     a, _ = memory_transport_pair()
-    session = MuxSession(a, Role.AGENT)
+    session = Multiplexer(a, Role.AGENT)
     await session.close()
     await session.close()
     assert session.closed and a.closed is not None
@@ -272,8 +272,8 @@ async def test_cancelled_mid_teardown_still_ends_closed() -> None:
         await never.wait()
 
     a.close = close_hangs  # type: ignore[method-assign]
-    session = MuxSession(a, Role.CONTROL_PLANE, name="cp", close_timeout=60)
-    peer = MuxSession(b, Role.AGENT, name="agent")
+    session = Multiplexer(a, Role.CONTROL_PLANE, name="cp", close_timeout=60)
+    peer = Multiplexer(b, Role.AGENT, name="agent")
     session.start()
     peer.start()
     closing = asyncio.create_task(session.close())
@@ -283,7 +283,7 @@ async def test_cancelled_mid_teardown_still_ends_closed() -> None:
     await asyncio.wait_for(session.wait_closed(), timeout=2)
     await asyncio.wait_for(closing, timeout=2)
     assert session.closed
-    with pytest.raises(SessionClosed):
+    with pytest.raises(MuxClosed):
         await session.open_stream({"forward": "x"})
     await peer.close()
 
@@ -291,16 +291,16 @@ async def test_cancelled_mid_teardown_still_ends_closed() -> None:
 async def test_replies_are_dropped_while_the_control_queue_is_full() -> None:
     """Answers to a peer's messages (acks, errors) are bounded: a peer that floods us and
     never reads cannot grow our queue past MAX_QUEUED_CONTROL; our own messages still go."""
-    from agentkit.mux.protocol import MAX_QUEUED_CONTROL
+    from agentkit.mux.settings import MAX_QUEUED_CONTROL
 
     a, _b = memory_transport_pair()
-    session = MuxSession(a, Role.AGENT, name="agent")  # not started: nothing is sent
+    session = Multiplexer(a, Role.AGENT, name="agent")  # not started: nothing is sent
     replied = sum(session.reply_control({"type": "error", "reason": "flood"})
                   for _ in range(MAX_QUEUED_CONTROL + 100))
     assert replied == MAX_QUEUED_CONTROL
-    assert len(session._conn._control) == MAX_QUEUED_CONTROL
+    assert session.queued_control == MAX_QUEUED_CONTROL
     session.send_control({"type": "status"})  # the owner's own messages are never dropped
-    assert len(session._conn._control) == MAX_QUEUED_CONTROL + 1
+    assert session.queued_control == MAX_QUEUED_CONTROL + 1
     await session.close()
 
 
@@ -331,8 +331,8 @@ def test_pipe_keeps_reading_paused_after_bytes_read_before_it_started(loop: str)
             await pipe(stream, reader, writer)
 
         a, b = memory_transport_pair()
-        cp = MuxSession(a, Role.CONTROL_PLANE, name="cp")  # opens, then never reads
-        agent = MuxSession(b, Role.AGENT, on_open=dial, name="agent", handler_grace=0.2)
+        cp = Multiplexer(a, Role.CONTROL_PLANE, name="cp")  # opens, then never reads
+        agent = Multiplexer(b, Role.AGENT, on_open=dial, name="agent", handler_grace=0.2)
         try:
             async with cp, agent:
                 st = await cp.open_stream({"forward": "flood"})
