@@ -353,3 +353,36 @@ def test_pipe_keeps_reading_paused_after_bytes_read_before_it_started(loop: str)
     buffered = run_loop(scenario()) if loop == "uvloop" else asyncio.run(scenario())
     # Paused for good: what is buffered is bounded by the limit plus one read.
     assert buffered <= limit + 512 * 1024, buffered
+
+
+async def test_flush_waits_until_queued_output_was_handed_to_the_transport() -> None:
+    a, b = memory_transport_pair(max_queue=4)  # b is never read: a's sends block at 4
+    a.sent = []
+    mux = Multiplexer(a, Role.AGENT, name="agent")
+    for i in range(10):
+        mux.send_control({"type": "note", "n": i})
+    flushing = asyncio.create_task(mux.flush())
+    mux.start()
+    await wait_for(lambda: len(a.sent or []) == 5)  # 4 queued at the peer, 1 send waiting
+    with pytest.raises(TimeoutError):  # output is stuck: flush() must not return
+        await asyncio.wait_for(asyncio.shield(flushing), 0.2)
+    received = [await b.recv() for _ in range(10)]  # the peer reads: everything goes
+    await asyncio.wait_for(flushing, 5)
+    assert received == [f'{{"type":"note","n":{i}}}' for i in range(10)]
+    assert mux.queued_control == 0 and not mux.connection.has_output
+    await asyncio.wait_for(mux.flush(), 1)  # nothing queued: at once
+    await mux.close()
+    await asyncio.wait_for(mux.flush(), 1)  # closed: at once
+
+
+async def test_flush_returns_when_the_multiplexer_closes_with_output_stuck() -> None:
+    a, _b = memory_transport_pair(max_queue=1)
+    mux = Multiplexer(a, Role.AGENT, name="agent", close_timeout=0.5)
+    mux.start()
+    for i in range(5):
+        mux.send_control({"type": "note", "n": i})
+    flushing = asyncio.create_task(mux.flush())
+    await wait_for(lambda: mux.queued_control < 5)
+    assert not flushing.done()
+    await mux.close()
+    await asyncio.wait_for(flushing, 5)
