@@ -87,22 +87,23 @@ class FastPath:
     """Synchronous sends and in-callback receives on one websockets connection.
     ``sent`` and ``received`` count the messages that went this way."""
 
-    __slots__ = ("_ws", "received", "sent")
+    __slots__ = ("_open", "_ws", "received", "sent")
 
     def __init__(self, ws: Any) -> None:
+        from websockets.protocol import State
+
         self._ws = ws
+        self._open = State.OPEN
         self.sent = 0
         self.received = 0
 
     def write(self, conn: MuxConnection) -> bool:
         """Send what ``conn`` has queued while the transport takes it without waiting;
         False if it could not be used at all (the writer pump then sends)."""
-        from websockets.protocol import State
-
         ws = self._ws
         protocol = ws.protocol
         if (
-            protocol.state is not State.OPEN
+            protocol.state is not self._open
             or ws.paused
             or ws.send_in_progress is not None
             or ws.transport.is_closing()

@@ -373,6 +373,7 @@ class Multiplexer:
             self.close_reason = reason
         self._conn.connection_lost(reason)
         self._dispatch()
+        self._flushed.set()  # nothing more will be sent
 
     async def _teardown(self, code: int, reason: str) -> None:
         # Whatever interrupts it (the owner's own cancellation when its grace runs out),
