@@ -10,7 +10,7 @@ from pipeops_tunnel.commands import CommandRunner
 
 
 class BoundedPeer:
-    """Stands in for a mux session whose peer stopped reading: ``reply`` drops past the
+    """Stands in for a multiplexer whose peer stopped reading: ``reply`` drops past the
     bound (as ``Multiplexer.reply_control`` does), ``send`` would queue without one."""
 
     def __init__(self, bound: int) -> None:

@@ -1,7 +1,7 @@
 """Entry point of ``pipeops-tunnel``: the outbound WebSocket tunnel and its commands.
 
 Module map: ``allocation`` (``GET /api/v1/tunnel/status``; the identity file is followed
-with ``agentkit.identity``), ``connection`` (one WebSocket + mux session), ``agent``
+with ``agentkit.identity``), ``connection`` (one WebSocket + its multiplexer), ``agent``
 (the reconnect loop), ``targets`` (what an OPEN may dial), ``kube`` (async Kubernetes
 REST), ``sessions`` + ``commands`` (session commands), ``state``, ``servicer``, ``metrics``.
 """

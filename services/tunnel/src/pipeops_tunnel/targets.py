@@ -165,7 +165,7 @@ class TargetPolicy:
 
 
 class Dialer:
-    """The ``on_open`` handler of the mux session: resolve, dial, accept, splice."""
+    """The ``on_open`` handler of the multiplexer: resolve, dial, accept, splice."""
 
     def __init__(self, policy: TargetPolicy, dial_timeout: float) -> None:
         self.policy = policy
