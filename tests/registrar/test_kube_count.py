@@ -11,20 +11,21 @@ from typing import Any
 import pytest
 
 from agentkit.config import KubernetesConfig
+from agentkit.kube import Kube, Resource
 from kubesim.testing import Kubesim
-from pipeops_registrar import kube
+from pipeops_registrar import cluster as kube
 
 
 class Unnumbered(kube.Cluster):
     """A Cluster whose API server never says how many items remain; counts its lists."""
 
-    def __init__(self, api_client: Any) -> None:
-        super().__init__(api_client)
+    def __init__(self, client: Kube) -> None:
+        super().__init__(client)
         self.lists = 0
 
-    async def request(self, operation: str, method: str, path: str, **kwargs: Any
-                      ) -> dict[str, Any]:
-        doc = await super().request(operation, method, path, **kwargs)
+    async def page(self, operation: str, resource: Resource, limit: int,
+                   continue_: str = "") -> dict[str, Any]:
+        doc = await super().page(operation, resource, limit, continue_)
         if operation == "list_pods":
             self.lists += 1
             (doc.get("metadata") or {}).pop("remainingItemCount", None)
@@ -44,7 +45,7 @@ def _add_pod(ks: Kubesim, name: str) -> None:
 
 async def test_a_paged_count_is_reused_then_recounted_after_the_ttl(
         kubesim: Kubesim, monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster = Unnumbered(kube.load_api_client(
+    cluster = Unnumbered(await Kube.connect(
         KubernetesConfig(in_cluster=False, kubeconfig=kubesim.kubeconfig)))
     total = _pods(kubesim)
     assert total >= 2, "the demo cluster needs more than one page of limit=1"

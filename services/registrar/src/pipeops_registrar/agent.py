@@ -38,15 +38,16 @@ from tenacity import RetryCallState
 from agentkit.controlplane import ControlPlaneClient
 from agentkit.events import KIND_EVENT
 from agentkit.identity import Identity
+from agentkit.kube import Kube, KubeError
 from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext, ServiceFailed
 from agentkit.status import DEGRADED, STARTING
 from agentkit.tls import control_plane_context
 from pipeops_registrar.agent_id import choose_agent_id, generate_agent_id
+from pipeops_registrar.cluster import Cluster, StateObjects, count_call
 from pipeops_registrar.facts import FactsSource
 from pipeops_registrar.heartbeat import ClusterGone, Heartbeater, HeartbeatState
 from pipeops_registrar.keeper import IdentityKeeper
-from pipeops_registrar.kube import Cluster, KubeError, StateObjects, load_api_client
 from pipeops_registrar.registration import NO_TOKEN, FatalError, Registerer, StaleIdentity
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,13 @@ class Agent:
 
     async def _connect_cluster(self) -> tuple[Cluster | None, str]:
         try:
-            api_client = await asyncio.to_thread(load_api_client, self.config.kubernetes)
+            kube = await Kube.connect(self.config.kubernetes, on_call=count_call)
         except Exception as exc:
             problem = f"no Kubernetes client config: {type(exc).__name__}: {exc}"
             log.warning("%s; heartbeats will carry no cluster counts", problem)
             self.ctx.status.check("kubernetes", problem)
             return None, problem
-        # The client imports its API and model modules on first use, which takes long
-        # enough to stall the event loop: do it in a thread.
-        return await asyncio.to_thread(Cluster, api_client), ""
+        return Cluster(kube), ""
 
     async def _stored_identity(self) -> Identity | None:
         """The file's copy, else the cluster's; the cluster's also when only it names a

@@ -1,6 +1,6 @@
 """What a heartbeat reports: cluster counts and version, tunnel and gateway state.
 
-Cluster facts come from the Kubernetes API (``kube.Cluster``); the tunnel's and the
+Cluster facts come from the Kubernetes API (``cluster.Cluster``); the tunnel's and the
 gateway's state are asked of the siblings over gRPC with a deadline. A sibling that is
 down is normal: the tunnel then counts as ``disconnected`` and the gateway's facts as
 unknown (private, routed through the tunnel, no routes). A sibling that answers with an
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from agentkit.config import Config
 from agentkit.grpcclient import Siblings
+from agentkit.kube import KubeError
 from pipeops.agent.v1 import gateway_pb2, tunnel_pb2
-from pipeops_registrar.kube import Cluster, KubeError
+from pipeops_registrar.cluster import Cluster
 
 log = logging.getLogger(__name__)
 

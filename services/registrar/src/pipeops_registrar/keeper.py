@@ -12,7 +12,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from agentkit.identity import Identity, IdentityFile
-from pipeops_registrar.kube import KubeError, StateObjects
+from agentkit.kube import KubeError
+from pipeops_registrar.cluster import StateObjects
 
 log = logging.getLogger(__name__)
 
