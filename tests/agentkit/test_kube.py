@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from tenacity import wait_fixed
 
 from agentkit.config import KubernetesConfig
 from agentkit.kube import Kube, KubeError, Listed, Resource, Watched
 from agentkit.kube import resources as r
 from kubesim.testing import Kubesim
+from tests.tunnel.agent_helpers import until
 
 PAGED = 7  # configmaps made in each test namespace
 
@@ -57,9 +59,7 @@ def kube_threads() -> list[threading.Thread]:
 
 
 async def until_no_kube_threads(timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while kube_threads():
-            await asyncio.sleep(0.01)
+    await until(lambda: not kube_threads(), timeout, "the kube threads to end")
 
 
 async def test_pages_follow_continue_and_count_every_call(kube: Kube, ns: str,
@@ -208,7 +208,7 @@ async def test_follow_relists_after_an_error_event_410(kube: Kube, ns: str,
     got: asyncio.Queue[Listed | Watched] = asyncio.Queue()
 
     async def consume() -> None:
-        async for item in kube.follow(r.CONFIGMAPS, ns, quick_delay=lambda n: 0.05):
+        async for item in kube.follow(r.CONFIGMAPS, ns, quick_wait=wait_fixed(0.05)):
             await got.put(item)
 
     async def next_of(kind: type[Any]) -> Any:
@@ -240,7 +240,7 @@ async def test_follow_relists_after_a_410_reply(kube: Kube, ns: str, ks: Kubesim
     """The history gone before the watch starts: the watch request itself is refused
     with 410, and follow lists again. (The generator runs only when asked, so the
     history is expired between the list and the watch.)"""
-    items = kube.follow(r.CONFIGMAPS, ns, quick_delay=lambda n: 0.05)
+    items = kube.follow(r.CONFIGMAPS, ns, quick_wait=wait_fixed(0.05))
     async with contextlib.aclosing(items):
         first = await anext(items)
         assert isinstance(first, Listed) and len(first.items) == PAGED
@@ -265,7 +265,7 @@ async def test_follow_relists_after_a_410_reply(kube: Kube, ns: str, ks: Kubesim
 async def test_other_watch_errors_end_follow(kube: Kube, ks: Kubesim) -> None:
     missing = Resource("v1", "nosuchthings", "NoSuchThing")
     with pytest.raises(KubeError) as info:
-        async for _ in kube.follow(missing, "default", quick_delay=lambda n: 0.05):
+        async for _ in kube.follow(missing, "default", quick_wait=wait_fixed(0.05)):
             pass
     assert info.value.status == 404 and not info.value.retryable
 
@@ -283,9 +283,8 @@ async def test_cancelling_a_watch_leaves_no_thread(kube: Kube, ns: str) -> None:
                 pass
 
     task = asyncio.create_task(hang())
-    async with asyncio.timeout(5):
-        while not any(t.name == "kube-watch" for t in kube_threads()):
-            await asyncio.sleep(0.01)
+    await until(lambda: any(t.name == "kube-watch" for t in kube_threads()), 5,
+                "the watch's reading thread")
     await asyncio.sleep(0.3)  # blocked in the read of the open stream
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from agentkit.config import KubernetesConfig
+from agentkit.kube import Kube
 from kubesim.testing import Kubesim
-from pipeops_tunnel.kube import KubeClient
 from pipeops_tunnel.sessions import Sessions, StartSession, StopSession
 from tests.tunnel.agent_helpers import (
     FakeControlPlane,
@@ -315,8 +315,8 @@ async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
 ) -> None:
     """A controller writing the Deployment between the read and the update (409 from
     the API server) costs one more read, not a failed start."""
-    kube = await KubeClient.connect(KubernetesConfig(in_cluster=False,
-                                                     kubeconfig=kubesim.kubeconfig))
+    kube = await Kube.connect(KubernetesConfig(in_cluster=False,
+                                               kubeconfig=kubesim.kubeconfig))
     path = f"/apis/apps/v1/namespaces/{NS}/deployments/session-s7"
     replace = kube.replace
     interfered = 0

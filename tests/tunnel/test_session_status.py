@@ -11,9 +11,9 @@ import pytest
 
 from agentkit.config import KubernetesConfig, ReconnectConfig
 from agentkit.events import EventBus
+from agentkit.kube import LazyKube
 from agentkit.status import ServiceStatus
 from kubesim.testing import Kubesim
-from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.session_status import MAX_QUEUED, SessionStatus, status_of
 from tests.tunnel.agent_helpers import kubesim_with_namespace, until
 

@@ -34,6 +34,7 @@ from tenacity import RetryCallState
 from agentkit.controlplane import ControlPlaneClient, TunnelStatus
 from agentkit.events import KIND_EVENT
 from agentkit.identity import Identity, IdentityFile, IdentityFollower
+from agentkit.kube import LazyKube
 from agentkit.mux import Multiplexer
 from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext
@@ -48,7 +49,6 @@ from pipeops_tunnel.connection import (
     HandshakeRefused,
     HelloAck,
 )
-from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.session_status import SessionStatus
 from pipeops_tunnel.sessions import CommandFailed, Sessions
 from pipeops_tunnel.state import CONNECTED, CONNECTING, DISABLED, DISCONNECTED, TunnelState

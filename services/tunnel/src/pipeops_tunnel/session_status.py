@@ -26,23 +26,19 @@ from collections.abc import Callable
 from typing import Any
 
 from agentkit.config import ReconnectConfig
-from agentkit.retry import FailureReport, retrying
-from pipeops_tunnel.kube import KubeClient, KubeError, LazyKube
-from pipeops_tunnel.sessions import APP_LABEL, APPS
+from agentkit.kube import Kube, KubeError, LazyKube, Listed
+from agentkit.kube import resources as r
+from agentkit.retry import FailureReport, policy_wait, retrying
+from pipeops_tunnel.sessions import APP_LABEL
 
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 4096  # sessions whose state is kept; more are not reported (said once)
 RETRY_TICK = 1.0  # seconds between attempts to send what the control plane did not take
 MAX_QUEUED = 256  # control messages queued on the connection above which none is added
-QUICK_WATCH = 1.0  # a watch that ends sooner than this (no events) is retried with backoff
 WATCH_SECONDS = 300  # one watch request, then another from where it ended
 
 Send = Callable[[dict[str, Any]], bool]
-
-
-class _EndedEarly(Exception):
-    """A watch ended sooner than ``QUICK_WATCH`` with no error: the next one backs off."""
 Queued = Callable[[], int]
 
 
@@ -180,48 +176,21 @@ class SessionStatus:
             await asyncio.sleep(RETRY_TICK)
             self.flush()
 
-    async def _follow(self, client: KubeClient, report: FailureReport) -> None:
-        selector = f"app={APP_LABEL}"
-        while True:  # a list, then watches from it until the history is gone (410)
-            listed = await client.list(APPS, "deployments", self.namespace,
-                                       label_selector=selector)
-            self._listed(listed.get("items") or [])
-            report.recovered()
-            self._lists += 1
-            version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
-            loop = asyncio.get_running_loop()
-            try:
-                while True:  # watches in a row that end at once (a proxy cutting them?)
-                    async for attempt in retrying(self.policy,  # ... back off, else not
-                                                  retry_on=lambda e: isinstance(e, _EndedEarly)):
-                        with attempt:
-                            began = loop.time()
-                            version = await self._watch(client, selector, version)
-                            if loop.time() - began < QUICK_WATCH:
-                                raise _EndedEarly
-            except KubeError as exc:  # 410 as the reply or as an ERROR event: list again
-                if exc.status != 410:
-                    raise
-                log.debug("session watch expired at %s; listing again", version)
-
-    async def _watch(self, client: KubeClient, selector: str, version: str) -> str:
-        """One watch request; the resourceVersion to go on from."""
-        events = client.watch(APPS, "deployments", self.namespace, resource_version=version,
-                              label_selector=selector, timeout_seconds=WATCH_SECONDS)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                version = self._on_event(event, version)
-        return version
-
-    def _on_event(self, event: dict[str, Any], version: str) -> str:
-        """Handle one watch event; the resourceVersion it brings."""
-        kind = event.get("type")
-        obj = event.get("object") or {}
-        if kind == "ERROR":
-            raise KubeError("watch deployments", int(obj.get("code") or 0),
-                            str(obj.get("message") or "watch error"))
-        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-        message = status_of(obj) if kind != "BOOKMARK" else None
-        if message is not None:
-            self._seen(stopped(message["sessionId"]) if kind == "DELETED" else message)
-        return version
+    async def _follow(self, client: Kube, report: FailureReport) -> None:
+        """List, then watch (the layer lists again by itself after a 410); watches that
+        end at once back off with the reconnect policy."""
+        changes = client.follow(r.DEPLOYMENTS, self.namespace,
+                                label_selector=f"app={APP_LABEL}",
+                                timeout_seconds=WATCH_SECONDS,
+                                quick_wait=policy_wait(self.policy))
+        async with contextlib.aclosing(changes):
+            async for change in changes:
+                if isinstance(change, Listed):
+                    self._listed(change.items)
+                    report.recovered()
+                    self._lists += 1
+                    continue
+                message = status_of(change.object)
+                if message is not None:
+                    self._seen(stopped(message["sessionId"]) if change.type == "DELETED"
+                               else message)

@@ -31,11 +31,10 @@ from pydantic import (
 )
 
 from agentkit.config import ReconnectConfig
+from agentkit.kube import Kube, KubeError, Resource
+from agentkit.kube import resources as r
 from agentkit.retry import retrying
-from pipeops_tunnel.kube import KubeClient, KubeError
 
-APPS = "/apis/apps/v1"
-CORE = "/api/v1"
 APP_LABEL = "pipeops-session"
 
 SessionId = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")]
@@ -149,7 +148,7 @@ _KEPT_SPEC = {
 }
 
 
-def converged(resource: str, existing: dict[str, Any], desired: dict[str, Any]
+def converged(resource: Resource, existing: dict[str, Any], desired: dict[str, Any]
               ) -> dict[str, Any]:
     """``desired`` as an update of ``existing``: its spec, labels and annotations; the
     existing object's other metadata (resourceVersion, finalizers, owners) and the spec
@@ -161,14 +160,14 @@ def converged(resource: str, existing: dict[str, Any], desired: dict[str, Any]
             metadata[key] = {**(metadata.get(key) or {}), **desired["metadata"][key]}
     old_spec = existing.get("spec") or {}
     spec = dict(desired["spec"])
-    spec.update({k: old_spec[k] for k in _KEPT_SPEC.get(resource, ()) if k in old_spec})
+    spec.update({k: old_spec[k] for k in _KEPT_SPEC.get(resource.plural, ()) if k in old_spec})
     return {**desired, "metadata": metadata, "spec": spec}
 
 
 class Sessions:
     """Carries out validated session commands in one namespace."""
 
-    def __init__(self, kube: KubeClient, namespace: str) -> None:
+    def __init__(self, kube: Kube, namespace: str) -> None:
         self.kube = kube
         self.ns = namespace
 
@@ -190,50 +189,50 @@ class Sessions:
         Deployment or Service is brought to what this start asks for (image, port,
         resources, one replica); a kept volume stays as it is. What this call created is
         deleted again if it fails or is cancelled half-way."""
-        plan: list[tuple[str, str, dict[str, Any]]] = []
+        plan: list[tuple[Resource, dict[str, Any]]] = []
         if p.persistent_home:
-            plan.append((CORE, "persistentvolumeclaims", pvc(p)))
-        plan += [(APPS, "deployments", deployment(p)), (CORE, "services", service(p))]
-        created: list[tuple[str, str, str]] = []
+            plan.append((r.PVCS, pvc(p)))
+        plan += [(r.DEPLOYMENTS, deployment(p)), (r.SERVICES, service(p))]
+        created: list[tuple[Resource, str]] = []
         result: dict[str, Any] = {"sessionId": p.session_id, "namespace": self.ns}
         try:
-            for api, resource, body in plan:
-                obj, made = await self._ensure(api, resource, body, p.session_id)
+            for resource, body in plan:
+                obj, made = await self._ensure(resource, body, p.session_id)
                 if made:
-                    created.append((api, resource, body["metadata"]["name"]))
-                elif resource in ("deployments", "services"):
-                    obj = await self._update(api, resource, obj, body)
-                if resource == "services":
+                    created.append((resource, body["metadata"]["name"]))
+                elif resource in (r.DEPLOYMENTS, r.SERVICES):
+                    obj = await self._update(resource, obj, body)
+                if resource == r.SERVICES:
                     result["serviceIP"] = (obj.get("spec") or {}).get("clusterIP", "")
                     result["port"] = p.port
         except BaseException:
-            for api, resource, name in reversed(created):  # leave nothing half-made
+            for resource, name in reversed(created):  # leave nothing half-made
                 with contextlib.suppress(KubeError):
-                    await self.kube.delete(api, resource, self.ns, name)
+                    await self.kube.delete(resource, name, self.ns)
             raise
         result.update(deployment=object_name(p.session_id), service=object_name(p.session_id))
         if p.persistent_home:
             result["pvc"] = object_name(p.session_id) + "-home"
         return result
 
-    async def _ensure(self, api: str, resource: str, body: dict[str, Any],
+    async def _ensure(self, resource: Resource, body: dict[str, Any],
                       session_id: str) -> tuple[dict[str, Any], bool]:
         """The object, created or (if this session's already) adopted; and whether it
         was created here."""
         try:
-            return await self.kube.create(api, resource, self.ns, body), True
+            return await self.kube.create(resource, body, self.ns), True
         except KubeError as exc:
             if exc.status != 409:
                 raise
         name = body["metadata"]["name"]
-        existing = await self.kube.get(api, resource, self.ns, name)
+        existing = await self.kube.get(resource, name, self.ns)
         found = (existing.get("metadata") or {}).get("labels") or {}
         if any(found.get(k) != v for k, v in labels(session_id).items()):
-            raise CommandFailed(f"{resource}/{name} already exists in namespace {self.ns} "
+            raise CommandFailed(f"{resource.plural}/{name} already exists in namespace {self.ns} "
                                 f"and is not session {session_id}'s")
         return existing, False
 
-    async def _update(self, api: str, resource: str, existing: dict[str, Any],
+    async def _update(self, resource: Resource, existing: dict[str, Any],
                       desired: dict[str, Any]) -> dict[str, Any]:
         """``existing`` brought to ``desired``; read again and redone when it changed
         meanwhile (409: a controller updating its status), a few times."""
@@ -243,21 +242,21 @@ class Sessions:
                                       and e.status == 409):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
-                    existing = await self.kube.get(api, resource, self.ns, name)
-                return await self.kube.replace(api, resource, self.ns,
-                                               converged(resource, existing, desired))
+                    existing = await self.kube.get(resource, name, self.ns)
+                return await self.kube.replace(resource, converged(resource, existing, desired),
+                                               self.ns)
         raise AssertionError("unreachable: retrying re-raises the last failure")
 
     async def stop(self, p: StopSession) -> dict[str, Any]:
         name = object_name(p.session_id)
-        targets = [(APPS, "deployments", name), (CORE, "services", name)]
+        targets = [(r.DEPLOYMENTS, name), (r.SERVICES, name)]
         if p.delete_pvc:
-            targets.append((CORE, "persistentvolumeclaims", name + "-home"))
+            targets.append((r.PVCS, name + "-home"))
         deleted: list[str] = []
-        for api, resource, obj in targets:
+        for resource, obj in targets:
             try:
-                await self.kube.delete(api, resource, self.ns, obj)
-                deleted.append(f"{resource}/{obj}")
+                await self.kube.delete(resource, obj, self.ns)
+                deleted.append(f"{resource.plural}/{obj}")
             except KubeError as exc:
                 if exc.status != 404:
                     raise
@@ -266,7 +265,10 @@ class Sessions:
         return {"sessionId": p.session_id, "namespace": self.ns, "deleted": deleted}
 
     async def scale(self, p: _Payload, replicas: int) -> dict[str, Any]:
-        await self.kube.scale(APPS, "deployments", self.ns, object_name(p.session_id), replicas)
+        name = object_name(p.session_id)
+        await self.kube.patch(r.DEPLOYMENTS, name, {"spec": {"replicas": replicas}}, self.ns,
+                              subresource="scale",
+                              operation=f"scale deployments {self.ns}/{name}")
         return {"sessionId": p.session_id, "namespace": self.ns, "replicas": replicas}
 
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from agentkit.config import Config, ForwardConfig
-from agentkit.kubeconfig import load_configuration
+from agentkit.config import Config, ForwardConfig, KubernetesConfig
+from agentkit.kube import Kube, KubeError
+from agentkit.kube import resources as r
 from agentkit.mux import OpenRequest, StreamReset, pipe
 from pipeops_tunnel import metrics
-from pipeops_tunnel.kube import KubeClient, KubeError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,13 @@ def resolve_forwards(config: Config, env: Mapping[str, str] | None = None) -> di
     return out
 
 
+def _api_server(cfg: KubernetesConfig) -> str:
+    """The kubeconfig's API server URL (blocking; imports ``kubernetes``, only here)."""
+    from agentkit.kubeconfig import load_configuration
+
+    return str(load_configuration(cfg).host)
+
+
 async def out_of_cluster_api(config: Config, forwards: dict[str, str]) -> None:
     """Outside a pod (``kubernetes.in_cluster: false``) the default ``kubernetes-api``
     forward would name a DNS name that does not resolve: use the API server of the
@@ -96,12 +103,12 @@ async def out_of_cluster_api(config: Config, forwards: dict[str, str]) -> None:
     if config.kubernetes.in_cluster or forwards.get("kubernetes-api") != IN_CLUSTER_API:
         return
     try:
-        configuration = await asyncio.to_thread(load_configuration, config.kubernetes)
+        server = await asyncio.to_thread(_api_server, config.kubernetes)
     except Exception as exc:
         log.warning("kubernetes-api forward: cannot read the kubeconfig (%s); keeping %s",
                     exc, IN_CLUSTER_API)
         return
-    url = urlparse(str(configuration.host))
+    url = urlparse(server)
     if url.hostname:
         host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
         port = url.port or (443 if url.scheme == "https" else 80)
@@ -117,7 +124,7 @@ class TargetPolicy:
     """Turns an OPEN payload into a :class:`Target`, or raises :class:`Refused`."""
 
     def __init__(self, forwards: dict[str, str], check: CheckTarget,
-                 kube: Callable[[], Awaitable[KubeClient | None]]) -> None:
+                 kube: Callable[[], Awaitable[Kube | None]]) -> None:
         self.forwards = forwards
         self.check = check
         self.kube = kube
@@ -150,7 +157,7 @@ class TargetPolicy:
         if kube is None:
             raise Refused("no Kubernetes API to resolve the service", "resolve_failed")
         try:
-            svc = await kube.get("/api/v1", "services", namespace, service)
+            svc = await kube.get(r.SERVICES, service, namespace)
         except KubeError as exc:
             raise Refused(f"cannot resolve service {label}: {exc.message}",
                           "resolve_failed") from None

@@ -22,11 +22,12 @@ in its own metrics.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -313,7 +314,7 @@ class Kube:
         """The API server's ``/version`` (``gitVersion`` and the like)."""
         return await self.raw(operation, "GET", "/version", {}, [], None, "", JSON)
 
-    async def served_versions(self, group: str) -> list[str]:
+    async def served_versions(self, group: str) -> builtins.list[str]:
         """The versions of an API group the server serves, preferred first; [] when it
         serves none (a cluster without the Gateway API CRDs is not an error)."""
         try:
@@ -331,14 +332,15 @@ class Kube:
     # --- watches (agentkit.kube.watch) -----------------------------------------------------
 
     def watch(self, resource: Resource, namespace: str | None = None, *,
-              resource_version: str, **options: Any) -> AsyncIterator[dict[str, Any]]:
+              resource_version: str, **options: Any
+              ) -> AsyncGenerator[dict[str, Any], None]:
         """One watch request's events; see :func:`agentkit.kube.watch.watch`."""
         from agentkit.kube.watch import watch
 
         return watch(self, resource, namespace, resource_version=resource_version, **options)
 
     def follow(self, resource: Resource, namespace: str | None = None,
-               **options: Any) -> AsyncIterator[Listed | Watched]:
+               **options: Any) -> AsyncGenerator[Listed | Watched, None]:
         """List, then watch, listing again when the history is gone; see
         :func:`agentkit.kube.watch.follow`."""
         from agentkit.kube.watch import follow

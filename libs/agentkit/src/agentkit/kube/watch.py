@@ -19,9 +19,11 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_base, wait_random_exponential
 
 from agentkit.kube.errors import KubeError, from_status
 from agentkit.kube.resources import Resource
@@ -59,6 +61,10 @@ class _Stopped(Exception):
     """The watch was closed before its response arrived."""
 
 
+class _EndedEarly(Exception):
+    """A watch request ended sooner than ``QUICK_WATCH``: the next one waits first."""
+
+
 class _Reader:
     """The thread side of one watch request."""
 
@@ -72,7 +78,7 @@ class _Reader:
         self.open_args = open_args
         self.loop = loop
         self.queue = queue
-        self.watch = Watch()
+        self.watch = Watch()  # type: ignore[no-untyped-call]
         self.lock = threading.Lock()
         self.response: Any = None
         self.stopped = False
@@ -112,8 +118,9 @@ class _Reader:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            for event in self.watch.stream(self._open, resource_version=resource_version,
-                                           timeout_seconds=timeout_seconds):
+            for event in self.watch.stream(  # type: ignore[no-untyped-call]
+                    self._open, resource_version=resource_version,
+                    timeout_seconds=timeout_seconds):
                 if not isinstance(event, dict):  # a line that is not JSON: the client
                     continue                     # yields None for it
                 item = {"type": event.get("type"), "object": event.get("raw_object")}
@@ -141,7 +148,7 @@ class _Reader:
         with self.lock:
             self.stopped = True
             response = self.response
-        self.watch.stop()
+        self.watch.stop()  # type: ignore[no-untyped-call]
         sock = getattr(getattr(response, "connection", None), "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -151,7 +158,7 @@ class _Reader:
 async def watch(kube: Kube, resource: Resource, namespace: str | None = None, *,
                 resource_version: str, label_selector: str = "", field_selector: str = "",
                 timeout_seconds: int = WATCH_SECONDS, operation: str = ""
-                ) -> AsyncIterator[dict[str, Any]]:
+                ) -> AsyncGenerator[dict[str, Any], None]:
     """The events of one watch request from ``resource_version`` (``{"type", "object"}``
     dicts, BOOKMARKs included) until the server ends it after ``timeout_seconds``.
     KubeError for a refused request, a broken stream or an ERROR event (``expired`` for a
@@ -202,36 +209,39 @@ def _version_of(obj: Any, default: str) -> str:
 
 
 async def follow(kube: Kube, resource: Resource, namespace: str | None = None, *,
-                 quick_delay: Callable[[int], float], label_selector: str = "",
+                 quick_wait: wait_base | None = None, label_selector: str = "",
                  field_selector: str = "", timeout_seconds: int = WATCH_SECONDS,
-                 page_size: int = 500) -> AsyncIterator[Listed | Watched]:
+                 page_size: int = 500) -> AsyncGenerator[Listed | Watched, None]:
     """List (paginated), then watch from the list's resourceVersion, request after
     request, each resuming from the last resourceVersion seen (bookmarks keep it fresh).
     When the history is gone (410, as the reply or as an ERROR event) it lists again and
     yields a new :class:`Listed`. Watch requests that end at once (a proxy cutting them)
-    are spaced by ``quick_delay(n)`` seconds for the n-th in a row. Any other KubeError
-    ends it: the caller retries (the next call lists afresh)."""
+    are spaced by tenacity with ``quick_wait`` (default: full jitter from 0.5 s to 30 s),
+    which starts over after a watch that lasted. Any other KubeError ends it: the caller
+    retries (the next call lists afresh)."""
     selectors = {"label_selector": label_selector, "field_selector": field_selector}
+    pacing = AsyncRetrying(wait=quick_wait or wait_random_exponential(multiplier=0.5, max=30),
+                           retry=retry_if_exception_type(_EndedEarly), reraise=True)
     loop = asyncio.get_running_loop()
     while True:
         listed = await kube.list_all(resource, namespace, page_size=page_size, **selectors)
         version = str(listed["metadata"]["resourceVersion"])
         yield Listed(listed["items"], version)
-        quick = 0
         try:
-            while True:
-                began = loop.time()
-                events = watch(kube, resource, namespace, resource_version=version,
-                               timeout_seconds=timeout_seconds, **selectors)
-                async with contextlib.aclosing(events):
-                    async for event in events:
-                        obj = event.get("object") or {}
-                        version = _version_of(obj, version)
-                        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                            yield Watched(str(event["type"]), obj)
-                quick = quick + 1 if loop.time() - began < QUICK_WATCH else 0
-                if quick:
-                    await asyncio.sleep(quick_delay(quick))
+            while True:  # a fresh pacing after each watch that lasted
+                async for attempt in pacing:  # waits after a quick one
+                    began = loop.time()
+                    events = watch(kube, resource, namespace, resource_version=version,
+                                   timeout_seconds=timeout_seconds, **selectors)
+                    async with contextlib.aclosing(events):
+                        async for event in events:
+                            obj = event.get("object") or {}
+                            version = _version_of(obj, version)
+                            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                                yield Watched(str(event["type"]), obj)
+                    with attempt:
+                        if loop.time() - began < QUICK_WATCH:
+                            raise _EndedEarly
         except KubeError as exc:
             if not exc.expired:
                 raise
