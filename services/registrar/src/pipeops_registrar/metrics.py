@@ -23,7 +23,8 @@ AGENT_STATUS = Gauge(
 # heartbeat.py: the counts sent in the last heartbeat
 CLUSTER_NODES = Gauge("pipeops_cluster_nodes_total", "Nodes in the cluster")
 CLUSTER_PODS = Gauge("pipeops_cluster_pods_total", "Pods in the cluster")
-# kube.py: every Kubernetes API call, by operation and HTTP code ("error": no reply)
+# cluster.py (the agentkit.kube call hook): every Kubernetes API call, by operation and
+# HTTP code ("error": no reply)
 KUBE_CALLS = Counter(
     "pipeops_kubernetes_api_calls_total", "Kubernetes API calls", ["operation", "code"])
 

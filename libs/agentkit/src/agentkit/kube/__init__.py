@@ -28,7 +28,9 @@ issue's budgets (registrar 75, gateway 80 MiB) leave no room for that, so the sy
 client it is; its threads are few (calls are short, a watch holds one).
 
 Importing this package does not import ``kubernetes``: that happens on the first
-:meth:`Kube.connect`, so a service that never touches the cluster never pays for it.
+:meth:`Kube.connect`, so a service that never touches the cluster never pays for it (the
+tunnel imports it only when a session command, a session status or a Service target needs
+it). ``kubernetes`` is a dependency of the services that use this layer, not of agentkit.
 """
 
 from agentkit.kube.client import (
