@@ -30,7 +30,8 @@ client it is; its threads are few (calls are short, a watch holds one).
 Importing this package does not import ``kubernetes``: that happens on the first
 :meth:`Kube.connect`, so a service that never touches the cluster never pays for it (the
 tunnel's own modules import it only through this layer, when a session command, the
-session status watch or a Service target first asks for a client). ``kubernetes`` is a dependency of the services that use this layer, not of agentkit.
+session status watch or a Service target first asks for a client). ``kubernetes`` is a
+dependency of the services that use this layer, not of agentkit.
 """
 
 from agentkit.kube.client import (
