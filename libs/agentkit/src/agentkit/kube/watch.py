@@ -23,7 +23,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_base, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity.wait import wait_base
 
 from agentkit.kube.errors import KubeError, from_status
 from agentkit.kube.resources import Resource
