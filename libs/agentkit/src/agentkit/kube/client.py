@@ -30,15 +30,13 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from agentkit.config import KubernetesConfig
 from agentkit.kube.errors import KubeError, from_status
 from agentkit.kube.resources import EVENTS, Resource
-
-if TYPE_CHECKING:
-    from agentkit.kube.watch import Listed, Watched
+from agentkit.kube.watch import Listed, Watched, follow, watch
 
 T = TypeVar("T")
 OnCall = Callable[[str, str], None]
@@ -335,14 +333,10 @@ class Kube:
               resource_version: str, **options: Any
               ) -> AsyncGenerator[dict[str, Any], None]:
         """One watch request's events; see :func:`agentkit.kube.watch.watch`."""
-        from agentkit.kube.watch import watch
-
         return watch(self, resource, namespace, resource_version=resource_version, **options)
 
     def follow(self, resource: Resource, namespace: str | None = None,
                **options: Any) -> AsyncGenerator[Listed | Watched, None]:
         """List, then watch, listing again when the history is gone; see
         :func:`agentkit.kube.watch.follow`."""
-        from agentkit.kube.watch import follow
-
         return follow(self, resource, namespace, **options)

@@ -21,16 +21,13 @@ import socket
 import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 from tenacity.wait import wait_base
 
 from agentkit.kube.errors import KubeError, from_status
 from agentkit.kube.resources import Resource
-
-if TYPE_CHECKING:
-    from agentkit.kube.client import Kube
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +36,20 @@ WATCH_SECONDS = 300  # one watch request, then another from where it ended
 READ_MARGIN = 30.0  # the read timeout is the watch's timeout plus this
 STOP_GRACE = 2.0  # seconds to wait for the reading thread when the watch is closed
 QUICK_WATCH = 1.0  # a watch request that ends sooner than this counts as quick
+
+
+class Kube(Protocol):
+    """What a watch needs of :class:`agentkit.kube.client.Kube` (named here so this module
+    does not import the client, which imports it)."""
+
+    def open(self, method: str, template: str, path_params: dict[str, str],
+             query: list[tuple[str, Any]], body: Any, content_type: str, accept: str,
+             timeout: tuple[float, float]) -> Any: ...
+
+    def counted(self, operation: str, code: str) -> None: ...
+
+    async def list_all(self, resource: Resource, namespace: str | None = None, *,
+                       page_size: int = ..., **options: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
