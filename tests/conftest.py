@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clusters import cluster, demo_kubesim, real_kube  # noqa: F401 (fixtures)
 from tests.helpers import ROOT
 
 

@@ -20,7 +20,7 @@ keys and an admin token in system:masters (a static token file, so a kubeconfig'
 can be swapped for another identity's, as with kubesim). Components use a client
 certificate. kwok marks the nodes Ready (leases renewed) and the Pods the scheduler binds
 to them Running and Ready, and serves logs, exec and port-forward for them as a kubelet
-(logs from a file, exec as a local process, port-forward to a local port).
+(logs from a file, exec as a local process, port-forward to an echo).
 A missing binary raises RealKubeError naming it and `make setup`.
 """
 
@@ -35,6 +35,7 @@ import secrets
 import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -57,6 +58,8 @@ SERVICE_IP = "10.96.0.1"
 ADVERTISE = "192.0.2.10"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 ADMIN_USER = "realkube-admin"
+# What a port-forward to any pod port reaches: every byte echoed (kwok relays stdio).
+ECHO = "import os\nwhile data := os.read(0, 65536):\n    os.write(1, data)\n"
 
 
 class RealKubeError(RuntimeError):
@@ -303,8 +306,8 @@ class RealKube:
 
     def _write_kwok_config(self) -> None:
         """Stages (nodes Ready with leases, pods Running/Ready/deleted) from the kwok
-        module, and the kubelet answers: logs from a file, exec locally, port-forward
-        to a local port (127.0.0.1:<pod's port>)."""
+        module, and the kubelet answers: logs from one file (`pod_log`) for every
+        container, exec as a local process, port-forward to any port an echo."""
         share = kwok_share()
         stages = sorted(share.glob("*.yaml"))
         if not stages:
@@ -321,7 +324,7 @@ class RealKube:
              "spec": {"execs": [{"local": {"workDir": str(self.dir)}}]}},
             {"kind": "ClusterPortForward", "apiVersion": "kwok.x-k8s.io/v1alpha1",
              "metadata": {"name": "port-forward"},
-             "spec": {"forwards": [{"target": {"address": "127.0.0.1"}}]}},
+             "spec": {"forwards": [{"command": [sys.executable, "-c", ECHO]}]}},
         ]
         (self.dir / "kwok.yaml").write_text(yaml.safe_dump_all(docs))
 

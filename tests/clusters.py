@@ -1,0 +1,144 @@
+"""The two worlds a cluster-facing test runs in: kubesim and the real control plane.
+
+`cluster` (imported into tests/conftest.py) is parametrised over both: a test that takes
+it runs once against kubesim (`Kubesim(demo=True)`) and once against `RealKube` (etcd,
+kube-apiserver, controller manager, scheduler, kwok nodes; built by `make setup`). Both
+are shared by the whole session (one start each); a test makes its own namespace and
+leaves the rest alone. `Cluster` is the common face: url, kubeconfig, ca, token, port,
+kubectl_args, env(), request(), wait_for(), plus what differs between the worlds:
+
+* `service_account_token(namespace, name)`: kubesim binds a token of ours to the
+  ServiceAccount; the real one issues a JWT by TokenRequest. Either way the token's
+  rights are what the stored RBAC grants.
+* `restart()`: every watch ends and the server is away a moment (kubesim's restart; the
+  real kube-apiserver process stopped and started).
+* `demo_pods`: pods that exist in namespace "demo" (kubesim's demo seed; on the real one,
+  three pods created at start and scheduled onto the kwok nodes).
+
+A missing real binary fails the test at setup with RealKubeError naming `make setup`:
+it is never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from kubesim.testing import Kubesim
+from realkube.testing import RealKube
+
+T = TypeVar("T")
+WORLDS = ("kubesim", "real")
+DEMO_NAMESPACE = "demo"
+
+
+class Cluster:
+    """One world, behind the face the tests use."""
+
+    def __init__(self, world: str, server: Kubesim | RealKube) -> None:
+        self.world = world
+        self.server = server
+
+    @property
+    def real(self) -> bool:
+        return self.world == "real"
+
+    url = property(lambda self: self.server.url)
+    kubeconfig = property(lambda self: self.server.kubeconfig)
+    ca = property(lambda self: self.server.ca)
+    token = property(lambda self: self.server.token)
+    port = property(lambda self: self.server.port)
+    kubectl_args = property(lambda self: self.server.kubectl_args)
+
+    def env(self) -> dict[str, str]:
+        return self.server.env()
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any
+                ) -> tuple[int, Any]:
+        return self.server.request(method, path, body, **kwargs)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float = 30.0) -> T:
+        result: T = self.server.wait_for(predicate, timeout=timeout)
+        return result
+
+    def create_namespace(self, prefix: str = "t") -> str:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        status, body = self.request("POST", "/api/v1/namespaces",
+                                    {"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": name}})
+        assert status == 201, body
+        return name
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        if isinstance(self.server, RealKube):
+            return self.server.service_account_token(namespace, name)
+        for path, obj in (("/api/v1/namespaces", {"metadata": {"name": namespace}}),
+                          (f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                           {"metadata": {"name": name, "namespace": namespace}})):
+            status, body = self.request("POST", path, obj)
+            assert status in (201, 409), body
+        token = "sa-" + secrets.token_hex(12)
+        self.server.add_token(token, service_account=f"{namespace}/{name}")
+        return token
+
+    def restart(self) -> None:
+        if isinstance(self.server, RealKube):
+            self.server.restart_apiserver(downtime=0.2)
+        else:
+            self.server.restart(downtime=0.2)
+
+    def demo_pods(self) -> list[str]:
+        status, body = self.request("GET", f"/api/v1/namespaces/{DEMO_NAMESPACE}/pods")
+        assert status == 200, body
+        return sorted(p["metadata"]["name"] for p in body["items"])
+
+
+def seed_demo(rk: RealKube) -> None:
+    """Namespace "demo" with three pods, each scheduled and Ready, like kubesim's demo."""
+    rk.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}})
+    rk.wait_for(lambda: rk.request(
+        "GET", f"/api/v1/namespaces/{DEMO_NAMESPACE}/serviceaccounts/default")[0] == 200)
+    for i in range(3):
+        rk.apply({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": f"demo-{i}", "namespace": DEMO_NAMESPACE,
+                               "labels": {"app": "demo"}},
+                  "spec": {"containers": [{"name": "app", "image": "nginx"}]}})
+
+    def all_ready() -> bool:
+        _, body = rk.request("GET", f"/api/v1/namespaces/{DEMO_NAMESPACE}/pods")
+        return len(body["items"]) == 3 and all(
+            p["status"].get("phase") == "Running" for p in body["items"])
+
+    rk.wait_for(all_ready, timeout=60)
+
+
+@contextlib.contextmanager
+def real_cluster(**kwargs: Any) -> Iterator[RealKube]:
+    with RealKube(**kwargs) as rk:
+        seed_demo(rk)
+        yield rk
+
+
+@pytest.fixture(scope="session")
+def real_kube() -> Iterator[RealKube]:
+    """One real control plane for the session (fresh namespaces per test)."""
+    with real_cluster() as rk:
+        yield rk
+
+
+@pytest.fixture(scope="session")
+def demo_kubesim() -> Iterator[Kubesim]:
+    with Kubesim(demo=True) as ks:
+        yield ks
+
+
+@pytest.fixture(params=WORLDS)
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The test, once against kubesim and once against the real control plane."""
+    if request.param == "real":
+        return Cluster("real", request.getfixturevalue("real_kube"))
+    return Cluster("kubesim", request.getfixturevalue("demo_kubesim"))

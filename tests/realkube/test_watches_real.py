@@ -1,0 +1,142 @@
+"""Watches on the real API server: bookmarks, a 410 after etcd compaction, and the tunnel's
+session status reporter living through compaction and an API server restart.
+
+The cluster here runs without the watch cache, so a watch or an exact list reads etcd and
+a compacted revision is a real 410 from etcd (with the cache, the API server answers 410
+from the cache's own window instead; the session-shared cluster covers that path in
+test_differential.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from agentkit.config import KubernetesConfig, ReconnectConfig
+from agentkit.events import EventBus
+from agentkit.status import ServiceStatus
+from pipeops_tunnel.kube import LazyKube
+from pipeops_tunnel.session_status import SessionStatus
+from realkube.testing import RealKube
+from tests.realkube.test_harness import _deployment
+from tests.tunnel.agent_helpers import until
+
+NS = "watched"
+FAST = ReconnectConfig(backoff_base=0.05, backoff_max=0.2)
+
+
+@pytest.fixture(scope="module")
+def rk() -> Iterator[RealKube]:
+    with RealKube(nodes=1, watch_cache=False) as cluster:
+        cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        yield cluster
+
+
+def _events(rk: RealKube, path: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+    conn = http.client.HTTPSConnection("127.0.0.1", rk.port, context=rk.ssl_context(),
+                                       timeout=timeout)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {rk.token}"})
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    events = []
+    try:
+        while len(events) < count and (line := resp.readline()):
+            events.append(json.loads(line))
+    finally:
+        conn.close()
+    return events
+
+
+def _cm(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": NS}, "data": {"n": "0"}}
+
+
+def test_a_bookmark_comes_before_the_watch_times_out(rk: RealKube) -> None:
+    events = _events(rk, f"/api/v1/namespaces/{NS}/configmaps?watch=1&allowWatchBookmarks=true"
+                         "&timeoutSeconds=4&labelSelector=none%3Dnone", 1)
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) > 0
+
+
+def test_a_watch_or_list_from_a_compacted_revision_is_410(rk: RealKube) -> None:
+    created = rk.apply(_cm("compacted"))
+    old = created["metadata"]["resourceVersion"]
+    for n in range(3):
+        status, _ = rk.request("PATCH", f"/api/v1/namespaces/{NS}/configmaps/compacted",
+                               {"data": {"n": str(n + 1)}},
+                               content_type="application/merge-patch+json")
+        assert status == 200
+    # before compaction the old revision is still there to watch from
+    events = _events(rk, f"/api/v1/namespaces/{NS}/configmaps?watch=1&resourceVersion={old}"
+                         "&fieldSelector=metadata.name%3Dcompacted", 3)
+    assert [e["type"] for e in events] == ["MODIFIED"] * 3
+    assert rk.compact() > int(old)
+    events = _events(rk, f"/api/v1/namespaces/{NS}/configmaps?watch=1&resourceVersion={old}", 1)
+    assert events[0]["type"] == "ERROR"
+    assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
+    status, body = rk.request(
+        "GET", f"/api/v1/namespaces/{NS}/configmaps?resourceVersion={old}"
+               "&resourceVersionMatch=Exact")
+    assert status == 410 and body["reason"] == "Expired", body
+
+
+@pytest.fixture
+async def kube(rk: RealKube) -> AsyncIterator[LazyKube]:
+    lazy = LazyKube(KubernetesConfig(in_cluster=False, kubeconfig=rk.kubeconfig),
+                    ServiceStatus("tunnel", "test", EventBus("tunnel")))
+    yield lazy
+    await lazy.aclose()
+
+
+def _session(session_id: str, replicas: int = 1) -> dict[str, Any]:
+    deployment = _deployment(f"session-{session_id}", NS, replicas)
+    labels = {"app": "pipeops-session", "session": session_id}
+    deployment["metadata"]["labels"] = labels
+    deployment["spec"]["selector"] = {"matchLabels": labels}
+    deployment["spec"]["template"]["metadata"]["labels"] = labels
+    return deployment
+
+
+async def test_session_status_loses_nothing_through_compaction_and_a_restart(
+        rk: RealKube, kube: LazyKube) -> None:
+    sent: list[dict[str, Any]] = []
+    reporter = SessionStatus(kube, NS, FAST)
+    reporter.attach(lambda m: sent.append(m) is None)
+
+    def states() -> dict[str, str]:
+        return {m["sessionId"]: m["state"] for m in sent}
+
+    await asyncio.to_thread(rk.apply, _session("before"))
+    task = asyncio.create_task(reporter.run())
+    try:
+        await until(lambda: states().get("before") == "running", timeout=60,
+                    what="the listed session running (its pod Ready on a kwok node)")
+        # compaction under the open watch, then changes: nothing missed
+        await asyncio.to_thread(rk.compact)
+        await asyncio.to_thread(rk.apply, _session("after-compaction"))
+        await until(lambda: states().get("after-compaction") == "running", timeout=60,
+                    what="a session made after the compaction")
+        # the API server restarted under the watch; meanwhile nothing can change, and
+        # right after it a session is hibernated and another deleted
+        await asyncio.to_thread(rk.restart_apiserver, 0.5)
+        status, _ = await asyncio.to_thread(
+            rk.request, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/session-before",
+            {"spec": {"replicas": 0}}, content_type="application/merge-patch+json")
+        assert status == 200
+        status, _ = await asyncio.to_thread(
+            rk.request, "DELETE",
+            f"/apis/apps/v1/namespaces/{NS}/deployments/session-after-compaction")
+        assert status == 200
+        await until(lambda: states() == {"before": "hibernated",
+                                         "after-compaction": "stopped"}, timeout=60,
+                    what="both changes after the restart reported")
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
