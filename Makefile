@@ -43,7 +43,7 @@ test: setup proto-check lint
 	$(UV) run pytest
 
 run: setup
-	$(UV) run python scripts/run.py
+	$(UV) run python scripts/run.py $(RUN_ARGS)
 
 bench: setup
 	$(UV) run python bench/run.py

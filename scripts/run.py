@@ -1,7 +1,9 @@
 """``make run``: the whole agent on a laptop, no cluster needed.
 
 Starts, as separate processes on 127.0.0.1: the local Kubernetes API (kubesim, seeded
-with a small demo cluster) unless ``--kubeconfig`` names a real cluster, the dev control
+with a small demo cluster; or, with ``--cluster real``, a real control plane built by
+``make setup``: etcd, kube-apiserver, controller manager, scheduler and kwok nodes) unless
+``--kubeconfig`` names a real cluster, the dev control
 plane, and the four services with the same config the chart renders. When everything
 answers it writes ``.run/endpoints.json`` (DESIGN.md) so people, scripts and tests find
 what is running; on Ctrl-C or SIGTERM (or when any process dies) it stops everything it
@@ -103,6 +105,7 @@ class Stack:
         self.endpoints_path = self.run_dir / "endpoints.json"
         self.children: list[Child] = []
         self.endpoints: dict[str, Any] = {}
+        self.realkube: Any = None
 
     def port(self, default: int) -> int:
         return free_port() if self.args.free_ports else default
@@ -120,7 +123,9 @@ class Stack:
         kubeconfig = self.args.kubeconfig
         token_file = self.run_dir / "serviceaccount-token"
 
-        if kubeconfig is None:
+        if kubeconfig is None and self.args.cluster == "real":
+            kubeconfig = self._start_realkube(token_file)
+        elif kubeconfig is None:
             # The namespaces `helm install` would create: the agent's state lives in one,
             # session commands act in the other.
             seed = self.run_dir / "agent-namespaces.yaml"
@@ -175,7 +180,7 @@ class Stack:
         self.endpoints["http_api"] = {"url": f"http://127.0.0.1:{http_port}",
                                       "grpc": grpc["http_api"]}
         self._wait_http(f"http://127.0.0.1:{http_port}/health", 30)
-        if "kubesim" in self.endpoints:
+        if "kubesim" in self.endpoints or "realkube" in self.endpoints:
             self.endpoints["tunnel"] = {"kubeconfig": str(self._tunnel_kubeconfig(
                 cp["url"], kubeconfig, services["tunnel"]))}
         tmp = self.endpoints_path.with_suffix(".tmp")
@@ -184,6 +189,24 @@ class Stack:
         print(f"make run: everything is up; endpoints in {self.endpoints_path}",
               file=sys.stderr, flush=True)
 
+    def _start_realkube(self, token_file: Path) -> str:
+        """The real control plane (dev/realkube), with the namespaces helm would create;
+        the services use its admin token, as they use kubesim's."""
+        from realkube.testing import RealKube
+
+        print("make run: starting the real control plane (etcd, kube-apiserver, "
+              "controller manager, scheduler, kwok)", file=sys.stderr, flush=True)
+        self.realkube = RealKube(nodes=2).start()
+        for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE):
+            self.realkube.apply({"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": ns}})
+        token_file.write_text(self.realkube.token)
+        token_file.chmod(0o600)
+        self.endpoints["realkube"] = {"url": self.realkube.url,
+                                      "kubeconfig": self.realkube.kubeconfig,
+                                      "logs": str(self.realkube.dir)}
+        return str(self.realkube.kubeconfig)
+
     def _tunnel_kubeconfig(self, cp_url: str, kubeconfig: str, tunnel: Child) -> Path:
         """A kubeconfig whose server is the control plane's ``kubernetes-api`` port: kubectl
         with it reaches kubesim through the tunnel (TLS passes through end to end)."""
@@ -191,7 +214,8 @@ class Stack:
 
         out = self.run_dir / "tunnel.kubeconfig"
         try:
-            kubeconfig_through_tunnel(cp_url, kubeconfig, out, tls_server_name="kubesim.local",
+            server_name = "kubernetes" if self.realkube is not None else "kubesim.local"
+            kubeconfig_through_tunnel(cp_url, kubeconfig, out, tls_server_name=server_name,
                                       wait=60)
         except TunnelNotReady as exc:
             raise RuntimeError(f"the tunnel did not connect ({exc}); see {tunnel.log_path}"
@@ -217,17 +241,28 @@ class Stack:
                     print(f"make run: {child.name} exited with {child.proc.returncode}; "
                           f"see {child.log_path}", file=sys.stderr, flush=True)
                     return 1
+            if self.realkube is not None:
+                for name in ("etcd", "kube-apiserver", "kwok"):
+                    if not self.realkube.process(name).alive():
+                        print(f"make run: {name} exited; see {self.realkube.dir}",
+                              file=sys.stderr, flush=True)
+                        return 1
         return 0
 
     def down(self) -> None:
         self.endpoints_path.unlink(missing_ok=True)
         for child in reversed(self.children):
             child.stop()
+        if self.realkube is not None:
+            self.realkube.stop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", help="use this real cluster instead of kubesim")
+    parser.add_argument("--cluster", choices=("kubesim", "real"), default="kubesim",
+                        help="without --kubeconfig: kubesim, or the real control plane "
+                             "`make setup` builds (Go >= 1.26)")
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--free-ports", action="store_true",
                         help="pick free ports for everything (tests, busy laptops)")
