@@ -124,7 +124,10 @@ class Cluster:
             if not field_manager:
                 raise errors.ApiError(
                     422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
-                    "Required value: is required for apply patch")
+                    "Required value: is required for apply patch",
+                    {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                        {"reason": "FieldValueRequired", "field": "fieldManager",
+                         "message": "Required value: is required for apply patch"}]})
             if not isinstance(body, dict):
                 raise errors.bad_request("apply patch must be an object")
             objects.check_type(rt, body)
@@ -276,4 +279,5 @@ def decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         ns, name = raw["start"]
         return int(raw["rv"]), (str(ns), str(name))
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
-        raise errors.bad_request(f"continue key is not valid: {e}") from e
+        raise errors.bad_request(f"invalid continue token: continue key is not valid: {e}"
+                                 ) from e

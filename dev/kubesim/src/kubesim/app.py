@@ -30,7 +30,7 @@ from kubesim.api import Cluster
 from kubesim.auth import Identity, forbidden, rbac_allows
 from kubesim.patch import PATCH_TYPES, apply_patch
 from kubesim.resources import ResourceType
-from kubesim.selectors import build_predicate, field_equals
+from kubesim.selectors import build_predicate, field_equals, known_fields
 from kubesim.stats import ADMIN_PREFIX, StatsMiddleware
 from kubesim.store import Obj, TooOld
 from kubesim.watch import Watcher, bookmark_object, stream
@@ -39,6 +39,10 @@ MAX_BODY = 3 * 1024 * 1024
 VERSION_INFO = {
     "major": "1",
     "minor": "32",
+    "emulationMajor": "1",
+    "emulationMinor": "32",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "31",
     "gitVersion": "v1.32.0+kubesim",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
@@ -294,11 +298,19 @@ class Handler:
             options = await self._body(request, "DeleteOptions", optional=True)
             if isinstance(options, dict) and options.get("dryRun") == ["All"]:
                 dry_run = True
-            return self.render_one(rt, c.delete(rt, t.namespace, t.name,
-                                                options if isinstance(options, dict) else None,
-                                                dry_run), fmt, q)
+            gone = c.delete(rt, t.namespace, t.name,
+                            options if isinstance(options, dict) else None, dry_run)
+            if gone["metadata"].get("deletionTimestamp"):  # a namespace: Terminating
+                return self.render_one(rt, gone, fmt, q)
+            # deleted at once: the real server answers a Status naming what went
+            details = {"name": gone["metadata"]["name"], "kind": rt.plural,
+                       "uid": gone["metadata"]["uid"], **({"group": rt.group} if rt.group
+                                                         else {})}
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                 "status": "Success", "details": details})
         # deletecollection
-        predicate = build_predicate(q.get("labelSelector"), q.get("fieldSelector"))
+        fields = known_fields(rt, q.get("fieldSelector"))
+        predicate = build_predicate(q.get("labelSelector"), fields)
         items, meta = c.list(rt, t.namespace, predicate, None, None, None, None)
         gone = [c.delete(rt, o["metadata"].get("namespace"), o["metadata"]["name"],
                          dry_run=dry_run) for o in items]
@@ -316,9 +328,7 @@ class Handler:
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         kind = PATCH_TYPES.get(ctype)
         if kind is None:
-            raise errors.ApiError(415, "UnsupportedMediaType",
-                                  f"the body of the request was in an unknown format - accepted "
-                                  f"media types include: {', '.join(PATCH_TYPES)}")
+            raise errors.ApiError(415, "UnsupportedMediaType", "415: Unsupported Media Type")
         return kind
 
     @staticmethod
@@ -378,7 +388,8 @@ class Handler:
 
     def list(self, request: Request, t: Target, fmt: Format) -> Response:
         q = request.query_params
-        predicate = build_predicate(q.get("labelSelector"), q.get("fieldSelector"))
+        fields = known_fields(t.rt, q.get("fieldSelector"))
+        predicate = build_predicate(q.get("labelSelector"), fields)
         limit_raw = q.get("limit")
         try:
             limit = int(limit_raw) if limit_raw else None
@@ -400,7 +411,8 @@ class Handler:
     def watch(self, request: Request, t: Target, fmt: Format) -> Response:
         q = request.query_params
         rt, store = t.rt, self.cluster.store
-        predicate = build_predicate(q.get("labelSelector"), q.get("fieldSelector"))
+        fields = known_fields(rt, q.get("fieldSelector"))
+        predicate = build_predicate(q.get("labelSelector"), fields)
         timeout_raw = q.get("timeoutSeconds")
         timeout = float(timeout_raw) if timeout_raw else None
         rv_raw = q.get("resourceVersion")

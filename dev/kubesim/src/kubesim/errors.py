@@ -98,6 +98,8 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str, str]]) -> 
     joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     details = _details(rt, name)
     details["kind"] = rt.kind
+    if not name:  # the real server omits an empty name
+        del details["name"]
     details["causes"] = [
         {"reason": "Field" + t.replace(" ", "").replace("value", "Value"), "message": f"{t}: {d}",
          "field": f}

@@ -55,9 +55,11 @@ def check_type(rt: ResourceType, body: Any) -> Obj:
     kind = body.get("kind")
     api_version = body.get("apiVersion")
     if kind is not None and kind != rt.kind:
+        version = (api_version or rt.group_version).rpartition("/")[2]
+        internal = rt.group.split(".")[0] or "core"
         raise bad_request(
-            f"the object provided is unrecognized (must be of type {rt.kind}): "
-            f"kind {kind!r} does not match the resource"
+            f'{kind} in version "{version}" cannot be handled as a {rt.kind}: converting '
+            f"({version}.{kind}) to ({internal}.{rt.kind}): unknown conversion"
         )
     if api_version is not None:
         group = api_version.rpartition("/")[0]
@@ -113,8 +115,24 @@ def prepare_create(rt: ResourceType, body: Any, namespace: str | None, ordinal: 
     meta.pop("deletionTimestamp", None)
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = now_rfc3339()
-    meta["generation"] = 1
+    if has_generation(rt):
+        meta["generation"] = 1
+    else:
+        meta.pop("generation", None)
     return default(rt, obj, ordinal)
+
+
+# As the real server: custom resources and the kinds whose strategy tracks a spec get a
+# metadata.generation; ConfigMaps, Secrets, Services, Nodes, Namespaces... do not.
+_CUSTOM_GROUPS = {"gateway.networking.k8s.io", "networking.istio.io", "monitoring.coreos.com"}
+_NO_GENERATION = {"Namespace", "Node", "Service", "PersistentVolumeClaim"}
+_GENERATION = {"NetworkPolicy", "IngressClass", "Ingress", "PodDisruptionBudget"}
+
+
+def has_generation(rt: ResourceType) -> bool:
+    if rt.group in _CUSTOM_GROUPS or rt.kind in _GENERATION:
+        return True
+    return rt.has_status and rt.kind not in _NO_GENERATION
 
 
 def prepare_update(rt: ResourceType, old: Obj, body: Any, name: str, status_only: bool) -> Obj:
@@ -138,7 +156,7 @@ def prepare_update(rt: ResourceType, old: Obj, body: Any, name: str, status_only
                 meta.pop(k, None)
         if rt.has_status and "status" in old:
             new["status"] = old["status"]
-        if _spec_of(new) != _spec_of(old):
+        if "generation" in old_meta and _spec_of(new) != _spec_of(old):
             meta["generation"] = old_meta.get("generation", 1) + 1
     new["metadata"] = meta
     return default(rt, new, 0)

@@ -234,7 +234,9 @@ def json_patch(target: JSON, ops: JSON) -> JSON:
             doc = _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
         elif kind == "test":
             if _get(doc, path) != op.get("value"):
-                raise ApiError(422, "Invalid", f"testing value {path} failed")
+                # the real server's words: the failed path is not named
+                raise ApiError(422, "Invalid", "the server rejected our request due to an "
+                               "error in our request")
         else:
             raise bad_request(f"unexpected json patch operation: {kind!r}")
     return doc

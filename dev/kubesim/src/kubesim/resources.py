@@ -219,7 +219,9 @@ class Registry:
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": VERBS_ALL,
+                # the real server has no deletecollection for namespaces
+                "verbs": [v for v in VERBS_ALL
+                          if not (rt.plural == "namespaces" and v == "deletecollection")],
                 "storageVersionHash": hashlib.sha256(
                     f"{rt.group}/{rt.plural}".encode()
                 ).hexdigest()[:12],
