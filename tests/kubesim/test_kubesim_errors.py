@@ -49,7 +49,7 @@ def test_wrong_kind_for_the_path_is_400(ks: Kubesim, api: client.ApiClient,
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
     assert info.value.status == 400
     body = _status(json.loads(info.value.body), 400, "BadRequest")
-    assert "must be of type ConfigMap" in body["message"]
+    assert "cannot be handled as a ConfigMap" in body["message"]  # the real wording
     # Right kind, wrong group.
     status, body = ks.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", {
         "apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
