@@ -19,8 +19,8 @@ import pytest
 
 from agentkit.config import KubernetesConfig, ReconnectConfig
 from agentkit.events import EventBus
+from agentkit.kube import LazyKube
 from agentkit.status import ServiceStatus
-from pipeops_tunnel.kube import LazyKube
 from pipeops_tunnel.session_status import SessionStatus
 from realkube.testing import RealKube
 from tests.realkube.test_harness import _deployment
