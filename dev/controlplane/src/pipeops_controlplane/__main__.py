@@ -24,6 +24,7 @@ from agentkit import logs
 from agentkit.runner import run_loop
 from pipeops_controlplane.app import asgi, create_app
 from pipeops_controlplane.auth import InstallTokens
+from pipeops_controlplane.gateway import PublicListener
 from pipeops_controlplane.settings import Settings
 from pipeops_controlplane.store import StateFileError
 from pipeops_controlplane.tunnel import TunnelSettings
@@ -57,6 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a tunnel connection whose pong is this late is dead")
     parser.add_argument("--tunnel-connect-wait", type=float, default=5.0, metavar="SECONDS",
                         help="a connection to a forward port waits this long for the tunnel")
+    parser.add_argument("--public-port", type=int, default=0,
+                        help="port of the public HTTP listener of the gateway routes "
+                             "(0: a free one)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
@@ -78,7 +82,7 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, tokens: InstallTokens, log_level: str,
-                tunnel_settings: TunnelSettings | None = None) -> None:
+                tunnel_settings: TunnelSettings | None = None, public_port: int = 0) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
@@ -89,6 +93,12 @@ async def serve(settings: Settings, tokens: InstallTokens, log_level: str,
     if settings.tunnel_url:  # an explicit --tunnel-url wins everywhere
         tunnel_url = app.state.tunnels.url = settings.tunnel_url
     settings.tunnel_url = tunnel_url  # registration hands out the tunnel endpoint
+    ts = app.state.tunnels.settings
+    public = PublicListener(app.state.routes, app.state.tunnels, host=settings.host,
+                            port=public_port, connect_wait=ts.connect_wait,
+                            open_timeout=ts.open_timeout)
+    public_url = await public.start()
+    app.state.public_listener = public
     config = uvicorn.Config(asgi(app), log_level=log_level, access_log=False,
                             log_config=None, timeout_graceful_shutdown=1, lifespan="off")
     server = _Server(config)
@@ -101,11 +111,13 @@ async def serve(settings: Settings, tokens: InstallTokens, log_level: str,
     ready.cancel()
     if server.started:
         url = f"http://{host}:{port}"
-        print(json.dumps({"event": "ready", "url": url, "tunnel_url": tunnel_url}), flush=True)
+        print(json.dumps({"event": "ready", "url": url, "tunnel_url": tunnel_url,
+                          "public_url": public_url}), flush=True)
         log.info("listening", extra={"url": url, "install_tokens": len(tokens)})
     try:
         await task
     finally:
+        await public.stop()
         await app.state.tunnels.stop()
     with contextlib.suppress(OSError):
         sock.close()
@@ -138,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         connect_wait=args.tunnel_connect_wait)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            run_loop(serve(settings, tokens, args.log_level, tunnel_settings))
+            run_loop(serve(settings, tokens, args.log_level, tunnel_settings,
+                           args.public_port))
     except StateFileError as exc:
         sys.exit(f"pipeops-dev-controlplane: --state {exc}")
 

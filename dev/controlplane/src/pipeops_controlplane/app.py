@@ -6,6 +6,7 @@ Later concerns (tunnel, routes, commands) add their router with ``extra_routers`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI
@@ -13,6 +14,8 @@ from fastapi import APIRouter, FastAPI
 from pipeops_controlplane import agents, debug
 from pipeops_controlplane.auth import InstallTokens
 from pipeops_controlplane.faults import FaultMiddleware, FaultSwitch
+from pipeops_controlplane.gateway import RouteTable
+from pipeops_controlplane.gateway import routers as gateway_routers
 from pipeops_controlplane.settings import Settings
 from pipeops_controlplane.store import ClusterStore
 from pipeops_controlplane.tunnel import TunnelHub, TunnelSettings
@@ -34,7 +37,12 @@ def create_app(
     app.state.faults = FaultSwitch()
     # the tunnel's endpoint: started/stopped by the entry point (app.state.tunnels.start())
     app.state.tunnels = TunnelHub(tunnel_settings or TunnelSettings(), app.state.store)
-    for router in (agents.router, debug.router, *tunnel_routers, *extra_routers):
+    # the gateway routes (section 4); the public listener is started by the entry point
+    app.state.routes = RouteTable()
+    app.state.route_requests = Counter()
+    app.state.public_listener = None
+    for router in (agents.router, debug.router, *tunnel_routers, *gateway_routers,
+                   *extra_routers):
         app.include_router(router)
 
     @app.get("/healthz")

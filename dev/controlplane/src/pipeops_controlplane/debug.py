@@ -48,6 +48,7 @@ async def forget(cluster_id: str, request: Request) -> dict[str, Any]:
     if not _store(request).forget(cluster_id):
         raise HTTPException(404, "cluster not found")
     await request.app.state.tunnels.forget(cluster_id)  # its listeners close with it
+    request.app.state.routes.forget_cluster(cluster_id)
     return {"forgotten": cluster_id}
 
 

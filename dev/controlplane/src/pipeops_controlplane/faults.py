@@ -1,7 +1,8 @@
 """Fault switches for tests: make the agent-facing API misbehave on purpose.
 
 One mode at a time, set with ``POST /debug/faults``, applied by an ASGI middleware to
-requests under ``/api/`` (optionally only to register or only to heartbeat calls); the
+requests under ``/api/`` (optionally only to register calls, heartbeats, or the gateway
+routes of PROTOCOL.md section 4 with ``target: routes``); the
 ``/debug`` endpoints are never affected, so a test can always switch a fault off.
 
 * ``5xx``: answer 503 with a JSON error.
@@ -33,9 +34,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Mode = Literal["5xx", "hang", "close", "malformed", "no_cluster_id", "401", "403", "404",
                "echo_headers", "429"]
-Target = Literal["all", "register", "heartbeat"]
+Target = Literal["all", "register", "heartbeat", "routes"]
 MODES: tuple[str, ...] = ("5xx", "hang", "close", "malformed", "no_cluster_id", "401", "403",
                           "404", "echo_headers", "429")
+ROUTES_PREFIX = "/api/v1/gateway/"
 REFUSALS = {"401": b'{"detail": "invalid token (fault injected)"}',
             "403": b'{"detail": "forbidden (fault injected)"}',
             "404": b'{"detail": "cluster not found (fault injected)"}'}
@@ -59,8 +61,10 @@ class FaultSwitch:
             return False
         if self.times is not None and self.hits >= self.times:
             return False
+        if self.target == "routes":
+            return path.startswith(ROUTES_PREFIX)
         if self.target == "register":
-            return path.endswith("/register")
+            return path.endswith("/register") and not path.startswith(ROUTES_PREFIX)
         if self.target == "heartbeat":
             return path.endswith("/heartbeat")
         return True
@@ -98,7 +102,9 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         mode = self.switch.mode
-        if mode == "no_cluster_id" and not scope["path"].endswith("/register"):
+        path = scope["path"]
+        if mode == "no_cluster_id" and (not path.endswith("/register")
+                                        or path.startswith(ROUTES_PREFIX)):
             await self.app(scope, receive, send)
             return
         self.switch.hits += 1

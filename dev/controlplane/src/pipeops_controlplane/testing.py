@@ -3,7 +3,7 @@
 The process runs on a free loopback port; its output is drained in a thread (kept in
 ``cp.lines``) so it never blocks on a full pipe. Helper calls wrap the ``/debug`` API:
 ``clusters()``, ``cluster(id)``, ``set_fault(mode, target)``, ``clear_fault()``,
-``forget(id)``. Standard library only, so any test can use it.
+``forget(id)``, ``routes()``. Standard library only, so any test can use it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ControlPlane:
         self.extra_args = list(extra_args or [])
         self.start_timeout = start_timeout
         self.url = ""
+        self.public_url = ""  # the public listener of the gateway routes
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -67,7 +68,9 @@ class ControlPlane:
             line = line.rstrip("\n")
             self.lines.append(line)
             if not self._ready.is_set() and line.startswith('{"event": "ready"'):
-                self.url = json.loads(line)["url"]
+                ready = json.loads(line)
+                self.url = ready["url"]
+                self.public_url = ready.get("public_url", "")
                 self._ready.set()
         self._ready.set()
 
@@ -142,6 +145,17 @@ class ControlPlane:
 
     def faults(self) -> dict[str, Any]:
         result: dict[str, Any] = self._ok("GET", "/debug/faults")
+        return result
+
+    def routes(self, cluster_id: str | None = None) -> list[dict[str, Any]]:
+        """The route table of ``/debug/routes`` (with its counters)."""
+        query = f"?cluster_id={cluster_id}" if cluster_id else ""
+        result: list[dict[str, Any]] = self._ok("GET", f"/debug/routes{query}")["routes"]
+        return result
+
+    def route_requests(self) -> dict[str, int]:
+        """Calls per route endpoint (list, register, unregister, sync) so far."""
+        result: dict[str, int] = self._ok("GET", "/debug/routes")["requests"]
         return result
 
     def forget(self, cluster_id: str) -> None:
