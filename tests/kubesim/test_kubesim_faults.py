@@ -183,3 +183,31 @@ def test_admin_api_needs_the_admin_token(ks: Kubesim) -> None:
     assert status == 401
     status, body = ks.request("POST", "/_kubesim/no-such-thing", {})
     assert status == 404
+
+
+def test_hang_watches_keeps_streams_open_but_silent(
+    ks: Kubesim, api: client.ApiClient, namespace: str, wait_for: Callable[..., Any]
+) -> None:
+    import urllib3
+
+    core = client.CoreV1Api(api)
+    rv = core.list_namespaced_config_map(namespace).metadata.resource_version
+    hung = core.list_namespaced_config_map(
+        namespace, watch=True, resource_version=rv, timeout_seconds=30,
+        _preload_content=False, _request_timeout=(5, 1.5))
+    try:
+        wait_for(lambda: ks.info()["watches"] >= 1)
+        assert ks.hang_watches() >= 1
+        core.create_namespaced_config_map(namespace, _cm("unseen"))
+        with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+            next(_events(hung))  # open, and silent
+        fresh = _open_watch(core, namespace, rv)  # a new watch gets the event
+        try:
+            event = next(_events(fresh))
+            assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "unseen")
+        finally:
+            fresh.release_conn()
+        ks.drop_watches()  # the hung one is closed too
+        wait_for(lambda: ks.info()["watches"] == 0)
+    finally:
+        hung.release_conn()

@@ -3,6 +3,8 @@
     GET  /_kubesim/info              {"resourceVersion", "compacted", "watches"}
     POST /_kubesim/watches/drop      {"expired": false} -> {"dropped": n}; with expired=true
                                      each open watch first gets an ERROR event (410)
+    POST /_kubesim/watches/hang      every open watch stays open and gets no more events
+                                     (new watches work) -> {"hung": n}
     POST /_kubesim/history/expire    every resourceVersion older than now becomes 410
     POST /_kubesim/delay             {"seconds": 0.5}: delay every API answer (0 = off)
     POST /_kubesim/restart           {"downtime": 0.2}: a simulated apiserver restart: open
@@ -72,6 +74,8 @@ async def handle(cluster: Cluster, request: Request) -> Response:
         return _ok({})
     if action == "watches/drop":
         return _ok({"dropped": store.drop_watches(expired=bool(body.get("expired")))})
+    if action == "watches/hang":
+        return _ok({"hung": store.hang_watches()})
     if action == "history/expire":
         return _ok({"expired": store.expire_history(), "resourceVersion": store.rv})
     if action == "delay":

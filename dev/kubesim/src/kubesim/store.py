@@ -66,6 +66,7 @@ class Store:
         self._index: dict[StorageKey, list[ObjKey]] = {}
         self._history: deque[Event] = deque()
         self._subscribers: dict[StorageKey, set[Subscriber]] = {}
+        self._hung: set[Subscriber] = set()  # open watches that get no more events
 
     # ---- reads ------------------------------------------------------------------------
 
@@ -185,9 +186,18 @@ class Store:
         return sum(len(s) for s in self._subscribers.values())
 
     def drop_watches(self, expired: bool = False) -> int:
-        subs = [s for group in self._subscribers.values() for s in group]
+        subs = [s for group in self._subscribers.values() for s in group] + list(self._hung)
         for s in subs:
             s.close(expired=expired)
+        self._subscribers.clear()
+        self._hung.clear()
+        return len(subs)
+
+    def hang_watches(self) -> int:
+        """Every open watch stays open but gets no more events (a watch that hangs
+        without closing, as a stuck proxy makes one); new watches work. Returns how many."""
+        subs = [s for group in self._subscribers.values() for s in group]
+        self._hung.update(subs)
         self._subscribers.clear()
         return len(subs)
 

@@ -11,6 +11,7 @@ a temporary directory and stop it on exit):
         ks.append_log("demo", "demo-7d4b9c-abcde", ["hello"])   # for `logs -f`
         ks.drop_watches()                      # every open watch stream ends
         ks.drop_watches(expired=True)          # ... after an ERROR event with code 410
+        ks.hang_watches()                      # open watches stay open, get no events
         ks.expire_history()                    # watch/list from any older RV -> 410
         ks.set_delay(0.5)                      # delay every API answer; 0 turns it off
         ks.restart(downtime=0.2)               # watches end, history expires, 503s a while
@@ -275,6 +276,10 @@ class Kubesim:
 
     def drop_watches(self, expired: bool = False) -> int:
         return int(self.admin("watches/drop", {"expired": expired})["dropped"])
+
+    def hang_watches(self) -> int:
+        """Open watches stay open but get no more events; returns how many."""
+        return int(self.admin("watches/hang")["hung"])
 
     def expire_history(self) -> None:
         self.admin("history/expire", {})
