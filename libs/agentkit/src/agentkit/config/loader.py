@@ -44,6 +44,7 @@ ENV_VARS: dict[str, str] = {
     "PIPEOPS_STATE_DIR": "agent.state_dir",
     "PIPEOPS_NODE_IP": "agent.node_ip",
     "PIPEOPS_POD_NAME": "agent.pod_name",
+    "PIPEOPS_POD_NAMESPACE": "agent.pod_namespace",
     "PIPEOPS_LOG_LEVEL": "logging.level",
     "PIPEOPS_LOG_FORMAT": "logging.format",
     "PIPEOPS_TUNNEL_ENABLED": "tunnel.enabled",
@@ -51,6 +52,10 @@ ENV_VARS: dict[str, str] = {
     "PIPEOPS_IN_CLUSTER": "kubernetes.in_cluster",
     "PIPEOPS_NAMESPACE": "kubernetes.namespace",
     "GATEWAY_ENABLED": "gateway.enabled",
+    "GATEWAY_INGRESS_CLASSES": "gateway.ingress_classes",
+    "GATEWAY_ROUTING_MODE": "gateway.routing_mode",
+    "GATEWAY_PUBLIC_ENDPOINT": "gateway.public_endpoint",
+    "GATEWAY_ALLOW_MASS_DELETE": "gateway.allow_mass_delete",
     "GATEWAY_ENVIRONMENT_MODE": "gateway.environment.mode",
     "GATEWAY_ENVIRONMENT_VM_IP": "gateway.environment.vm_ip",
     "GATEWAY_ISTIO_ENABLED": "gateway.istio.enabled",
@@ -163,10 +168,25 @@ def load(
         raise ConfigError(_explain(exc, raw, sources)) from None
 
 
+def _source(key: str, sources: dict[str, str]) -> str:
+    """Where the longest set prefix of ``key`` came from ("default" if none was set)."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in sources:
+            return sources[".".join(parts[:end])]
+    return "default"
+
+
 def _explain(exc: ValidationError, raw: dict[str, Any], sources: dict[str, str]) -> str:
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     dotted = ".".join(loc)
+    message = error["msg"].removeprefix("Value error, ")
+    # A section's own check (several keys together) names the key it is about first:
+    # the source is that key's, and the message says the rest.
+    named = re.match(r"[a-z_]+(\.[a-z_]+)+", message) if error["type"] == "value_error" else None
+    if named and named.group(0).startswith(dotted + "."):
+        return f"config error: {message} (from {_source(named.group(0), sources)})"
     # The source is recorded on the longest prefix of the location that was set.
     source, value_key = "default", dotted
     for end in range(len(loc), 0, -1):

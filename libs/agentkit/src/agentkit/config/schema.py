@@ -2,10 +2,12 @@
 
 Only what a setting is, its default and what values it accepts; where values come from
 (file, env, flags) and how a bad one is reported is ``agentkit.config.loader``'s job.
-A setting nothing reads does not belong here. The exception, on purpose: the ``gateway``
-section (Istio / Gateway API resources, route sync batches) is the configuration of the
-gateway's route sync (issue 12), kept with the chart's ``features.gateway`` that renders
-it until that work reads it.
+A setting nothing reads does not belong here.
+
+The ``gateway`` section is the gateway container's: route sync (``agent.enable_ingress_sync``
+turns it on; what is watched and how it is published) and TCP/UDP exposure
+(``gateway.enabled``: Gateway API / Istio objects from the seed's settings, checked here so
+a bad setting is one line and exit 2 before anything is applied).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -61,6 +64,8 @@ class AgentConfig(_Section):
     node_ip: str = Field("", description="the node's IP (status.hostIP): replaces NODE_IP in "
                          "forward addresses, e.g. the kubelet forward NODE_IP:10250")
     pod_name: str = Field("", description="from the pod's fieldRef")
+    pod_namespace: str = Field("", description="from the pod's fieldRef: the gateway's "
+                               "Events about itself (a refused mass delete) name its Pod")
 
     @field_validator("name")
     @classmethod
@@ -178,6 +183,8 @@ class IstioServiceConfig(_Section):
 
 class IstioConfig(_Section):
     enabled: bool = False
+    selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"},
+                                     description="labels of the Istio ingress gateway pods")
     service: IstioServiceConfig = Field(default_factory=IstioServiceConfig)
     servers: list[dict[str, Any]] = Field(default_factory=list)
     tcp_routes: list[dict[str, Any]] = Field(default_factory=list)
@@ -202,8 +209,49 @@ class GatewayConfig(_Section):
     environment: GatewayEnvironmentConfig = Field(default_factory=GatewayEnvironmentConfig)
     istio: IstioConfig = Field(default_factory=IstioConfig)
     gateway_api: GatewayAPIConfig = Field(default_factory=GatewayAPIConfig)
-    sync_batch_size: int = Field(500, ge=1, description="ingresses per routes/sync request")
+    # route sync (agent.enable_ingress_sync): what is watched and how it is published
+    ingress_classes: list[str] = Field(
+        default_factory=list, description="publish only Ingresses of these classes (the "
+        "default class counts for those naming none); empty: every Ingress")
+    ingress_controller: str = Field(
+        "", pattern=r"^$|^[a-z0-9-]+/[a-z0-9-]+$",
+        description="namespace/name of the ingress controller's Service; empty: the first "
+        "of the well-known ones that exists (ingress-nginx, traefik, ...)")
+    http_routes: bool = Field(True, description="publish Gateway API HTTPRoutes too (when "
+                              "the cluster serves them)")
+    routing_mode: Literal["auto", "direct", "tunnel"] = Field(
+        "auto", description="auto: direct when the controller has a public LoadBalancer "
+        "address, else tunnel")
+    public_endpoint: str = Field("", description="the address published in direct mode; "
+                                 "empty: the load balancer's")
+    sync_batch_size: int = Field(500, ge=1, le=5000,
+                                 description="ingresses per routes/sync request")
     public_wait: Duration = Field(120.0, description="how long to wait for a LoadBalancer address")
+    debounce: Duration = Field(0.05, le=60, description="changes settle this long before "
+                               "they are sent (one request per host per burst)")
+    resync_interval: Duration = Field(300.0, ge=1, description="a full diff with a fresh "
+                                      "list this often (repairs a watch that hung)")
+    watch_timeout: Duration = Field(300.0, ge=1, le=3600, description="one watch request "
+                                    "lasts at most this long, then resumes")
+    mass_delete_share: float = Field(0.5, gt=0, le=1, description="refuse a pass deleting "
+                                     "more than this share of the routes ...")
+    mass_delete_min: int = Field(3, ge=0, description="... and more than this many")
+    allow_mass_delete: bool = Field(False, description="let every mass delete through")
+
+    @model_validator(mode="after")
+    def _exposure(self) -> GatewayConfig:
+        """The seed's rules for TCP/UDP exposure, checked only when it is on; defaults
+        filled in (listener protocol TCP and name ``<proto>-<port>``, server protocol TCP)."""
+        if not self.enabled:
+            return self
+        if self.environment.mode == "single-vm" and not _is_ip(self.environment.vm_ip):
+            raise ValueError("gateway.environment.vm_ip must be the node's IP address when "
+                             "gateway.environment.mode is single-vm")
+        if self.gateway_api.enabled:
+            check_gateway_api(self.gateway_api)
+        if self.istio.enabled:
+            check_istio(self.istio)
+        return self
 
 
 class GrpcConfig(_Section):
@@ -240,3 +288,105 @@ class Config(_Section):
     def secrets(self) -> list[str]:
         """Values that must never be printed."""
         return [s for s in (self.pipeops.token.get_secret_value(),) if s]
+
+
+# --- TCP/UDP exposure: the seed's validation rules ---------------------------------------
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _port(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{where} must be a port number (1-65535), not {value!r}")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _LABEL.match(value):
+        raise ValueError(f"{where} must be a DNS label (a-z, 0-9, '-'), not {value!r}")
+    return value
+
+
+def _backend_refs(route: dict[str, Any], where: str) -> None:
+    refs = route.get("backendRefs")
+    if not isinstance(refs, list) or not refs:
+        raise ValueError(f"{where}.backendRefs must list at least one backend")
+    for j, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            raise ValueError(f"{where}.backendRefs[{j}] must be an object")
+        _name(ref.get("name"), f"{where}.backendRefs[{j}].name")
+        _port(ref.get("port"), f"{where}.backendRefs[{j}].port")
+        if "namespace" in ref:
+            _name(ref["namespace"], f"{where}.backendRefs[{j}].namespace")
+
+
+def check_gateway_api(cfg: GatewayAPIConfig) -> None:
+    where = "gateway.gateway_api"
+    if not cfg.listeners:
+        raise ValueError(f"{where}.listeners: at least one listener is required when "
+                         f"{where}.enabled is true")
+    protocols: dict[str, str] = {}
+    for i, listener in enumerate(cfg.listeners):
+        at = f"{where}.listeners[{i}]"
+        port = _port(listener.get("port"), f"{at}.port")
+        protocol = str(listener.get("protocol") or "TCP").upper()
+        if protocol not in ("TCP", "UDP"):
+            raise ValueError(f"{at}.protocol must be TCP or UDP, not {protocol!r}")
+        name = _name(listener.get("name") or f"{protocol.lower()}-{port}", f"{at}.name")
+        if name in protocols:
+            raise ValueError(f"{at}.name {name!r} is used twice")
+        listener.update(name=name, port=port, protocol=protocol)
+        protocols[name] = protocol
+    for kind, routes in (("TCP", cfg.tcp_routes), ("UDP", cfg.udp_routes)):
+        names: set[str] = set()
+        for i, route in enumerate(routes):
+            at = f"{where}.{kind.lower()}_routes[{i}]"
+            name = _name(route.get("name"), f"{at}.name")
+            if name in names:
+                raise ValueError(f"{at}.name {name!r} is used twice")
+            names.add(name)
+            section = route.get("sectionName")
+            if protocols.get(str(section)) != kind:
+                known = ", ".join(n for n, p in protocols.items() if p == kind) or "none"
+                raise ValueError(f"{at}.sectionName must name a {kind} listener ({known}), "
+                                 f"not {section!r}")
+            _backend_refs(route, at)
+
+
+def check_istio(cfg: IstioConfig) -> None:
+    where = "gateway.istio"
+    ports: set[int] = set()
+    for i, server in enumerate(cfg.servers):
+        at = f"{where}.servers[{i}]"
+        port = server.get("port")
+        if not isinstance(port, dict):
+            raise ValueError(f"{at}.port must be {{number, name, protocol}}")
+        number = _port(port.get("number"), f"{at}.port.number")
+        protocol = str(port.get("protocol") or "TCP").upper()
+        port.update(number=number, protocol=protocol,
+                    name=_name(port.get("name") or f"{protocol.lower()}-{number}",
+                               f"{at}.port.name"))
+        ports.add(number)
+    for kind, routes in (("tcp", cfg.tcp_routes), ("tls", cfg.tls_routes)):
+        for i, route in enumerate(routes):
+            at = f"{where}.{kind}_routes[{i}]"
+            _name(route.get("name"), f"{at}.name")
+            port = _port(route.get("port"), f"{at}.port")
+            if port not in ports:
+                raise ValueError(f"{at}.port {port} has no server in {where}.servers")
+            destination = route.get("destination")
+            if not isinstance(destination, dict) or not destination.get("host"):
+                raise ValueError(f"{at}.destination must be {{host, port}}")
+            _port(destination.get("port"), f"{at}.destination.port")
+            if kind == "tls" and not route.get("sniHosts"):
+                raise ValueError(f"{at}.sniHosts: a TLS route needs at least one SNI host")
