@@ -136,11 +136,17 @@ def test_agent_cluster_role_reads_what_the_containers_use(render: Callable[[str]
     gateway_kinds = [("gateway.networking.k8s.io", r) for r in ("gateways", "tcproutes",
                                                                  "udproutes")]
     gateway_kinds += [("networking.istio.io", r) for r in ("gateways", "virtualservices")]
+    # Route sync (features.ingressSync) reads HTTPRoutes and their Gateways and makes
+    # Events on the objects it skips.
+    route_sync = {("", "events"): {"create"},
+                  ("gateway.networking.k8s.io", "httproutes"): read,
+                  ("gateway.networking.k8s.io", "gateways"): read}
     # The gateway container creates the objects itself: it may write them.
-    assert grants(render("all-features")) == core | {k: write for k in gateway_kinds}
+    assert grants(render("all-features")) == core | route_sync | {k: write
+                                                                  for k in gateway_kinds}
     # Helm owns them: the agent only reads.
-    assert grants(render("all-features-chart-gateway")) == core | {k: read
-                                                                   for k in gateway_kinds}
+    assert grants(render("all-features-chart-gateway")) == core | route_sync | {
+        k: read for k in gateway_kinds}
 
 
 def test_agent_writes_secrets_only_in_its_own_namespace(rendered: Rendered) -> None:

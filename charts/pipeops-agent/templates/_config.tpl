@@ -47,10 +47,21 @@ PIPEOPS_TOKEN from a Secret.
     "control_plane_token_path" (printf "%s/token" (include "pipeops-agent.controlPlaneTokenDir" .)))
   "logging" (dict "level" $v.agent.logLevel "format" $v.agent.logFormat)
   "gateway" (dict
+    "ingress_classes" $v.features.routeSync.ingressClasses
+    "ingress_controller" $v.features.routeSync.ingressController
+    "http_routes" $v.features.routeSync.httpRoutes
+    "routing_mode" $v.features.routeSync.routingMode
+    "public_endpoint" $v.features.routeSync.publicEndpoint
+    "sync_batch_size" $v.features.routeSync.batchSize
+    "resync_interval" $v.features.routeSync.resyncInterval
+    "mass_delete_share" $v.features.routeSync.massDeleteShare
+    "mass_delete_min" $v.features.routeSync.massDeleteMin
+    "allow_mass_delete" $v.features.routeSync.allowMassDelete
     "enabled" $agentGateway
     "environment" (dict "mode" $g.environment.mode "vm_ip" $g.environment.vmIp)
     "istio" (dict
       "enabled" (and $agentGateway $g.istio.enabled)
+      "selector" $g.istio.selector
       "service" (dict "create" $g.istio.service.create "namespace" $g.istio.service.namespace)
       "servers" $g.istio.servers
       "tcp_routes" $g.istio.tcpRoutes

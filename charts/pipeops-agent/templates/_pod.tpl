@@ -26,6 +26,10 @@ seccompProfile:
   valueFrom:
     fieldRef:
       fieldPath: status.hostIP
+- name: PIPEOPS_POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
 {{- end }}
 
 {{/*
