@@ -238,6 +238,61 @@ class TunnelStatus(BaseModel):
         return {f.name: f.remote_port for f in self.forwards}
 
 
+class HeldRoute(BaseModel):
+    """One route as the control plane holds it (PROTOCOL.md section 4)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hostname: str
+    path: str
+    namespace: str
+    ingress_name: str
+    path_type: str
+    service_name: str
+    service_port: int
+    tls: bool = False
+    routing_mode: str = "tunnel"
+    public_endpoint: str = ""
+
+    def content(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"hostname", "path"})
+
+
+class RoutesPage(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    routes: list[HeldRoute]
+    continue_: str = Field("", alias="continue")
+
+
+class SyncReply(BaseModel):
+    """One sync batch's outcome: ingresses ``rejected`` (malformed) and hosts in
+    ``conflicts`` (another cluster's) were not taken; ``removed`` only on the last batch."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    accepted: int = Field(ge=0)
+    rejected: list[dict[str, Any]] = Field(default_factory=list)
+    conflicts: list[dict[str, Any]] = Field(default_factory=list)
+    removed: int | None = None
+
+
+class RegisterRouteReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    created: bool = False
+    changed: bool = True
+
+
+class UnregisterReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    removed: int = Field(ge=0)
+
+
+ROUTES = "/api/v1/gateway/routes"
+
+
 # --- the client -------------------------------------------------------------------------
 
 
@@ -321,6 +376,49 @@ class ControlPlaneClient:
         return await self.request("GET", "/api/v1/tunnel/status", TunnelStatus,
                                   token=cluster_token,
                                   params={"cluster_id": cluster_id, "agent_id": agent_id})
+
+
+    # --- gateway routes (PROTOCOL.md section 4): 409 Conflict (another cluster's host, or
+    # a sync with missing batches) and 422 Invalid are never retried ------------------
+
+    async def routes_page(self, cluster_id: str, cluster_token: str, *, limit: int = 1000,
+                          continue_: str = "") -> RoutesPage:
+        params = {"cluster_id": cluster_id, "limit": str(limit)}
+        if continue_:
+            params["continue"] = continue_
+        return await self.request("GET", ROUTES, RoutesPage, token=cluster_token,
+                                      params=params)
+
+    async def held_routes(self, cluster_id: str, cluster_token: str, *,
+                          page_size: int = 1000) -> list[HeldRoute]:
+        """Every route the control plane holds for the cluster, page by page."""
+        out: list[HeldRoute] = []
+        token = ""
+        while True:
+            page = await self.routes_page(cluster_id, cluster_token, limit=page_size,
+                                          continue_=token)
+            out.extend(page.routes)
+            token = page.continue_
+            if not token:
+                return out
+
+    async def sync_routes(self, cluster_token: str, body: dict[str, Any]) -> SyncReply:
+        """One batch of a full sync (``cluster_id, sync_id, batch, last, ...``)."""
+        return await self.request("POST", f"{ROUTES}/sync", SyncReply,
+                                      token=cluster_token, json=body)
+
+    async def register_route(self, cluster_token: str, body: dict[str, Any]
+                             ) -> RegisterRouteReply:
+        return await self.request("POST", f"{ROUTES}/register", RegisterRouteReply,
+                                      token=cluster_token, json=body)
+
+    async def unregister_route(self, cluster_token: str, cluster_id: str, hostname: str,
+                               path: str | None = None) -> UnregisterReply:
+        body: dict[str, Any] = {"cluster_id": cluster_id, "hostname": hostname}
+        if path is not None:
+            body["path"] = path
+        return await self.request("POST", f"{ROUTES}/unregister", UnregisterReply,
+                                      token=cluster_token, json=body)
 
 
 def _status_error(what: str, response: httpx.Response) -> ControlPlaneError:

@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epipeops/agent/v1/gateway.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x11IngressController\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\"\xcc\x02\n\rGatewayStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x33\n\x0c\x63luster_type\x18\x02 \x01(\x0e\x32\x1d.pipeops.agent.v1.ClusterType\x12\x33\n\x0crouting_mode\x18\x03 \x01(\x0e\x32\x1d.pipeops.agent.v1.RoutingMode\x12\x17\n\x0fpublic_endpoint\x18\x04 \x01(\t\x12\x13\n\x0broute_count\x18\x05 \x01(\r\x12-\n\tlast_sync\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12?\n\x12ingress_controller\x18\x08 \x01(\x0b\x32#.pipeops.agent.v1.IngressController\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"\x9c\x01\n\x05Route\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x14\n\x0cingress_name\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x11\n\tpath_type\x18\x05 \x01(\t\x12\x14\n\x0cservice_name\x18\x06 \x01(\t\x12\x14\n\x0cservice_port\x18\x07 \x01(\r\x12\x0b\n\x03tls\x18\x08 \x01(\x08\"\x19\n\x17GetGatewayStatusRequest\"8\n\x11ListRoutesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"=\n\x12ListRoutesResponse\x12\'\n\x06routes\x18\x01 \x03(\x0b\x32\x17.pipeops.agent.v1.Route\"\x0f\n\rResyncRequest\"%\n\x0eResyncResponse\x12\x13\n\x0broute_count\x18\x01 \x01(\r\"F\n\x12\x43heckTargetRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\"6\n\x13\x43heckTargetResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*^\n\x0b\x43lusterType\x12\x1c\n\x18\x43LUSTER_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43LUSTER_TYPE_PUBLIC\x10\x01\x12\x18\n\x14\x43LUSTER_TYPE_PRIVATE\x10\x02*]\n\x0bRoutingMode\x12\x1c\n\x18ROUTING_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTING_MODE_DIRECT\x10\x01\x12\x17\n\x13ROUTING_MODE_TUNNEL\x10\x02\x32\xe4\x02\n\x07Gateway\x12W\n\tGetStatus\x12).pipeops.agent.v1.GetGatewayStatusRequest\x1a\x1f.pipeops.agent.v1.GatewayStatus\x12W\n\nListRoutes\x12#.pipeops.agent.v1.ListRoutesRequest\x1a$.pipeops.agent.v1.ListRoutesResponse\x12K\n\x06Resync\x12\x1f.pipeops.agent.v1.ResyncRequest\x1a .pipeops.agent.v1.ResyncResponse\x12Z\n\x0b\x43heckTarget\x12$.pipeops.agent.v1.CheckTargetRequest\x1a%.pipeops.agent.v1.CheckTargetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epipeops/agent/v1/gateway.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x11IngressController\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\"\xb2\x03\n\rGatewayStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x33\n\x0c\x63luster_type\x18\x02 \x01(\x0e\x32\x1d.pipeops.agent.v1.ClusterType\x12\x33\n\x0crouting_mode\x18\x03 \x01(\x0e\x32\x1d.pipeops.agent.v1.RoutingMode\x12\x17\n\x0fpublic_endpoint\x18\x04 \x01(\t\x12\x13\n\x0broute_count\x18\x05 \x01(\r\x12-\n\tlast_sync\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12?\n\x12ingress_controller\x18\x08 \x01(\x0b\x32#.pipeops.agent.v1.IngressController\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12\x13\n\x0broutes_held\x18\n \x01(\r\x12\x16\n\x0eroutes_refused\x18\x0b \x01(\r\x12\x1b\n\x13mass_delete_blocked\x18\x0c \x01(\t\x12\x1a\n\x12\x63onsecutive_errors\x18\r \x01(\r\"\xc0\x01\n\x05Route\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x14\n\x0cingress_name\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x11\n\tpath_type\x18\x05 \x01(\t\x12\x14\n\x0cservice_name\x18\x06 \x01(\t\x12\x14\n\x0cservice_port\x18\x07 \x01(\r\x12\x0b\n\x03tls\x18\x08 \x01(\x08\x12\x0e\n\x06source\x18\t \x01(\t\x12\x12\n\ntls_secret\x18\n \x01(\t\"\x19\n\x17GetGatewayStatusRequest\"8\n\x11ListRoutesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"=\n\x12ListRoutesResponse\x12\'\n\x06routes\x18\x01 \x03(\x0b\x32\x17.pipeops.agent.v1.Route\"*\n\rResyncRequest\x12\x19\n\x11\x61llow_mass_delete\x18\x01 \x01(\x08\"%\n\x0eResyncResponse\x12\x13\n\x0broute_count\x18\x01 \x01(\r\"F\n\x12\x43heckTargetRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\"6\n\x13\x43heckTargetResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*^\n\x0b\x43lusterType\x12\x1c\n\x18\x43LUSTER_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43LUSTER_TYPE_PUBLIC\x10\x01\x12\x18\n\x14\x43LUSTER_TYPE_PRIVATE\x10\x02*]\n\x0bRoutingMode\x12\x1c\n\x18ROUTING_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTING_MODE_DIRECT\x10\x01\x12\x17\n\x13ROUTING_MODE_TUNNEL\x10\x02\x32\xe4\x02\n\x07Gateway\x12W\n\tGetStatus\x12).pipeops.agent.v1.GetGatewayStatusRequest\x1a\x1f.pipeops.agent.v1.GatewayStatus\x12W\n\nListRoutes\x12#.pipeops.agent.v1.ListRoutesRequest\x1a$.pipeops.agent.v1.ListRoutesResponse\x12K\n\x06Resync\x12\x1f.pipeops.agent.v1.ResyncRequest\x1a .pipeops.agent.v1.ResyncResponse\x12Z\n\x0b\x43heckTarget\x12$.pipeops.agent.v1.CheckTargetRequest\x1a%.pipeops.agent.v1.CheckTargetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pipeops.agent.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLUSTERTYPE']._serialized_start=979
-  _globals['_CLUSTERTYPE']._serialized_end=1073
-  _globals['_ROUTINGMODE']._serialized_start=1075
-  _globals['_ROUTINGMODE']._serialized_end=1168
+  _globals['_CLUSTERTYPE']._serialized_start=1144
+  _globals['_CLUSTERTYPE']._serialized_end=1238
+  _globals['_ROUTINGMODE']._serialized_start=1240
+  _globals['_ROUTINGMODE']._serialized_end=1333
   _globals['_INGRESSCONTROLLER']._serialized_start=85
   _globals['_INGRESSCONTROLLER']._serialized_end=151
   _globals['_GATEWAYSTATUS']._serialized_start=154
-  _globals['_GATEWAYSTATUS']._serialized_end=486
-  _globals['_ROUTE']._serialized_start=489
-  _globals['_ROUTE']._serialized_end=645
-  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_start=647
-  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_end=672
-  _globals['_LISTROUTESREQUEST']._serialized_start=674
-  _globals['_LISTROUTESREQUEST']._serialized_end=730
-  _globals['_LISTROUTESRESPONSE']._serialized_start=732
-  _globals['_LISTROUTESRESPONSE']._serialized_end=793
-  _globals['_RESYNCREQUEST']._serialized_start=795
-  _globals['_RESYNCREQUEST']._serialized_end=810
-  _globals['_RESYNCRESPONSE']._serialized_start=812
-  _globals['_RESYNCRESPONSE']._serialized_end=849
-  _globals['_CHECKTARGETREQUEST']._serialized_start=851
-  _globals['_CHECKTARGETREQUEST']._serialized_end=921
-  _globals['_CHECKTARGETRESPONSE']._serialized_start=923
-  _globals['_CHECKTARGETRESPONSE']._serialized_end=977
-  _globals['_GATEWAY']._serialized_start=1171
-  _globals['_GATEWAY']._serialized_end=1527
+  _globals['_GATEWAYSTATUS']._serialized_end=588
+  _globals['_ROUTE']._serialized_start=591
+  _globals['_ROUTE']._serialized_end=783
+  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_start=785
+  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_end=810
+  _globals['_LISTROUTESREQUEST']._serialized_start=812
+  _globals['_LISTROUTESREQUEST']._serialized_end=868
+  _globals['_LISTROUTESRESPONSE']._serialized_start=870
+  _globals['_LISTROUTESRESPONSE']._serialized_end=931
+  _globals['_RESYNCREQUEST']._serialized_start=933
+  _globals['_RESYNCREQUEST']._serialized_end=975
+  _globals['_RESYNCRESPONSE']._serialized_start=977
+  _globals['_RESYNCRESPONSE']._serialized_end=1014
+  _globals['_CHECKTARGETREQUEST']._serialized_start=1016
+  _globals['_CHECKTARGETREQUEST']._serialized_end=1086
+  _globals['_CHECKTARGETRESPONSE']._serialized_start=1088
+  _globals['_CHECKTARGETRESPONSE']._serialized_end=1142
+  _globals['_GATEWAY']._serialized_start=1336
+  _globals['_GATEWAY']._serialized_end=1692
 # @@protoc_insertion_point(module_scope)

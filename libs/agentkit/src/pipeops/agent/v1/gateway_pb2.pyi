@@ -39,7 +39,7 @@ class IngressController(_message.Message):
     def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class GatewayStatus(_message.Message):
-    __slots__ = ("enabled", "cluster_type", "routing_mode", "public_endpoint", "route_count", "last_sync", "last_error", "ingress_controller", "detail")
+    __slots__ = ("enabled", "cluster_type", "routing_mode", "public_endpoint", "route_count", "last_sync", "last_error", "ingress_controller", "detail", "routes_held", "routes_refused", "mass_delete_blocked", "consecutive_errors")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_TYPE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,10 @@ class GatewayStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     INGRESS_CONTROLLER_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_HELD_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    MASS_DELETE_BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     cluster_type: ClusterType
     routing_mode: RoutingMode
@@ -58,10 +62,14 @@ class GatewayStatus(_message.Message):
     last_error: str
     ingress_controller: IngressController
     detail: str
-    def __init__(self, enabled: bool = ..., cluster_type: _Optional[_Union[ClusterType, str]] = ..., routing_mode: _Optional[_Union[RoutingMode, str]] = ..., public_endpoint: _Optional[str] = ..., route_count: _Optional[int] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., ingress_controller: _Optional[_Union[IngressController, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
+    routes_held: int
+    routes_refused: int
+    mass_delete_blocked: str
+    consecutive_errors: int
+    def __init__(self, enabled: bool = ..., cluster_type: _Optional[_Union[ClusterType, str]] = ..., routing_mode: _Optional[_Union[RoutingMode, str]] = ..., public_endpoint: _Optional[str] = ..., route_count: _Optional[int] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., ingress_controller: _Optional[_Union[IngressController, _Mapping]] = ..., detail: _Optional[str] = ..., routes_held: _Optional[int] = ..., routes_refused: _Optional[int] = ..., mass_delete_blocked: _Optional[str] = ..., consecutive_errors: _Optional[int] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("hostname", "namespace", "ingress_name", "path", "path_type", "service_name", "service_port", "tls")
+    __slots__ = ("hostname", "namespace", "ingress_name", "path", "path_type", "service_name", "service_port", "tls", "source", "tls_secret")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     INGRESS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +78,8 @@ class Route(_message.Message):
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVICE_PORT_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TLS_SECRET_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     namespace: str
     ingress_name: str
@@ -78,7 +88,9 @@ class Route(_message.Message):
     service_name: str
     service_port: int
     tls: bool
-    def __init__(self, hostname: _Optional[str] = ..., namespace: _Optional[str] = ..., ingress_name: _Optional[str] = ..., path: _Optional[str] = ..., path_type: _Optional[str] = ..., service_name: _Optional[str] = ..., service_port: _Optional[int] = ..., tls: bool = ...) -> None: ...
+    source: str
+    tls_secret: str
+    def __init__(self, hostname: _Optional[str] = ..., namespace: _Optional[str] = ..., ingress_name: _Optional[str] = ..., path: _Optional[str] = ..., path_type: _Optional[str] = ..., service_name: _Optional[str] = ..., service_port: _Optional[int] = ..., tls: bool = ..., source: _Optional[str] = ..., tls_secret: _Optional[str] = ...) -> None: ...
 
 class GetGatewayStatusRequest(_message.Message):
     __slots__ = ()
@@ -99,8 +111,10 @@ class ListRoutesResponse(_message.Message):
     def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
 class ResyncRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("allow_mass_delete",)
+    ALLOW_MASS_DELETE_FIELD_NUMBER: _ClassVar[int]
+    allow_mass_delete: bool
+    def __init__(self, allow_mass_delete: bool = ...) -> None: ...
 
 class ResyncResponse(_message.Message):
     __slots__ = ("route_count",)
