@@ -21,7 +21,7 @@ import logging
 from collections import Counter
 from typing import Any
 
-from agentkit.mux import MuxError, OpenFailed, SessionClosed, pipe
+from agentkit.mux import MuxClosed, MuxError, OpenFailed, pipe
 from pipeops_controlplane.gateway.matching import pick
 from pipeops_controlplane.gateway.table import Route, RouteTable
 from pipeops_controlplane.tunnel.hub import TunnelHub
@@ -172,7 +172,7 @@ class PublicListener:
                   "port": route.service_port}
         try:
             stream = await session.open_stream(target, timeout=self.open_timeout)
-        except (OpenFailed, SessionClosed) as exc:
+        except (OpenFailed, MuxClosed) as exc:
             await self._answer(writer, 502, f"the agent refused the stream: {exc}")
             return
         self.counts["proxied"] += 1
