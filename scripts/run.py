@@ -3,8 +3,12 @@
 Starts, as separate processes on 127.0.0.1: the local Kubernetes API (kubesim, seeded
 with a small demo cluster; or, with ``--cluster real``, a real control plane built by
 ``make setup``: etcd, kube-apiserver, controller manager, scheduler and kwok nodes) unless
-``--kubeconfig`` names a real cluster, the dev control
-plane, and the four services with the same config the chart renders. When everything
+``--kubeconfig`` names a real cluster, the dev control plane, and the four services with
+the same config the chart renders, route sync on. With kubesim it also starts a small real
+HTTP app (``pipeops_controlplane.demoapp``) and seeds a Service that reaches it, to which
+the demo Ingress ``demo.example.test`` points, so
+``curl -H 'Host: demo.example.test' <gateway.public_url>`` answers through the control
+plane's public listener and the tunnel. When everything
 answers it writes ``.run/endpoints.json`` (DESIGN.md) so people, scripts and tests find
 what is running; on Ctrl-C or SIGTERM (or when any process dies) it stops everything it
 started and removes the file. Each process's output goes to ``.run/logs/NAME.log``.
@@ -31,6 +35,38 @@ BIN = Path(sys.executable).parent
 INSTALL_TOKEN = "dev-install-token"
 AGENT_NAMESPACE = "pipeops-system"
 SESSION_NAMESPACE = "pipeops-sessions"
+DEMO_HOST = "demo.example.test"
+DEMO_NAMESPACE = "demo"
+
+
+def demo_service(app_port: int) -> str:
+    """The Service the demo Ingress is pointed at (kubesim's demo cluster has the Ingress
+    ``demo/demo`` for ``demo.example.test``; its own Service dials nothing real). Its
+    clusterIP is 127.0.0.1 and its port the app's: the tunnel resolves a Service through
+    the API and dials clusterIP:port."""
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: demo-web, namespace: {DEMO_NAMESPACE}}}
+spec:
+  clusterIP: 127.0.0.1
+  ports: [{{name: http, port: {app_port}, targetPort: {app_port}}}]
+"""
+
+
+def point_demo_ingress(kubeconfig: str) -> None:
+    """The demo Ingress's backend becomes ``demo-web`` (by port name), with the official
+    client, as ``kubectl patch`` would."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    try:
+        client.NetworkingV1Api(api).patch_namespaced_ingress(DEMO_NAMESPACE, DEMO_NAMESPACE, {
+            "spec": {"rules": [{"host": DEMO_HOST, "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "demo-web", "port": {"name": "http"}}}}]}}]}})
+    finally:
+        api.close()
 
 
 def free_port() -> int:
@@ -132,18 +168,27 @@ class Stack:
             seed.write_text("".join(
                 f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
                 for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE)))
+            # the app behind the demo Ingress, then its Service and Ingress
+            app = self.start("demoapp", [str(BIN / "python"), "-m", "pipeops_controlplane.demoapp",
+                                         "--port", str(self.port(self.args.demo_port)),
+                                         "--name", "demo"])
+            app_url = app.wait_for(lambda r: r.get("event") == "ready", 30)["url"]
+            demo = self.run_dir / "demo-service.yaml"
+            demo.write_text(demo_service(int(app_url.rsplit(":", 1)[1])))
             kubesim = self.start("kubesim", [
                 str(BIN / "pipeops-kubesim"), "--host", "127.0.0.1", "--port", "0",
-                "--data-dir", str(self.run_dir / "kubesim"), "--demo", "--seed", str(seed)])
+                "--data-dir", str(self.run_dir / "kubesim"), "--demo", "--seed", str(seed),
+                "--seed", str(demo)])
             ready = kubesim.wait_for(lambda r: r.get("event") == "ready", 30)
             kubeconfig = ready["kubeconfig"]
             token_file.write_text(ready["token"])
             token_file.chmod(0o600)
             self.endpoints["kubesim"] = {"url": ready["url"], "kubeconfig": kubeconfig}
+            point_demo_ingress(kubeconfig)
 
         controlplane = self.start("controlplane", [
             str(BIN / "pipeops-dev-controlplane"), "--host", "127.0.0.1", "--port", "0",
-            "--token", INSTALL_TOKEN])
+            "--public-port", str(self.port(self.args.public_port)), "--token", INSTALL_TOKEN])
         cp = controlplane.wait_for(lambda r: r.get("event") == "ready", 30)
         self.endpoints["controlplane"] = {"url": cp["url"]}
 
@@ -162,6 +207,7 @@ class Stack:
             "--set", f"metrics.tunnel={self.port(9102)}",
             "--set", f"metrics.gateway={self.port(9103)}",
             "--set", f"agent.port={http_port}",
+            "--set", "agent.enable_ingress_sync=true",
             "--log-level", self.args.log_level,
         ]
         if token_file.exists():
@@ -183,6 +229,9 @@ class Stack:
         if "kubesim" in self.endpoints or "realkube" in self.endpoints:
             self.endpoints["tunnel"] = {"kubeconfig": str(self._tunnel_kubeconfig(
                 cp["url"], kubeconfig, services["tunnel"]))}
+        if "kubesim" in self.endpoints:
+            self._wait_demo(cp["public_url"], 60, services["gateway"])
+            self.endpoints["gateway"] = {"public_url": cp["public_url"], "demo_host": DEMO_HOST}
         tmp = self.endpoints_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         tmp.replace(self.endpoints_path)
@@ -221,6 +270,22 @@ class Stack:
             raise RuntimeError(f"the tunnel did not connect ({exc}); see {tunnel.log_path}"
                                ) from exc
         return out
+
+    def _wait_demo(self, public_url: str, timeout: float, gateway: Child) -> None:
+        """Until the demo host answers 200 through the public listener (the route synced,
+        the tunnel connected and allowed to dial the demo Service)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        request = urllib.request.Request(public_url + "/", headers={"Host": DEMO_HOST})
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(request, timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            time.sleep(0.2)
+        raise RuntimeError(f"{DEMO_HOST} did not answer through {public_url}; see "
+                           f"{gateway.log_path}")
 
     def _wait_http(self, url: str, timeout: float) -> None:
         import urllib.request
@@ -264,6 +329,10 @@ def main() -> int:
                         help="without --kubeconfig: kubesim, or the real control plane "
                              "`make setup` builds (Go >= 1.26)")
     parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--public-port", type=int, default=8088,
+                        help="the control plane's public listener (the demo Ingress)")
+    parser.add_argument("--demo-port", type=int, default=8089,
+                        help="the small HTTP app behind the demo Ingress")
     parser.add_argument("--free-ports", action="store_true",
                         help="pick free ports for everything (tests, busy laptops)")
     parser.add_argument("--run-dir", default=str(ROOT / ".run"))

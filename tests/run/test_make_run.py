@@ -31,7 +31,8 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_for(ready, timeout=90, what="endpoints.json")
         endpoints = json.loads(endpoints_path.read_text())
-        assert {"kubesim", "controlplane", "grpc", "http_api", "tunnel"} <= endpoints.keys()
+        assert {"kubesim", "controlplane", "grpc", "http_api", "tunnel",
+                "gateway"} <= endpoints.keys()
 
         for name in ("registrar", "tunnel", "gateway"):
             check = grpcurl("-plaintext", endpoints["grpc"][name], "grpc.health.v1.Health/Check")
@@ -69,8 +70,24 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
         assert through.returncode == 0, through.stderr
         assert through.stdout == nodes.stdout
 
+        # The demo Ingress answers through the control plane's public listener, served by
+        # the small app make run started, reached through the tunnel.
+        gateway = endpoints["gateway"]
+        assert gateway["demo_host"] == "demo.example.test"
+        demo = subprocess.run(["curl", "-sS", "-m", "10", "-H", f"Host: {gateway['demo_host']}",
+                               gateway["public_url"] + "/hello"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert demo.returncode == 0, demo.stderr
+        answer = json.loads(demo.stdout)
+        assert (answer["app"], answer["host"], answer["path"]) == (
+            "demo", "demo.example.test", "/hello")
+        routes = json.load(urllib.request.urlopen(
+            endpoints["controlplane"]["url"] + "/debug/routes", timeout=5))["routes"]
+        assert [(r["hostname"], r["registrations"], r["duplicates"]) for r in routes] == [
+            ("demo.example.test", 1, 0)]
+
         children = _children(proc.pid)
-        assert len(children) >= 6  # kubesim, control plane, four services
+        assert len(children) >= 7  # kubesim, control plane, demo app, four services
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not endpoints_path.exists()
