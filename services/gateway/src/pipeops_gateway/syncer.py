@@ -100,7 +100,8 @@ class Syncer:
         self.watchers = Watchers(kube, self.view, self.queue, resources,
                                  self.config.pipeops.reconnect,
                                  watch_timeout=int(g.watch_timeout),
-                                 on_change=self._controller_watch)
+                                 on_change=self._controller_watch,
+                                 spawn=lambda coro, name: self.ctx.spawn(coro, name=name))
         tls = await asyncio.to_thread(control_plane_context, self.config.pipeops.tls)
         http = ControlPlaneClient(self.config.pipeops.api_url, timeout=self.config.pipeops.timeout,
                                   verify=tls)

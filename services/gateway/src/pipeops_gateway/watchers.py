@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from agentkit.config import ReconnectConfig
 from agentkit.kube import Kube, KubeError, Listed, Resource
@@ -33,11 +33,13 @@ from agentkit.kube.resources import (
     INGRESSES,
     SERVICES,
 )
-from agentkit.retry import FailureReport, retrying
+from agentkit.retry import FailureReport, full_jitter, retrying
 from pipeops_gateway.coalesce import HostQueue
 from pipeops_gateway.view import ClusterView
 
 log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTP_ROUTE_VERSIONS = ("v1", "v1beta1")
@@ -80,7 +82,7 @@ class Watchers:
     def __init__(self, kube: Kube, view: ClusterView, queue: HostQueue,
                  resources: dict[str, Resource], policy: ReconnectConfig, *,
                  watch_timeout: int = 300, on_change: Callable[[], None] | None = None,
-                 page_size: int = 500) -> None:
+                 page_size: int = 500, spawn: Spawn | None = None) -> None:
         self.kube = kube
         self.view = view
         self.queue = queue
@@ -88,6 +90,9 @@ class Watchers:
         self.watch_timeout = watch_timeout
         self.page_size = page_size
         self.on_change = on_change  # called after every change (the controller, status)
+        # how a watch task is started: the service's root tasks (one that dies of a bug
+        # stops the service instead of leaving a silent hole in the picture)
+        self.spawn: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.kinds = {kind: Watched(kind, res) for kind, res in resources.items()}
         self._complete = asyncio.Event()
 
@@ -103,7 +108,7 @@ class Watchers:
             self._start(watched)
 
     def _start(self, watched: Watched) -> None:
-        watched.task = asyncio.create_task(self._run(watched), name=f"gateway:watch:{watched.kind}")
+        watched.task = self.spawn(self._run(watched), f"gateway:watch:{watched.kind}")
 
     async def stop(self) -> None:
         tasks = [w.task for w in self.kinds.values() if w.task is not None]
@@ -139,17 +144,19 @@ class Watchers:
 
     async def _run(self, watched: Watched) -> None:
         report = FailureReport(log, f"watching {watched.kind}")
-        base, cap = self.policy.backoff_base, self.policy.backoff_max
-        async for attempt in retrying(self.policy, report=report):
+        # a KubeError ends a follow (the next lists afresh); anything else is a bug: it
+        # ends the task, and the service with it (a root task's failure)
+        async for attempt in retrying(self.policy, report=report,
+                                      retry_on=lambda e: isinstance(e, KubeError)):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     watched.restarts += 1
                 events = self.kube.follow(
                     watched.resource, None, timeout_seconds=self.watch_timeout,
                     page_size=self.page_size,
-                    # watch requests that end at once are spaced out, doubling to the cap
-                    quick_delay=lambda n: min(cap, base * 2 ** (n - 1)))
-                async with contextlib.aclosing(cast(AsyncGenerator[Any, None], events)):
+                    # watch requests that end at once: spaced out as every retry is
+                    quick_wait=full_jitter(self.policy.backoff_base, self.policy.backoff_max))
+                async with contextlib.aclosing(events):
                     async for item in events:
                         if isinstance(item, Listed):
                             self._listed(watched, item.items)
