@@ -57,7 +57,7 @@ def test_plan_registers_only_differences_and_unregisters_whole_hosts() -> None:
     held = {("a.test", "/"): held_content(r("a.test"), "tunnel", ""),
             ("b.test", "/"): held_content(r("b.test"), "tunnel", ""),
             ("c.test", "/"): held_content(r("c.test"), "tunnel", ""),
-            ("d.test", "/"): {}, ("d.test", "/x"): {}}
+            ("d.test", "/"): (), ("d.test", "/x"): ()}
     got = plan(desired, held, "tunnel", "")
     assert [x.key for x in got.register] == [("b.test", "/"), ("c.test", "/api")]
     assert got.unregister_paths == [("c.test", "/")]

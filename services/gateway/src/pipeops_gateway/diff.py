@@ -31,18 +31,31 @@ class Plan:
         return bool(self.register or self.unregister_paths or self.unregister_hosts)
 
 
-def held_content(route: Route, routing_mode: str, public_endpoint: str) -> dict[str, Any]:
-    return {**route.content(), "routing_mode": routing_mode, "public_endpoint": public_endpoint}
+# What the control plane holds about a route, in this order: a tuple, not a dict, since
+# one is kept per route (10,000s) and compared on every pass.
+HELD_FIELDS = ("namespace", "ingress_name", "path_type", "service_name", "service_port",
+               "tls", "routing_mode", "public_endpoint")
+Held = tuple[Any, ...]
 
 
-def plan(desired: Mapping[RouteKey, Route], held: Mapping[RouteKey, Mapping[str, Any]],
+def held_content(route: Route, routing_mode: str, public_endpoint: str) -> Held:
+    return (route.namespace, route.ingress_name, route.path_type, route.service_name,
+            route.service_port, route.tls, routing_mode, public_endpoint)
+
+
+def as_held(content: Mapping[str, Any]) -> Held:
+    """A reply's route (a mapping of HELD_FIELDS) as the tuple kept."""
+    return tuple(content.get(name) for name in HELD_FIELDS)
+
+
+def plan(desired: Mapping[RouteKey, Route], held: Mapping[RouteKey, Held],
          routing_mode: str, public_endpoint: str) -> Plan:
     out = Plan()
     for key in sorted(desired):
         route = desired[key]
         have = held.get(key)
         want = held_content(route, routing_mode, public_endpoint)
-        if have is None or any(have.get(k) != v for k, v in want.items()):
+        if have != want:
             out.register.append(route)
     gone: dict[str, list[str]] = {}
     for hostname, path in held:

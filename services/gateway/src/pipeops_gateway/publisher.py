@@ -35,7 +35,7 @@ from agentkit.controlplane import (
 )
 from agentkit.identity import Identity
 from agentkit.retry import retrying
-from pipeops_gateway.diff import Plan, held_content, plan
+from pipeops_gateway.diff import Held, Plan, as_held, held_content, plan
 from pipeops_gateway.guard import MassDeleteGuard
 from pipeops_gateway.routes import Route, RouteKey
 
@@ -80,9 +80,9 @@ class Publisher:
         self.batch_size = batch_size
         self.sync_threshold = sync_threshold
         self.on_request = on_request  # (call, outcome) for metrics
-        self.held: dict[RouteKey, dict[str, Any]] = {}
+        self.held: dict[RouteKey, Held] = {}
         self.held_for: str = ""  # the cluster id ``held`` belongs to
-        self.refused: dict[RouteKey, dict[str, Any]] = {}  # held_content refused as is
+        self.refused: dict[RouteKey, Held] = {}  # what was refused, as it was
 
     async def _call(self, name: str, outcome: Outcome, fn: Callable[[], Any]) -> Any:
         async for attempt in retrying(self.policy, retry_on=transient,
@@ -105,7 +105,7 @@ class Publisher:
     async def read_held(self, identity: Identity, outcome: Outcome) -> None:
         routes = await self._call("list", outcome, lambda: self.http.held_routes(
             identity.cluster_id, identity.cluster_token, page_size=self.batch_size))
-        self.held = {(r.hostname, r.path): r.content() for r in routes}
+        self.held = {(r.hostname, r.path): as_held(r.content()) for r in routes}
         self.held_for = identity.cluster_id
 
     # --- passes -----------------------------------------------------------------------
@@ -186,33 +186,28 @@ class Publisher:
 
     async def _sync(self, identity: Identity, desired: Mapping[RouteKey, Route],
                     target: Target, outcome: Outcome) -> None:
-        """The whole desired set in batches of ``batch_size`` ingresses."""
-        by_object: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-        for route in sorted(desired.values()):
-            rules = by_object.setdefault((route.namespace, route.ingress_name), {})
-            rule = rules.setdefault(route.hostname, {"host": route.hostname, "tls": route.tls,
-                                                     "paths": []})
-            rule["tls"] = rule["tls"] or route.tls
-            rule["paths"].append({"path": route.path, "path_type": route.path_type,
-                                  "service_name": route.service_name,
-                                  "service_port": route.service_port})
-        objects = [{"namespace": ns, "ingress_name": name, "annotations": {},
-                    "rules": list(rules.values())}
-                   for (ns, name), rules in sorted(by_object.items())]
+        """The whole desired set in batches of ``batch_size`` ingresses, each batch's body
+        built just before it is sent (10,000 ingresses are never all bodies at once)."""
+        by_object: dict[tuple[str, str], list[Route]] = {}
+        for route in desired.values():
+            by_object.setdefault((route.namespace, route.ingress_name), []).append(route)
+        keys = sorted(by_object)
         sync_id = uuid.uuid4().hex
-        batches = [objects[i:i + self.batch_size]
-                   for i in range(0, len(objects), self.batch_size)] or [[]]
+        count = max(1, -(-len(keys) // self.batch_size))
         rejected: set[tuple[str, str]] = set()
         conflicts: set[str] = set()
-        for number, batch in enumerate(batches):
+        for number in range(count):
+            batch = [_ingress(key, by_object[key]) for key in
+                     keys[number * self.batch_size:(number + 1) * self.batch_size]]
             body = {"cluster_id": identity.cluster_id, "sync_id": sync_id, "batch": number,
-                    "last": number == len(batches) - 1,
+                    "last": number == count - 1,
                     "public_endpoint": target.public_endpoint,
                     "routing_mode": target.routing_mode,
                     "ingress_controller": target.controller or None,
                     "ingresses": batch}
             reply = await self._call("sync", outcome, partial(
                 self.http.sync_routes, identity.cluster_token, body))
+            del body, batch
             rejected |= {(str(r.get("namespace")), str(r.get("ingress_name")))
                          for r in reply.rejected}
             conflicts |= {str(c.get("hostname")) for c in reply.conflicts}
@@ -231,3 +226,17 @@ class Publisher:
                 self.held[route.key] = content
                 outcome.registered += 1
         self.held_for = identity.cluster_id
+
+
+def _ingress(key: tuple[str, str], routes: list[Route]) -> dict[str, Any]:
+    """One ingress of a sync batch: its routes grouped by host."""
+    rules: dict[str, dict[str, Any]] = {}
+    for route in sorted(routes):
+        rule = rules.setdefault(route.hostname, {"host": route.hostname, "tls": False,
+                                                 "paths": []})
+        rule["tls"] = rule["tls"] or route.tls
+        rule["paths"].append({"path": route.path, "path_type": route.path_type,
+                              "service_name": route.service_name,
+                              "service_port": route.service_port})
+    return {"namespace": key[0], "ingress_name": key[1], "annotations": {},
+            "rules": list(rules.values())}

@@ -14,7 +14,7 @@ from typing import Any
 RouteKey = tuple[str, str]  # hostname, path
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)  # slots: 10,000s of them are held
 class Route:
     hostname: str
     path: str

@@ -39,6 +39,28 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+_KEPT_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+_DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+_WITH_STATUS = ("Service", "HTTPRoute")  # the LoadBalancer address; Accepted parents
+
+
+def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """What the routes depend on, and no more: the view holds every object of five kinds
+    (10,000 Ingresses are a real cluster), so managedFields, kubectl's copy of the
+    whole object in an annotation, and statuses nobody reads are left out."""
+    meta = obj.get("metadata") or {}
+    kept: dict[str, Any] = {k: meta[k] for k in _KEPT_META if k in meta}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k not in _DROPPED_ANNOTATIONS}
+    if annotations:
+        kept["annotations"] = annotations
+    out = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind") or kind,
+           "metadata": kept, "spec": obj.get("spec")}
+    if kind in _WITH_STATUS and "status" in obj:
+        out["status"] = obj["status"]
+    return out
+
+
 def _backend_services(obj: Mapping[str, Any]) -> set[str]:
     spec = obj.get("spec") or {}
     names: set[str] = set()
@@ -73,14 +95,15 @@ class ClusterView:
         touched: set[str] = set()
         for key in set(self.objects[kind]) - set(fresh):
             touched |= self.apply(kind, "DELETED", self.objects[kind][key])
-        for obj in fresh.values():
-            if self.objects[kind].get(_key(obj)) != obj:
+        for key, obj in fresh.items():
+            if self.objects[kind].get(key) != slim(kind, obj):
                 touched |= self.apply(kind, "MODIFIED", obj)
         return touched
 
     def apply(self, kind: str, change: str, obj: dict[str, Any]) -> set[str]:
         """One watch event (ADDED, MODIFIED, DELETED). The hosts touched."""
         key = _key(obj)
+        obj = slim(kind, obj)
         store = self.objects[kind]
         if change == "DELETED":
             store.pop(key, None)

@@ -163,6 +163,7 @@ class Watchers:
                             report.recovered()
                         else:
                             self._changed(self.view.apply(watched.kind, item.type, item.object))
+                        del item  # a list of 10,000 objects is not kept until the next event
 
     async def relist(self) -> list[str]:
         """A fresh list of every kind against the view; the kinds whose watch missed
