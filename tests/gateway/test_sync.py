@@ -75,6 +75,15 @@ def test_ingresses_are_registered_edited_and_removed(
         held = wait_table(controlplane, cid, {(h(ns, "a"), "/"), (h(ns, "b"), "/")})
         assert held[(h(ns, "a"), "/")]["service_name"] == "web"
         assert held[(h(ns, "a"), "/")]["routing_mode"] == "tunnel"
+        metrics = run.metrics()
+        assert metrics["pipeops_gateway_routes{state=desired}"] >= 2
+        assert metrics["pipeops_gateway_routes{state=held}"] >= 2
+        assert metrics["pipeops_gateway_last_sync_timestamp_seconds"] > 0
+        assert metrics["pipeops_gateway_last_full_sync_timestamp_seconds"] > 0
+        assert metrics["pipeops_gateway_sync_duration_seconds_count{kind=full}"] >= 1
+        assert metrics["pipeops_gateway_controlplane_requests_total{call=list,result=ok}"] >= 1
+        assert metrics["pipeops_gateway_consecutive_errors"] == 0
+        assert metrics["pipeops_gateway_mass_delete_blocked"] == 0
         # an edit that removes a host unregisters it (the Go agent never did)
         apply(kubesim, ingress("web", h(ns, "a"), namespace=ns, port=8080))
         held = wait_table(controlplane, cid, {(h(ns, "a"), "/")})
@@ -117,6 +126,12 @@ def test_control_plane_down_during_creates_edits_and_deletes(
                 kubectl(kubesim, "delete", "ingress", "b", "-n", ns)
             wait_for(lambda: controlplane.faults()["hits"] > 1, 20,
                      what="the gateway to try while the control plane is down")
+            # the failed pass is counted, and the next one is a full one (a list)
+            kind = "server_error" if mode == "5xx" else "unreachable"
+            failed = f"pipeops_gateway_controlplane_requests_total{{call=list,result={kind}}}"
+            wait_for(lambda f=failed: (m := run.metrics())[
+                "pipeops_gateway_consecutive_errors"] >= 1 and m.get(f, 0) >= 1, 20,
+                what="the failures counted")
             assert set(table(controlplane, cid)) == before  # nothing moved meanwhile
             controlplane.clear_fault()
             if mode == "5xx":
