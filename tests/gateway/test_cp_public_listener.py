@@ -199,3 +199,22 @@ async def test_bad_heads_get_the_listeners_own_answers(controlplane: ControlPlan
     assert (await raw(b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
     big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
     assert (await raw(big)).startswith(b"HTTP/1.1 431")
+
+
+async def test_a_direct_route_is_dialled_at_its_public_endpoint(
+        controlplane: ControlPlane, reg: dict[str, Any], app: DemoServer) -> None:
+    name = host()
+    body = route(reg, name, routing_mode="direct", public_endpoint=f"127.0.0.1:{app.port}")
+    assert call(controlplane, reg, "register", body)[0] == 201
+    async with httpx.AsyncClient(base_url=controlplane.public_url, timeout=20) as client:
+        reply = await client.get("/direct", headers={"Host": name})
+        assert reply.status_code == 200 and reply.json()["path"] == "/direct"
+        data = os.urandom(500_000)
+        reply = await client.post("/upload", content=data, headers={"Host": name})
+        assert reply.json()["bytes"] == len(data)
+    dead = host()
+    body = route(reg, dead, routing_mode="direct", public_endpoint="127.0.0.1:9")
+    assert call(controlplane, reg, "register", body)[0] == 201
+    async with httpx.AsyncClient(base_url=controlplane.public_url, timeout=20) as client:
+        reply = await client.get("/", headers={"Host": dead})
+        assert reply.status_code == 502 and "cannot reach" in reply.text

@@ -316,3 +316,32 @@ def test_host_conflicts_across_namespaces_and_http_routes(
     finally:
         run.stop()
         kubectl(kubesim, "delete", "ingress", "--all", "-n", other)
+
+
+def test_a_public_load_balancer_means_direct_routing(
+        controlplane: ControlPlane, reg: dict[str, Any], tmp_path: Path) -> None:
+    with Kubesim() as ks:
+        namespace(ks, "apps")
+        namespace(ks, "ingress-nginx")
+        apply(ks, ingress("web", "lb.example.test"))
+        controller = {"apiVersion": "v1", "kind": "Service",
+                      "metadata": {"name": "ingress-nginx-controller",
+                                   "namespace": "ingress-nginx"},
+                      "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80}]}}
+        apply(ks, controller)
+        status, body = ks.request(
+            "PATCH", "/api/v1/namespaces/ingress-nginx/services/ingress-nginx-controller/status",
+            {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}},
+            content_type="application/merge-patch+json")
+        assert status == 200, body
+        run = start(controlplane, ks, reg, tmp_path)
+        try:
+            held = wait_table(controlplane, reg["cluster_id"], {("lb.example.test", "/")})
+            route = held[("lb.example.test", "/")]
+            assert (route["routing_mode"], route["public_endpoint"]) == ("direct", "203.0.113.9")
+            status_reply = run.grpc("GetStatus")
+            assert status_reply["cluster_type"] == "CLUSTER_TYPE_PUBLIC"
+            assert status_reply["ingress_controller"] == {
+                "name": "ingress-nginx-controller", "namespace": "ingress-nginx", "port": 80}
+        finally:
+            run.stop()

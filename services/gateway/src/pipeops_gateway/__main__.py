@@ -13,7 +13,6 @@ and sending the difference), ``guard`` (mass deletes), ``coalesce`` (the per-hos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -80,13 +79,15 @@ def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
         if not syncing and not config.gateway.enabled:
             # nothing to do but, once, delete exposure objects earlier settings made
             if config.kubernetes.in_cluster or config.kubernetes.kubeconfig:
-                with contextlib.suppress(Exception):
+                try:
                     async with asyncio.timeout(30):
                         kube = await Kube.connect(config.kubernetes)
                         try:
                             await exposer.cleanup_once(kube)
                         finally:
                             await kube.aclose()
+                except Exception as exc:  # best effort: no cluster, no rights, no leftovers
+                    log.debug("no cleanup of exposure objects: %r", exc)
             await idle(ctx, off_reason(config))
             return
         ctx.status.set(STARTING, "connecting to the Kubernetes API")
