@@ -58,9 +58,9 @@ def test_ready_is_503_with_reasons_while_the_registrar_is_not_registered(
         reasons = body["reasons"]
         assert reasons[0] == "registrar: not registered (unregistered)"
         assert reasons[1].startswith("tunnel: not connected (disconnected)")
-        assert reasons[2] == ("gateway: routes not synced: route sync is off: "
-                              "agent.enable_ingress_sync is true, but this gateway does not "
-                              "sync routes yet; no routes are published")
+        # no cluster to list (no kubeconfig here): the gateway says what it is doing
+        assert reasons[2] == ("gateway: routes not synced yet: connecting to the "
+                              "Kubernetes API")
         assert len(reasons) == 3
         # each sibling's own account is still there
         assert body["services"]["registrar"]["name"] == "registrar"

@@ -20,6 +20,7 @@ from typing import Protocol
 import grpc
 
 from agentkit.config import Config
+from agentkit.status import ServiceStatus
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
 from pipeops_gateway.state import GatewayState
 
@@ -39,9 +40,10 @@ def off_reason(config: Config) -> str:
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     def __init__(self, config: Config, state: GatewayState | None = None,
-                 syncer: Resyncer | None = None) -> None:
+                 syncer: Resyncer | None = None, status: ServiceStatus | None = None) -> None:
         self.config = config
         self.state = state
+        self.status = status  # what the service says it is doing (Describe's detail)
         self.syncer = syncer
         self.reason = off_reason(config)
 
@@ -72,17 +74,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         reply.detail = self._detail(s)
         return reply
 
-    @staticmethod
-    def _detail(s: GatewayState) -> str:
+    def _detail(self, s: GatewayState) -> str:
         if not s.caches_complete:
-            return "listing the cluster's Ingresses and Services"
+            return self.status.detail if self.status else "listing the cluster's objects"
         if s.decision is None or s.decision.mode is None:
             return ("deciding the routing mode: "
                     + (s.decision.reason if s.decision else "not yet"))
         if s.blocked:
             return s.blocked
         if not s.last_sync:
-            return "not synced yet" + (f": {s.last_error}" if s.last_error else "")
+            return s.last_error or (self.status.detail if self.status else "not synced yet")
         return (f"{len(s.desired)} routes, {s.decision.mode} mode ({s.decision.reason})"
                 + (f"; last error: {s.last_error}" if s.last_error else ""))
 

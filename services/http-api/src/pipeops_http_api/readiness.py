@@ -47,7 +47,8 @@ async def gateway_reason(siblings: Siblings) -> str:
     if not status.enabled:
         return f"gateway: routes not synced: {status.detail or 'route sync is off'}"
     if not status.HasField("last_sync"):
-        why = f": {status.last_error}" if status.last_error else ""
+        why = status.last_error or status.detail  # the error, else what it is doing
+        why = f": {why}" if why else ""
         return f"gateway: routes not synced yet{why}"
     return ""
 
