@@ -84,3 +84,31 @@ def test_the_process_exits_2_with_one_line_naming_the_env_var() -> None:
     assert result.stderr.strip().splitlines() == [
         "config error: gateway.gateway_api.listeners[0].protocol must be TCP or UDP, not "
         "'SCTP' (from env GATEWAY_GWAPI_LISTENERS_JSON)"]
+
+
+def test_the_seeds_yaml_layout_is_read(tmp_path: Any) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("""
+gateway:
+  enabled: true
+  environment: {mode: single-vm, vmIP: 192.0.2.10}
+  istio:
+    enabled: true
+    gateway:
+      selector: {istio: ingressgateway}
+      servers:
+        - port: {number: 6379, name: tcp-redis, protocol: TCP}
+    virtual_service:
+      tcp_routes:
+        - name: redis
+          port: 6379
+          destination: {host: redis.default.svc.cluster.local, port: 6379}
+""")
+    cfg = load(str(path))
+    assert cfg.gateway.environment.vm_ip == "192.0.2.10"
+    assert cfg.gateway.istio.servers[0]["port"]["number"] == 6379
+    assert cfg.gateway.istio.tcp_routes[0]["name"] == "redis"
+    path.write_text("gateway: {istio: {gateway: {selectr: {}}}}\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert "gateway.istio.gateway" in str(info.value)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -190,6 +191,27 @@ class IstioConfig(_Section):
     tcp_routes: list[dict[str, Any]] = Field(default_factory=list)
     tls_routes: list[dict[str, Any]] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_layout(cls, data: Any) -> Any:
+        """The seed's YAML nests these (``gateway: {selector, servers}``,
+        ``virtual_service: {tcp_routes, tls_routes}``): both layouts are read."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section, keys in (("gateway", ("selector", "servers")),
+                              ("virtual_service", ("tcp_routes", "tls_routes"))):
+            nested = data.pop(section, None)
+            if isinstance(nested, dict):
+                for key in keys:
+                    if key in nested:
+                        data.setdefault(key, nested.pop(key))
+                if nested:  # anything else is a typo: said as an unknown key
+                    data[section] = nested
+            elif nested is not None:
+                data[section] = nested
+        return data
+
 
 class GatewayAPIConfig(_Section):
     enabled: bool = False
@@ -201,7 +223,7 @@ class GatewayAPIConfig(_Section):
 
 class GatewayEnvironmentConfig(_Section):
     mode: Literal["managed", "single-vm"] = "managed"
-    vm_ip: str = ""
+    vm_ip: str = Field("", validation_alias=AliasChoices("vm_ip", "vmIP"))  # seed: vmIP
 
 
 class GatewayConfig(_Section):
