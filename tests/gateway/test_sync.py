@@ -345,3 +345,21 @@ def test_a_public_load_balancer_means_direct_routing(
                 "name": "ingress-nginx-controller", "namespace": "ingress-nginx", "port": 80}
         finally:
             run.stop()
+
+
+def test_a_refused_token_waits_for_the_registrar_then_tries_again(
+        controlplane: ControlPlane, kubesim: Kubesim, reg: dict[str, Any], ns: str,
+        tmp_path: Path) -> None:
+    controlplane.set_fault("401", "routes")
+    apply(kubesim, ingress("t", h(ns, "t"), namespace=ns))
+    run = start(controlplane, kubesim, reg, tmp_path)
+    try:
+        status = wait_for(lambda: (s := run.grpc("GetStatus")).get("last_error") and s, 15,
+                          what="the refusal to show")
+        assert "refused the token" in status["last_error"]
+        assert not any("pct_" in line for line in run.lines)  # no token in any log line
+        controlplane.clear_fault()  # the same identity works again: asked again, synced
+        wait_table(controlplane, reg["cluster_id"], {(h(ns, "t"), "/")})
+    finally:
+        controlplane.clear_fault()
+        run.stop()

@@ -209,7 +209,11 @@ class Syncer:
             for request in resyncs:
                 if not request.done.done():
                     request.done.set_exception(exc)
-            await self.identity.wait_changed(identity)
+            # the registrar re-registers and writes a new identity; a control plane that
+            # hands the same credentials back is asked again after a while all the same
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.pipeops.reconnect.backoff_max):
+                    await self.identity.wait_changed(identity)
             return
         report.recovered()
         self._need_full = False
