@@ -220,3 +220,13 @@ def test_forgetting_a_cluster_drops_its_routes(controlplane: ControlPlane) -> No
     assert call(controlplane, reg, "register", route(reg, host))[0] == 201
     controlplane.forget(reg["cluster_id"])
     assert controlplane.routes(reg["cluster_id"]) == []
+
+
+def test_debug_routes_filter_by_hostname(controlplane: ControlPlane, reg: dict[str, Any]) -> None:
+    host = f"f-{uuid.uuid4().hex[:6]}.example.test"
+    for path in ("/", "/a"):
+        assert call(controlplane, reg, "register", route(reg, host, path))[0] == 201
+    status, body = controlplane.request("GET", f"/debug/routes?hostname={host}")
+    assert status == 200 and [r["path"] for r in body["routes"]] == ["/a", "/"]
+    status, body = controlplane.request("GET", "/debug/routes?hostname=none.example.test")
+    assert body["routes"] == []

@@ -173,10 +173,13 @@ async def sync(body: SyncBatch, request: Request) -> JSONResponse:
 
 
 @debug_router.get("")
-async def debug_routes(request: Request, cluster_id: str | None = None) -> dict[str, Any]:
+async def debug_routes(request: Request, cluster_id: str | None = None,
+                       hostname: str | None = None) -> dict[str, Any]:
     table = table_of(request)
     public = request.app.state.public_listener
+    routes = table.host_routes(hostname) if hostname is not None else table.routes(cluster_id)
     return {"public_url": public.url if public is not None else "",
-            "routes": [r.view() for r in table.routes(cluster_id)],
+            "routes": [r.view() for r in routes
+                       if cluster_id is None or r.cluster_id == cluster_id],
             "requests": dict(_requests(request)),
             "public_requests": dict(public.counts) if public is not None else {}}

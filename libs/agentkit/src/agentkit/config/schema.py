@@ -249,7 +249,7 @@ class GatewayConfig(_Section):
     sync_batch_size: int = Field(500, ge=1, le=5000,
                                  description="ingresses per routes/sync request")
     public_wait: Duration = Field(120.0, description="how long to wait for a LoadBalancer address")
-    debounce: Duration = Field(0.05, le=60, description="changes settle this long before "
+    debounce: Duration = Field(0.02, le=60, description="changes settle this long before "
                                "they are sent (one request per host per burst)")
     resync_interval: Duration = Field(300.0, ge=1, description="a full diff with a fresh "
                                       "list this often (repairs a watch that hung)")
