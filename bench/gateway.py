@@ -164,10 +164,18 @@ def main() -> int:
     parser.add_argument("--ingresses", type=int, default=10_000)
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--startups", type=int, default=3, help="runs of part 1 (median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        startup = bench_startup(folder, args.ingresses)
+        runs = []
+        for rep in range(args.startups):  # the machine is shared: the median of a few
+            (folder / f"s{rep}").mkdir()
+            runs.append(bench_startup(folder / f"s{rep}", args.ingresses))
+        runs.sort(key=lambda r: r["seconds"])
+        startup = runs[len(runs) // 2]
+        startup["all_seconds"] = [round(r["seconds"], 2) for r in runs]
+        startup["rss_mib"] = max(r["rss_mib"] for r in runs)
         print("startup", json.dumps({k: v for k, v in startup.items() if k != "record"}))
         changes = bench_changes(folder, args.changes)
         print("changes", json.dumps(changes))
@@ -188,12 +196,13 @@ for every helper's work), so read the ratios and rerun before believing a single
 
 | measure | value | target | |
 |---|---:|---:|---|
-| seconds from process start to the last batch acknowledged | {st['seconds']:.2f} | < 5 | {m[0]} |
+| seconds, start to the last batch acknowledged (median) | {st['seconds']:.2f} | < 5 | {m[0]} |
 | control-plane requests | {st['requests']} | < 20 | {m[1]} |
-| gateway RSS at the end (MiB) | {st['rss_mib']:.0f} | < 120 | {m[2]} |
+| gateway RSS at the end (MiB, the highest run) | {st['rss_mib']:.0f} | < 120 | {m[2]} |
 | routes held by the control plane | {startup['held']:,} | {args.ingresses:,} | |
 
-Requests by call: {json.dumps(startup['by_call'])} (one paged read of what is held, then
+Each run, seconds: {st['all_seconds']}. Requests by call: {json.dumps(st['by_call'])} (one
+paged read of what is held, then
 the whole set as a batched sync of 1,000 ingresses a batch). The seconds include the
 process start (imports, the Kubernetes client), the paged list of every kind, and the
 extraction of each Ingress.
