@@ -12,15 +12,17 @@ def test_only_served_features_are_reported() -> None:
     everything_on = load(None, env={"PIPEOPS_ENABLE_INGRESS_SYNC": "true",
                                     "GATEWAY_ENABLED": "true", "PIPEOPS_TUNNEL_ENABLED": "true"})
     assert served_features(everything_on) == {
-        "tunnel": True, "ingress_sync": False, "gateway": False,
+        "tunnel": True, "ingress_sync": True, "gateway": True,
         "websocket": False, "sse": False}
     tunnel_off = load(None, env={"PIPEOPS_TUNNEL_ENABLED": "false"})
-    assert served_features(tunnel_off)["tunnel"] is False
+    assert served_features(tunnel_off) == {
+        "tunnel": False, "ingress_sync": False, "gateway": False,
+        "websocket": False, "sse": False}
 
 
 def test_removed_settings_are_unknown_keys() -> None:
     """Settings nothing read are gone: setting one is a clear error, never silently kept."""
     for key in ("agent.enable_websocket", "agent.enable_sse", "agent.node_name",
-                "agent.pod_namespace", "tunnel.max_frame"):
+                "tunnel.max_frame"):
         with pytest.raises(ConfigError, match=f"unknown key {key} "):
             load(None, env={}, overrides={key: "1"})

@@ -78,11 +78,12 @@ def read_service_token(config: Config) -> str:
 
 def served_features(cfg: Config) -> dict[str, bool]:
     """What the control plane is told this agent serves: only what a container serves
-    now. Route sync (``ingress_sync``, issue 12), the gateway's Istio / Gateway API
-    resources (``gateway``) and the http-api's WebSocket and SSE streams (issue 13) are
-    not built: reported false whatever the config says, until they are."""
-    return {"tunnel": cfg.tunnel.enabled, "ingress_sync": False, "gateway": False,
-            "websocket": False, "sse": False}
+    now. Route sync (``ingress_sync``) and the gateway's Istio / Gateway API resources
+    (``gateway``) are the gateway's, as configured; the http-api's WebSocket and SSE
+    streams (issue 13) are not built: reported false whatever the config says, until
+    they are."""
+    return {"tunnel": cfg.tunnel.enabled, "ingress_sync": cfg.agent.enable_ingress_sync,
+            "gateway": cfg.gateway.enabled, "websocket": False, "sse": False}
 
 
 class Registerer:
