@@ -109,21 +109,25 @@ def namespace(ks: Kubesim, name: str) -> None:
     assert status in (201, 409), body
 
 
-def table(cp: ControlPlane, cluster_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(r["hostname"], r["path"]): r for r in cp.routes(cluster_id)}
+def table(cp: ControlPlane, cluster_id: str, namespace: str | None = None
+          ) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["hostname"], r["path"]): r for r in cp.routes(cluster_id)
+            if namespace is None or r["namespace"] == namespace}
 
 
 def wait_table(cp: ControlPlane, cluster_id: str, expected: set[tuple[str, str]],
-               timeout: float = 20.0) -> dict[tuple[str, str], dict[str, Any]]:
-    """Until the control plane holds exactly ``expected`` (host, path) routes."""
+               timeout: float = 20.0, namespace: str | None = None
+               ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Until the control plane holds exactly ``expected`` (host, path) routes (of
+    ``namespace`` only, in a cluster shared with other tests)."""
     def check() -> list[dict[tuple[str, str], dict[str, Any]]] | None:
-        held = table(cp, cluster_id)
+        held = table(cp, cluster_id, namespace)
         return [held] if set(held) == expected else None  # a list: truthy even when empty
 
     try:
         return wait_for(check, timeout, what=f"the control plane to hold {sorted(expected)}")[0]
     except AssertionError:
-        raise AssertionError(f"held {sorted(table(cp, cluster_id))}, wanted "
+        raise AssertionError(f"held {sorted(table(cp, cluster_id, namespace))}, wanted "
                              f"{sorted(expected)}") from None
 
 
