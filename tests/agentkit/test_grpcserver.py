@@ -56,6 +56,7 @@ async def _code(port: int, call: str) -> grpc.StatusCode:
                     events_pb2.SubscribeRequest(history=10), timeout=5)
                 async for _ in stream:
                     break
+                stream.cancel()
             elif call == "describe":
                 await service_pb2_grpc.ServiceStub(channel).Describe(
                     service_pb2.DescribeRequest(), timeout=5)
@@ -64,6 +65,7 @@ async def _code(port: int, call: str) -> grpc.StatusCode:
                     iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
                 async for _ in stream:
                     break
+                stream.cancel()
         except grpc.aio.AioRpcError as exc:
             return exc.code()
         return grpc.StatusCode.OK
