@@ -1,6 +1,7 @@
 """The control plane's REST API: one client for every container that calls it.
 
-One typed core, ``ControlPlaneClient.request(method, path, reply_model, token=...)``: bearer
+Replies are parsed with ``agentkit.peerinput`` (any parse failure, a too-deep nesting
+included, is a ``BadReply``, never an escaping exception). One typed core, ``ControlPlaneClient.request(method, path, reply_model, token=...)``: bearer
 auth, every reply validated with a pydantic model, and every failure a typed
 ``ControlPlaneError`` that carries the status code, the server's ``Retry-After`` hint and a
 bounded, token-free excerpt of the body. The endpoints (PROTOCOL.md sections 1, 2 and 4)
@@ -30,6 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentkit import logs
+from agentkit.peerinput import PeerInputError, parse_json
 
 EXCERPT = 200  # characters of a reply body kept in an error
 
@@ -40,8 +42,8 @@ def excerpt(body: bytes | str, limit: int = EXCERPT) -> str:
     """A short, single-line, token-free view of a reply body."""
     text = body.decode(errors="replace") if isinstance(body, bytes) else body
     try:
-        text = json.dumps(_redact(json.loads(text)))
-    except ValueError:
+        text = json.dumps(_redact(parse_json(text, what="reply")))
+    except ValueError:  # PeerInputError: not JSON, or nested too deeply to walk
         text = re.sub(r"(?i)(token\"?\s*[:=]\s*\"?)[^\s\",}]+", r"\1***", text)
     # e.g. a proxy echoing the request headers: registered secrets, "Bearer ..." and the
     # like. Masked before cutting, so that a cut never leaves half a secret unrecognised.
@@ -345,10 +347,9 @@ class ControlPlaneClient:
         payload: Any = None
         if response.content:
             try:
-                payload = response.json()
-            except ValueError:
-                raise BadReply(f"{what}: reply is not JSON", status,
-                               excerpt(response.content)) from None
+                payload = parse_json(response.content, what="reply")
+            except PeerInputError as exc:
+                raise BadReply(f"{what}: {exc}", status, excerpt(response.content)) from None
         if reply_model is None:
             if payload is not None and not isinstance(payload, dict):
                 raise BadReply(f"{what}: reply is not a JSON object", status,

@@ -28,15 +28,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentkit.peerlog import PeerLog
 from pipeops_tunnel import metrics
 from pipeops_tunnel.sessions import CommandFailed, Sessions, validate
 
 log = logging.getLogger(__name__)
+# Every line a command causes is the peer's doing: rate-limited per kind, with a count.
+peer_log = PeerLog(log)
 
 MEMORY = 1024  # command ids remembered for deduplication
 OUTBOX = 256  # outcomes kept while no connection is up
 MAX_RUNNING = 16  # commands carried out at once; more are failed, not queued
 MAX_ID = 256
+MAX_ACTION = 40  # characters of an action name kept for logs and metric labels
 
 Send = Callable[[dict[str, Any]], object]
 
@@ -107,11 +111,12 @@ class CommandRunner:
             self._answer({"type": "error", "reason": "command without a valid id"})
             return
         action = message.get("action")
-        action_name = action if isinstance(action, str) else ""
+        # the peer's string, cut to what a log line or a metric label may carry
+        action_name = action[:MAX_ACTION] if isinstance(action, str) else ""
         if command_id in self._seen:
-            metrics.COMMANDS.labels(action_name[:40], "duplicate").inc()
-            log.info("duplicate command not executed again",
-                     extra={"command_id": command_id, "action": action_name})
+            metrics.COMMANDS.labels(action_name, "duplicate").inc()
+            peer_log.info("duplicate command", "duplicate command not executed again",
+                          extra={"command_id": command_id, "action": action_name})
             self._answer({"type": "ack", "id": command_id})
             outcome = self._seen[command_id]
             if outcome is not None:
@@ -122,13 +127,14 @@ class CommandRunner:
         try:
             payload = validate(action_name, message.get("payload"))
         except ValueError as exc:
-            self._finish(command_id, action_name, None, str(exc))
+            self._finish(command_id, action_name, None, str(exc), refused=True)
             return
         if len(self._tasks) >= self._max_running:
             self._finish(command_id, action_name, None,
                          f"too many commands in flight ({self._max_running})", transient=True)
             return
-        log.info("command received", extra={"command_id": command_id, "action": action_name})
+        peer_log.info("command received", "command received",
+                      extra={"command_id": command_id, "action": action_name})
         task = asyncio.create_task(self._execute(command_id, action_name, payload),
                                    name=f"command:{command_id}")
         self._tasks[command_id] = task
@@ -159,18 +165,21 @@ class CommandRunner:
             self._finish(command_id, action, result, None)
 
     def _finish(self, command_id: str, action: str, result: dict[str, Any] | None,
-                error: str | None, *, transient: bool = False) -> None:
+                error: str | None, *, transient: bool = False, refused: bool = False) -> None:
         """Send the outcome and remember it; ``transient``: forget the id instead (the
-        command was not tried, so the same id sent again runs)."""
+        command was not tried, so the same id sent again runs); ``refused``: its payload
+        was invalid (said under its own rate limit, apart from real failures)."""
         if error is None:
             outcome: dict[str, Any] = {"type": "complete", "id": command_id,
                                        "result": result or {}}
-            log.info("command complete", extra={"command_id": command_id, "action": action})
+            peer_log.info("command complete", "command complete",
+                          extra={"command_id": command_id, "action": action})
         else:
             outcome = {"type": "failed", "id": command_id, "error": error}
-            log.warning("command failed: %s", error,
-                        extra={"command_id": command_id, "action": action})
-        metrics.COMMANDS.labels(action[:40] or "none", outcome["type"]).inc()
+            peer_log.warning("command refused" if refused else "command failed",
+                             "command refused: %s" if refused else "command failed: %s",
+                             error[:300], extra={"command_id": command_id, "action": action})
+        metrics.COMMANDS.labels(action or "none", outcome["type"]).inc()
         if transient:
             self._seen.pop(command_id, None)
         else:

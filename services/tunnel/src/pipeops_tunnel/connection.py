@@ -50,9 +50,11 @@ from agentkit.mux import (
     OpenHandler,
     Role,
 )
+from agentkit.peerlog import PeerLog
 from pipeops_tunnel.commands import CommandRunner
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines the control plane's messages cause: rate-limited
 
 MAX_MESSAGE = 1024 * 1024
 MAX_QUEUE = 32
@@ -175,11 +177,12 @@ class Connection:
         elif kind == "command":
             self.commands.handle(message)
         elif kind == "drain":
-            log.info("the control plane asked to drain this connection; connecting again")
+            peer_log.info("drain", "the control plane asked to drain this connection; "
+                          "connecting again")
             self._peer_drained.set()
         elif kind == "error":
-            log.warning("the control plane reported an error",
-                        extra={"reason": str(message.get("reason", ""))[:200]})
+            peer_log.warning("peer error", "the control plane reported an error",
+                             extra={"reason": str(message.get("reason", ""))[:200]})
         elif kind not in KNOWN_TYPES and self.mux is not None:
             with contextlib.suppress(Exception):
                 self.mux.reply_control({"type": "error",

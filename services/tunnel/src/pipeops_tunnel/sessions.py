@@ -18,9 +18,11 @@ Payloads (unknown keys are ignored, so a newer control plane can add fields):
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,14 +35,56 @@ from pydantic import (
 from agentkit.config import ReconnectConfig
 from agentkit.kube import Kube, KubeError, Resource
 from agentkit.kube import resources as r
+from agentkit.peerinput import MAX_DEPTH, depth_of
 from agentkit.retry import retrying
 
 APP_LABEL = "pipeops-session"
 
+# Every field is bounded by the Kubernetes rule of what it becomes, before anything is
+# written: the session id names objects (``session-<id>``, a DNS-1035 label of at most 63
+# characters, and ``session-<id>-home``) and is a label value; quantities follow the
+# API server's grammar with at most 18 digits (an int64's worth, where it caps them);
+# images follow the container image reference grammar (a name of at most 255 characters,
+# a tag of at most 128, an optional digest); the user is an annotation and an env value.
 SessionId = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")]
-Quantity = Annotated[StrictStr, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?$")]
-ImageRef = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")]
+_DIGITS = r"(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})"
+QUANTITY = re.compile(
+    rf"^{_DIGITS}(?:Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]{{1,2}})?$")
+MAX_QUANTITY_LENGTH = 40
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]{{1,5}})?|\[[0-9a-fA-F:]+\](?::[0-9]{{1,5}})?)"
+IMAGE = re.compile(
+    rf"^(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,128}))?$")
+MAX_IMAGE_NAME = 255
 
+
+def _quantity(value: str) -> str:
+    if len(value) > MAX_QUANTITY_LENGTH or not QUANTITY.match(value):
+        raise ValueError("expected a Kubernetes quantity like 500m, 1.5, 2Gi "
+                         "(at most 18 digits)")
+    return value
+
+
+def _image(value: str) -> str:
+    match = IMAGE.match(value) if len(value) <= 512 else None
+    if match is None or len(match.group("name")) > MAX_IMAGE_NAME:
+        raise ValueError("expected a container image reference like "
+                         "registry.example/team/app:1.2 (a name of at most 255 characters)")
+    return value
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("expected printable characters only")
+    return value
+
+
+Quantity = Annotated[StrictStr, AfterValidator(_quantity)]
+ImageRef = Annotated[StrictStr, AfterValidator(_image)]
+User = Annotated[StrictStr, Field(max_length=253), AfterValidator(_printable)]
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -50,7 +94,7 @@ class _Payload(BaseModel):
 
 class StartSession(_Payload):
     template: ImageRef
-    user: Annotated[StrictStr, Field(max_length=253)] = ""
+    user: User = ""
     image: ImageRef | None = None
     persistent_home: StrictBool = Field(False, alias="persistentHome")
     storage: Quantity = "1Gi"
@@ -279,10 +323,14 @@ def validate(action: str, payload: Any) -> _Payload:
         raise ValueError(f"unknown action {action!r}; expected one of " + ", ".join(PAYLOADS))
     if not isinstance(payload, dict):
         raise ValueError("invalid payload: expected a JSON object")
+    if depth_of(payload) > MAX_DEPTH:
+        raise ValueError("invalid payload: nested too deeply")
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "payload"
-        raise ValueError(f"invalid payload: {where}: {first['msg']}") from None
-
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"invalid payload: {where}: {message}") from None
+    except Exception as exc:  # whatever else a hostile payload provokes: still a refusal
+        raise ValueError(f"invalid payload: {type(exc).__name__}") from None

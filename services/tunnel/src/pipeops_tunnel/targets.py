@@ -23,9 +23,11 @@ from agentkit.config import Config, ForwardConfig, KubernetesConfig
 from agentkit.kube import Kube, KubeError
 from agentkit.kube import resources as r
 from agentkit.mux import OpenRequest, StreamReset, pipe
+from agentkit.peerlog import PeerLog
 from pipeops_tunnel import metrics
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines an OPEN from the control plane causes: rate-limited
 
 NOT_ALLOWED = "target not allowed"
 IN_CLUSTER_API = "kubernetes.default.svc:443"
@@ -151,7 +153,8 @@ class TargetPolicy:
         label = f"{namespace}/{service}:{port}"
         allowed, why = await self.check(namespace, service, port)
         if not allowed:
-            log.info("OPEN refused by the gateway", extra={"target": label, "why": why})
+            peer_log.info("open refused", "OPEN refused by the gateway",
+                          extra={"target": label, "why": why[:200]})
             raise Refused(NOT_ALLOWED, "not_allowed")
         kube = await self.kube()
         if kube is None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from agentkit.peerinput import PeerInputError, parse_object
+
 __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "DEFAULT_MAX_FRAME",
@@ -143,12 +145,9 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
 
 def _json_object(stream_id: int, payload: memoryview, what: str) -> dict[str, Any]:
     try:
-        body = json.loads(bytes(payload))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise StreamFrameError(stream_id, f"{what}: payload is not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise StreamFrameError(stream_id, f"{what}: payload is not a JSON object")
-    return body
+        return parse_object(payload, what=f"{what} payload")
+    except PeerInputError as exc:
+        raise StreamFrameError(stream_id, str(exc)) from None
 
 
 def decode_frame(data: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME) -> Frame:

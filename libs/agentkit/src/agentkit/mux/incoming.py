@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentkit.peerlog import PeerLog
+
 from .errors import StreamError
 from .state import Phase, StreamState
 from .stream import Stream, StreamHost
@@ -22,6 +24,7 @@ from .stream import Stream, StreamHost
 __all__ = ["Handlers", "OpenHandler", "OpenRequest"]
 
 log = logging.getLogger("agentkit.mux")
+peer_log = PeerLog(log)
 
 
 class OpenRequest:
@@ -99,7 +102,10 @@ class Handlers:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("open handler failed for stream %s", request.stream_id)
+            # a peer can provoke it with every OPEN: rate-limited, one traceback a period
+            peer_log.log("open handler failed", logging.ERROR,
+                         "open handler failed for stream %s", request.stream_id,
+                         exc_info=exc)
             if not request.decided:
                 request.refuse(f"internal error: {type(exc).__name__}")
             else:

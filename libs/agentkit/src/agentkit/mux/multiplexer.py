@@ -21,6 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from agentkit.peerinput import PeerInputError, parse_object
+from agentkit.peerlog import PeerLog
+
 from .connection import MuxConnection
 from .errors import MuxClosed, OpenTimeout
 from .events import DataReceived, OpenAccepted, OpenRequested, SendReady, StreamEnded
@@ -34,6 +37,7 @@ from .transport import Transport, close_reason
 __all__ = ["ControlHandler", "Multiplexer"]
 
 log = logging.getLogger("agentkit.mux")
+peer_log = PeerLog(log)
 
 ControlHandler = Callable[[dict[str, Any]], None]
 
@@ -266,20 +270,28 @@ class Multiplexer:
         self._handlers.start(request)
 
     def _on_text(self, text: str) -> None:
+        """One text message: parsed safely (any failure is answered with an ``error``
+        naming the reason, never a dropped connection), then the owner's handler."""
         try:
-            message = json.loads(text)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            self._conn.reply_text('{"type":"error","reason":"invalid control message"}')
+            message = parse_object(text, what="control message")
+            if not isinstance(message.get("type"), str):
+                raise PeerInputError("control message has no string 'type'")
+        except PeerInputError as exc:
+            reason = json.dumps({"type": "error", "reason": f"invalid control message: {exc}"},
+                                separators=(",", ":"))
+            self._conn.reply_text(reason)
+            peer_log.warning("invalid control message", "refused an invalid control "
+                             "message: %s", exc, extra={"mux": self.name})
             return
         if message["type"] == "drain":
             self._conn.peer_draining = True
         if self._on_control is not None:
             try:
                 self._on_control(message)
-            except Exception:
-                log.exception("control handler failed for %r", message.get("type"))
+            except Exception as exc:
+                peer_log.log("control handler failed", logging.ERROR,
+                             "control handler failed for %r", message["type"][:40],
+                             extra={"mux": self.name, "error": repr(exc)[:200]})
 
     def _on_message(self, message: bytes | bytearray | memoryview | str) -> bool:
         """One received message; False once the connection failed (the reader stops)."""
