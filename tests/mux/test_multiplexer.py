@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -192,8 +193,25 @@ async def test_control_messages_and_drain(tunnel: Tunnel) -> None:
 async def test_invalid_text_gets_an_error_reply(ws_pair: WsPair) -> None:
     async with Multiplexer(ws_pair.client, Role.AGENT, name="agent"):
         await ws_pair.server.send("{not json")
-        reply = await asyncio.wait_for(ws_pair.server.recv(), 5)
-        assert reply == '{"type":"error","reason":"invalid control message"}'
+        reply = json.loads(await asyncio.wait_for(ws_pair.server.recv(), 5))
+        assert reply["type"] == "error"
+        assert reply["reason"].startswith("invalid control message: control message is not JSON")
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"type": "x", "a": ' + "[" * 5000 + "]" * 5000
+                                  + "}", "1" * 5000, '{"type": 1}'])
+async def test_text_that_breaks_json_loads_is_refused_and_the_connection_lives(
+        ws_pair: WsPair, text: str) -> None:
+    """Deep nesting (RecursionError in json.loads, or deeper than anything we walk), an
+    over-long number: every failure is an ``error`` reply, and the connection goes on."""
+    seen: list[dict[str, Any]] = []
+    async with Multiplexer(ws_pair.client, Role.AGENT, name="agent", on_control=seen.append) as mux:
+        await ws_pair.server.send(text)
+        reply = json.loads(await asyncio.wait_for(ws_pair.server.recv(), 5))
+        assert reply["type"] == "error" and reply["reason"].startswith("invalid control message")
+        await ws_pair.server.send('{"type": "ping"}')
+        await wait_for(lambda: seen == [{"type": "ping"}])
+        assert not mux.closed
 
 
 async def test_thousand_concurrent_streams(ws_pair: WsPair) -> None:

@@ -138,6 +138,19 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
     ("start_session", {"sessionId": "s2"}, "template"),
     ("start_session", ["s2"], "expected a JSON object"),
     ("reboot_session", {"sessionId": "s2"}, "unknown action"),
+    # bounded by Kubernetes' own rules before anything is written
+    ("start_session", {"sessionId": "s2", "template": "firefox", "cpu": "9" * 5000}, "cpu"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "memory": "1" * 19}, "memory"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "storage": "1e999"}, "storage"),
+    ("start_session", {"sessionId": "s2", "template": "a" * 300}, "template"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "image": "Fire Fox"}, "image"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "user": "bob\n"}, "user"),
+    ("start_session", {"sessionId": "s2", "template": "firefox", "user": "u" * 254}, "user"),
+    ("start_session", {"sessionId": "s" * 56, "template": "firefox"}, "sessionId"),
+    # a payload nested deeper than anything the protocol sends: refused, not a crash
+    ("start_session", {"sessionId": "s2", "template": "firefox",
+                       "extra": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+     "nested too deeply"),
 ])
 async def test_bad_payload_fails_with_the_reason_and_creates_nothing(
     cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun, action: str, payload: Any,

@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["MAX_DEPTH", "PeerInputError", "depth_of", "parse_json", "parse_object"]
 
-MAX_DEPTH = 32  # no message of the protocol nests deeper than a handful of levels
+MAX_DEPTH = 64  # no message of the protocol nests deeper than a handful of levels
 
 
 class PeerInputError(ValueError):

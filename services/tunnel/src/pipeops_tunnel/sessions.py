@@ -35,7 +35,7 @@ from pydantic import (
 from agentkit.config import ReconnectConfig
 from agentkit.kube import Kube, KubeError, Resource
 from agentkit.kube import resources as r
-from agentkit.peerinput import MAX_DEPTH, depth_of
+from agentkit.peerinput import depth_of
 from agentkit.retry import retrying
 
 APP_LABEL = "pipeops-session"
@@ -59,6 +59,7 @@ IMAGE = re.compile(
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
     r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,128}))?$")
 MAX_IMAGE_NAME = 255
+MAX_PAYLOAD_DEPTH = 16  # a payload is flat; unknown keys are ignored, but not walked deeply
 
 
 def _quantity(value: str) -> str:
@@ -323,7 +324,7 @@ def validate(action: str, payload: Any) -> _Payload:
         raise ValueError(f"unknown action {action!r}; expected one of " + ", ".join(PAYLOADS))
     if not isinstance(payload, dict):
         raise ValueError("invalid payload: expected a JSON object")
-    if depth_of(payload) > MAX_DEPTH:
+    if depth_of(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
         raise ValueError("invalid payload: nested too deeply")
     try:
         return model.model_validate(payload)
