@@ -277,3 +277,51 @@ async def test_transport_killed_mid_transfer(tunnel: Tunnel) -> None:
         assert s.close_code is not None
     await tunnel.cp.close()  # idempotent
     await tunnel.agent.close()
+
+
+class _ClosingTransport:
+    """A transport whose reader and writer both fail at the same moment, as a WebSocket's
+    do when it is closed with 1009 (message too big) or 1007 (invalid data)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.gone = asyncio.Event()
+
+    async def _fail(self) -> None:
+        await self.gone.wait()
+        raise ConnectionError(f"closed with {self.code}")
+
+    async def send(self, message: bytes | str, /) -> None:
+        self.gone.set()  # the close arrives while this send is under way
+        await self._fail()
+
+    async def recv(self) -> bytes | str:
+        await self._fail()
+        raise AssertionError("unreachable")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        return None
+
+
+@pytest.mark.parametrize("code", [1009, 1007])
+async def test_both_pumps_failing_at_once_leaves_no_exception_unretrieved(code: int) -> None:
+    import gc
+
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        transport = _ClosingTransport(code)
+        mux = Multiplexer(transport, Role.AGENT, name="closing", fast_path=False)
+        mux.start()
+        mux.send_control({"type": "hello"})  # the writer is in send when both fail
+        await asyncio.wait_for(mux.wait_closed(), 5)
+        assert mux.close_code == 1011 and str(code) in mux.close_reason
+        del mux
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [c.get("message") for c in unretrieved] == []

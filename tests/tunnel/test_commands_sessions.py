@@ -5,6 +5,7 @@ a command id is never executed twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
     ("start_session", {"sessionId": "s" * 56, "template": "firefox"}, "sessionId"),
     # a payload nested deeper than anything the protocol sends: refused, not a crash
     ("start_session", {"sessionId": "s2", "template": "firefox",
-                       "extra": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+                       "extra": json.loads("[" * 37 + "1" + "]" * 37)},
      "nested too deeply"),
 ])
 async def test_bad_payload_fails_with_the_reason_and_creates_nothing(

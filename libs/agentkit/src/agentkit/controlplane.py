@@ -1,7 +1,6 @@
 """The control plane's REST API: one client for every container that calls it.
 
-Replies are parsed with ``agentkit.peerinput`` (any parse failure, a too-deep nesting
-included, is a ``BadReply``, never an escaping exception). One typed core, ``ControlPlaneClient.request(method, path, reply_model, token=...)``: bearer
+One typed core, ``ControlPlaneClient.request(method, path, reply_model, token=...)``: bearer
 auth, every reply validated with a pydantic model, and every failure a typed
 ``ControlPlaneError`` that carries the status code, the server's ``Retry-After`` hint and a
 bounded, token-free excerpt of the body. The endpoints (PROTOCOL.md sections 1, 2 and 4)
@@ -11,6 +10,8 @@ calls are the same one-liners.
 No error ever holds a token: the ``Authorization`` header is never part of a message,
 ``token`` fields in an excerpt are replaced with ``***``, and the excerpt goes through the
 log masker (registered secrets, ``Bearer ...``) in case a reply echoes the request.
+Replies are parsed with ``agentkit.peerinput``: any parse failure, a too-deep nesting
+included, is a ``BadReply``, never an escaping exception.
 
 Retries are the caller's (what to retry differs: registration retries forever, a
 heartbeat never), with ``agentkit.retry.retrying``, whose wait honours ``retry_after``;

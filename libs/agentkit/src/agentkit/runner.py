@@ -36,6 +36,7 @@ from agentkit.grpcclient import Siblings
 from agentkit.grpcserver import GrpcServer, ServicerBinding
 from agentkit.metrics import MetricsServer
 from agentkit.status import IDLE, ServiceStatus
+from agentkit.tasks import errors_of
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,8 @@ async def _serve(
         done, _ = await asyncio.wait({main_task}, timeout=grace)
         if not done:
             log.warning("main task did not finish within the grace period")
-        elif code:
-            pass  # a root task died: said above; the main task's end is its consequence
+        elif code:  # a root task died: said above; the main task's end is its consequence
+            errors_of([main_task])  # read, so asyncio never reports it as unretrieved
         elif not main_task.cancelled() and (exc := main_task.exception()) is not None:
             if isinstance(exc, ServiceFailed):
                 code = exc.exit_code

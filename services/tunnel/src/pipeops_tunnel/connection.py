@@ -51,6 +51,7 @@ from agentkit.mux import (
     Role,
 )
 from agentkit.peerlog import PeerLog
+from agentkit.tasks import first_completed, settle
 from pipeops_tunnel.commands import CommandRunner
 
 log = logging.getLogger(__name__)
@@ -212,12 +213,11 @@ class Connection:
             })
             closed = asyncio.ensure_future(mux.wait_closed())
             hello = self._hello_ack
-            waits: set[asyncio.Future[Any]] = {hello, closed}
-            try:
-                await asyncio.wait(waits, timeout=HELLO_TIMEOUT,
-                                   return_when=asyncio.FIRST_COMPLETED)
+            try:  # hello stays as it is (it is read below); every outcome is read
+                await first_completed({hello, closed}, timeout=HELLO_TIMEOUT,
+                                      cancel_pending=False)
             finally:
-                closed.cancel()
+                await settle([closed])
             if not hello.done():
                 reason = mux.close_reason if mux.closed else "no hello_ack in time"
                 raise ConnectionError(f"tunnel hello failed: {reason}")
@@ -227,11 +227,7 @@ class Connection:
             ending: set[asyncio.Future[Any]] = {
                 asyncio.ensure_future(mux.wait_closed()),
                 asyncio.ensure_future(self._peer_drained.wait())}
-            try:
-                await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in ending:
-                    waiting.cancel()
+            await first_completed(ending)
             if self._peer_drained.is_set() and not mux.closed:
                 self.commands.detach()
                 self.retiring = asyncio.create_task(self._retire(mux),

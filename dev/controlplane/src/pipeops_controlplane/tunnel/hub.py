@@ -25,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from agentkit.mux import SUBPROTOCOL, Multiplexer, MuxSettings, Role, Stream
 from agentkit.mux.frames import MAX_WINDOW
+from agentkit.tasks import first_completed, settle
 from pipeops_controlplane.store import Cluster, ClusterStore
 from pipeops_controlplane.tunnel.cluster import (
     MAX_FORWARD_NAME,
@@ -184,12 +185,11 @@ class TunnelHub:
         session.start()
         try:
             closed = asyncio.create_task(session.wait_closed())
-            try:
-                waiters: set[asyncio.Future[Any]] = {hello, closed}
-                await asyncio.wait(waiters, timeout=self.settings.hello_timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
+            try:  # hello stays as it is (read below); every outcome is read
+                await first_completed({hello, closed}, timeout=self.settings.hello_timeout,
+                                      cancel_pending=False)
             finally:
-                closed.cancel()
+                await settle([closed])
             if not hello.done():
                 if not session.closed:
                     await session.close(1008, "no hello")

@@ -23,6 +23,7 @@ from typing import Any
 
 from agentkit.peerinput import PeerInputError, parse_object
 from agentkit.peerlog import PeerLog
+from agentkit.tasks import errors_of
 
 from .connection import MuxConnection
 from .errors import MuxClosed, OpenTimeout
@@ -362,19 +363,20 @@ class Multiplexer:
             self._done.set()
             self._flushed.set()
             raise
-        await self._teardown(*self._end_reason(done))
+        # every finished pump's error is read (both fail when the transport closes with
+        # 1009 or 1007): one left unread is "Task exception was never retrieved" later
+        errors = errors_of(done)
+        await self._teardown(*self._end_reason(errors))
         if cancelled:  # torn down cleanly; the canceller still sees the cancellation
             raise asyncio.CancelledError
 
-    def _end_reason(self, done: set[asyncio.Task[None]]) -> tuple[int, str]:
+    def _end_reason(self, errors: list[BaseException]) -> tuple[int, str]:
         if self._conn.failure is not None:
             return self._conn.failure
         if self._close_request is not None:
             return self._close_request
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                return 1011, f"transport closed: {exc!r}" if str(exc) else "transport closed"
+        for exc in errors:
+            return 1011, f"transport closed: {exc!r}" if str(exc) else "transport closed"
         return 1011, "transport closed"
 
     def _mark_closed(self, code: int, reason: str) -> None:
