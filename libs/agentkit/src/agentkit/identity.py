@@ -10,8 +10,10 @@ with (gRPC never does), and it is there while the registrar restarts. ``WatchIde
 stays for operators (grpcurl) and says the same without the token.
 
 A file that cannot be read (permissions, a directory in its place) is said once and waited
-out; a corrupt one is moved aside by the state file and reads as "no identity"; a record
-that is not registered (yet, or any more) keeps the last registered identity in use.
+out; a corrupt one is moved aside by the state file and reads as "no identity" (the
+registrar writes it again from its own state within a heartbeat); a record that is not
+registered (yet, or any more) keeps the last registered identity in use. Whoever waits
+is told why, in a sentence (``on_waiting``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from agentkit import logs
-from agentkit.statefile import StateFile, identity_file
+from agentkit.statefile import ABSENT, StateFile, identity_file
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +126,43 @@ class IdentityFile:
     async def save(self, identity: Identity) -> None:
         await asyncio.to_thread(self.write, identity)
 
-    async def follow(self, poll: float = 0.2) -> AsyncIterator[Identity]:
+    async def follow(self, poll: float = 0.2,
+                     on_waiting: Callable[[str], None] | None = None
+                     ) -> AsyncIterator[Identity]:
         """Each new registered identity the file holds, the first as soon as there is one.
 
         Records that are not registered are skipped (the last registered one stays in
-        use); an unreadable file is said once, then waited out.
+        use); an unreadable file is said once, then waited out. ``on_waiting`` is told,
+        in a sentence, each new reason there is no (new) identity to use: no file yet,
+        a corrupt one moved aside, an unreadable one, one not registered (yet).
         """
         seen: dict[str, Any] | None = None
         last: Identity | None = None
         unreadable = ""  # the error last logged, so an outage is one line, not one a poll
+        path = self.file.path
+
+        def waiting(reason: str) -> None:
+            if on_waiting is not None:
+                on_waiting(reason)
+
+        def problem(found: str) -> None:
+            if found == ABSENT:
+                waiting(f"waiting for the registrar to write the identity file {path} "
+                        "(there is none)")
+            else:
+                waiting(f"waiting for the registrar to write the identity file {path} "
+                        f"again: it was {found}")
+
         while True:
             try:
-                seen = await self.file.wait(changed_from=seen, poll=poll)
+                seen = await self.file.wait(changed_from=seen, poll=poll, on_problem=problem)
             except OSError as exc:  # not absent (that is waited for): unreadable
                 if str(exc) != unreadable:
                     unreadable = str(exc)
                     log.warning("cannot read the identity file; trying again",
                                 extra={"path": str(self.file.path), "error": unreadable})
+                    waiting(f"waiting for the identity file {path} to be readable: "
+                            f"{unreadable}")
                 await asyncio.sleep(poll)
                 continue
             if unreadable:
@@ -151,6 +173,8 @@ class IdentityFile:
                 if last is not None:
                     log.info("the identity file no longer holds a registered identity; "
                              "keeping the last one", extra={"state": identity.state})
+                waiting(f"waiting for the registrar to register: the identity file {path} "
+                        f"holds state {identity.state!r}")
                 continue
             logs.register_secret(identity.cluster_token)
             if identity != last:
@@ -162,17 +186,25 @@ class IdentityFollower:
     """The latest registered identity of the file, for a sibling's tasks to share.
 
     ``run`` is a task its owner starts and cancels; ``current`` changes only when the
-    credentials (agent id, cluster id, token) do.
+    credentials (agent id, cluster id, token) do. ``on_waiting`` is told, in a sentence,
+    each new reason the file gives no (new) identity (see ``IdentityFile.follow``), so a
+    sibling waiting for one can say what it waits for.
     """
 
-    def __init__(self, file: IdentityFile, poll: float = 0.2) -> None:
+    def __init__(self, file: IdentityFile, poll: float = 0.2,
+                 on_waiting: Callable[[str], None] | None = None) -> None:
         self.file = file
         self.poll = poll
+        self.on_waiting = on_waiting
         self.current: Identity | None = None
         self._changed = asyncio.Condition()
 
+    def _waiting(self, reason: str) -> None:
+        if self.on_waiting is not None:
+            self.on_waiting(reason)
+
     async def run(self) -> None:
-        async for identity in self.file.follow(self.poll):
+        async for identity in self.file.follow(self.poll, self._waiting):
             if self.current is not None and identity.credentials == self.current.credentials:
                 continue
             log.info("identity read", extra={"agent_id": identity.agent_id,

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,16 @@ def _checksum(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+ABSENT = "absent"
+
+
 class StateFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        # Why the last read found no usable content: "" (it did), ABSENT, or what was
+        # wrong with it ("corrupt (...); moved aside to ..."), kept while the file stays
+        # absent after being moved aside, so a waiting reader can say what it waits for.
+        self.problem = ""
 
     def write(self, data: dict[str, Any]) -> None:
         """Replace the content atomically (blocking: small file, local disk)."""
@@ -67,6 +75,7 @@ class StateFile:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
+            self._absent()
             return None
         try:
             document = json.loads(raw)
@@ -81,8 +90,14 @@ class StateFile:
                 "state file is corrupt; moved aside and ignored",
                 extra={"path": str(self.path), "moved_to": str(aside), "reason": str(exc)},
             )
+            self.problem = f"corrupt ({str(exc)[:80]}); moved aside to {aside.name}"
             return None
+        self.problem = ""
         return data
+
+    def _absent(self) -> None:
+        if not self.problem.startswith("corrupt"):
+            self.problem = ABSENT
 
     def _move_aside(self) -> Path:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
@@ -103,17 +118,25 @@ class StateFile:
         changed_from: dict[str, Any] | None = None,
         timeout: float | None = None,
         poll: float = 0.2,
+        on_problem: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Wait until the file holds valid content different from ``changed_from``.
 
         With ``changed_from=None`` this returns as soon as any valid content exists.
-        Raises TimeoutError after ``timeout`` seconds.
+        Raises TimeoutError after ``timeout`` seconds. ``on_problem`` is told each new
+        ``problem`` met while waiting (absent, corrupt).
         """
 
         async def _poll() -> dict[str, Any]:
             seen: tuple[int, int, int] | None = None
+            said = ""
             while True:
                 signature = self._signature()
+                if signature is None:
+                    self._absent()
+                if on_problem is not None and self.problem and self.problem != said:
+                    said = self.problem
+                    on_problem(said)
                 if signature is not None and signature != seen:
                     seen = signature
                     data = await asyncio.to_thread(self.read)

@@ -4,6 +4,8 @@
           -> register (retry until it works; bad install token: exit 1)
           -> heartbeat until SIGTERM; "cluster not found" -> register again, same ids
     SIGTERM -> one last heartbeat "disconnected" within 2 s, exit 0
+    meanwhile: the identity file is checked every heartbeat interval and written again
+          from the registrar's state when it is gone or corrupt (``IdentityKeeper``)
 
 The identity stored in the cluster is never overwritten unread: with an empty volume,
 reading it is retried for as long as the API server fails transiently (degraded
@@ -190,8 +192,12 @@ class Agent:
                 refusals.failed(exc, cluster_id=identity.cluster_id if identity else "",
                                 retry_in=round(wait, 2))
 
+        keeper_task: asyncio.Task[None] | None = None
         try:
             identity = await self._initial_identity(facts)
+            # the siblings' file, written again within a heartbeat when it goes missing
+            keeper_task = self.ctx.spawn(self.keeper.keep_file(cfg.pipeops.heartbeat_interval),
+                                         name="registrar:identity-file")
             while True:  # a fresh backoff after each delivered heartbeat
                 async for attempt in retrying(cfg.pipeops.reconnect, before_sleep=refused,
                                               retry_on=lambda e: isinstance(e, ClusterGone)):
@@ -224,4 +230,7 @@ class Agent:
                 await asyncio.shield(heartbeater.final(identity))
             raise
         finally:
+            if keeper_task is not None:
+                keeper_task.cancel()
+                await asyncio.gather(keeper_task, return_exceptions=True)
             await client.aclose()

@@ -3,6 +3,11 @@
 ``IdentityKeeper.update`` writes the state file (atomic, 0600) for the siblings, then
 the Secret/ConfigMap when the cluster allows it, and wakes every ``WatchIdentity``
 stream. ``load`` reads the stored identity: the file first, else the cluster.
+
+The file is the siblings' only source and lives on a shared volume anyone in the pod can
+write to: ``keep_file`` checks it every heartbeat interval and writes it again from the
+registrar's own state when it is gone, corrupt (a sibling moved it aside) or different,
+so a tunnel never waits for a registrar restart.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import AsyncIterator
 
 from agentkit.identity import Identity, IdentityFile
 from agentkit.kube import KubeError
+from agentkit.retry import FailureReport
+from agentkit.statefile import ABSENT
 from pipeops_registrar.cluster import StateObjects
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,9 @@ class IdentityKeeper:
         self.current = Identity()
         self._changed = asyncio.Condition()
         self._cluster_failing = False
+        self._writing = asyncio.Lock()  # an update and a restore never interleave
+        self._stored = False  # an identity of ours was written: there is one to restore
+        self._file_report = FailureReport(log, "restoring the identity file")
 
     async def load_file(self) -> Identity | None:
         return await self.file.load()
@@ -60,11 +70,43 @@ class IdentityKeeper:
             raise
 
     async def _persist(self, identity: Identity) -> None:
-        await self.file.save(identity)
-        async with self._changed:
-            self.current = identity
-            self._changed.notify_all()
+        async with self._writing:
+            await self.file.save(identity)
+            self._stored = True
+            async with self._changed:
+                self.current = identity
+                self._changed.notify_all()
         await self.save_to_cluster()
+
+    async def restore_file(self) -> bool:
+        """Write the file again if it no longer holds the current identity (gone, corrupt
+        and moved aside, changed by hand). True if it was written; a failure to read or
+        write is reported once per kind (the next check tries again), never raised."""
+        async with self._writing:
+            if not self._stored:
+                return False  # nothing of ours stored yet
+            try:
+                stored = await self.file.load()
+                if stored == self.current:
+                    self._file_report.recovered()
+                    return False
+                problem = self.file.file.problem or "holds another identity"
+                await self.file.save(self.current)
+            except OSError as exc:
+                self._file_report.failed(exc, path=str(self.file.path))
+                return False
+        log.warning("the identity file was %s; written again from the registrar's state",
+                    "absent" if problem == ABSENT else problem,
+                    extra={"path": str(self.file.path), "agent_id": self.current.agent_id,
+                           "cluster_id": self.current.cluster_id})
+        self._file_report.recovered()
+        return True
+
+    async def keep_file(self, interval: float) -> None:
+        """``restore_file`` every ``interval`` seconds, until cancelled (a root task)."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.restore_file()
 
     async def save_to_cluster(self) -> bool:
         """Write the cluster copy; a transient failure is logged once and retried later.

@@ -1,6 +1,7 @@
 """The tunnel's main coroutine: identity -> allocation -> connection, reconnecting forever.
 
-    start -> wait for the registrar's identity file (status: degraded, says so)
+    start -> wait for the registrar's identity file (status: degraded; the detail and a
+             log line say what it waits for: no file, a corrupt one, not registered)
           -> GET /api/v1/tunnel/status until ready (tenacity on faults, poll on pending)
           -> connect; on loss: backoff with full jitter (base 0.5 s, cap 30 s), reset
              after RESET_AFTER seconds connected; a handshake refused with
@@ -71,7 +72,8 @@ class TunnelAgent:
         self.config = ctx.config
         self.state = state
         self.forwards = forwards
-        self.identity = IdentityFollower(IdentityFile(ctx.config.agent.state_dir))
+        self.identity = IdentityFollower(IdentityFile(ctx.config.agent.state_dir),
+                                         on_waiting=self._identity_waiting)
         self.kube = LazyKube(ctx.config.kubernetes, ctx.status)
         self.commands = CommandRunner(self._sessions)
         self.session_status = SessionStatus(self.kube, ctx.config.kubernetes.session_namespace,
@@ -113,11 +115,11 @@ class TunnelAgent:
                                    timeout=self.config.pipeops.timeout, verify=self.tls,
                                    user_agent=f"pipeops-tunnel/{self.version}")
         # root tasks: if one dies, the runner stops the service (exit 1, one error line)
+        self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
+                             f"{self.identity.file.path}")
         watcher = self.ctx.spawn(self.identity.run(), name="tunnel:identity")
         statuses = self.ctx.spawn(self.session_status.run(), name="tunnel:session-status")
         try:
-            self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
-                                 f"{self.identity.file.path}")
             await self.identity.wait_ready()
             allocations = AllocationClient(self.config, plane)
             while True:  # a fresh backoff once a connection got its hello_ack
@@ -150,6 +152,16 @@ class TunnelAgent:
         log.warning("%s; asking for the allocation again in %.1fs", exc, wait,
                     extra={"attempt": retry.attempt_number})
         self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
+
+    def _identity_waiting(self, reason: str) -> None:
+        """The identity file gives no (new) identity, and says why: before the first
+        identity that is what the tunnel waits for (its status detail and a log line);
+        after it, the identity in use stays and the reason is only logged."""
+        if self.identity.current is None:
+            log.info("%s", reason, extra={"path": str(self.identity.file.path)})
+            self.state.set_state(DISCONNECTED, reason)
+        else:
+            log.info("%s; the identity read before stays in use", reason)
 
     @property
     def version(self) -> str:
