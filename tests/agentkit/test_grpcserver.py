@@ -107,5 +107,5 @@ async def test_probe_port_in_use_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=f"gRPC health probe to 127.0.0.1:{port}"):
+        with pytest.raises(OSError, match=f"gRPC health probe on 127.0.0.1:{port}: Address"):
             _server(probe_host="127.0.0.1", probe_port=port)

@@ -87,7 +87,7 @@ def test_help(service: str) -> None:
     assert "--config" in result.stdout
 
 
-def test_http_api_port_in_use_is_one_clear_line_and_exit_1(state_dir: Path) -> None:
+def test_http_api_port_in_use_is_one_clear_line_and_exit_2(state_dir: Path) -> None:
     import socket
 
     with socket.socket() as taken:
@@ -98,12 +98,12 @@ def test_http_api_port_in_use_is_one_clear_line_and_exit_1(state_dir: Path) -> N
                                str(state_dir), "--host", "127.0.0.1", "--port", str(port)])
         with proc:
             assert proc.proc is not None
-            assert proc.proc.wait(timeout=15) == 1
+            assert proc.proc.wait(timeout=15) == 2
             proc.stop()
     errors = [r for r in proc.records() if r["level"] == "error"]
     assert [r["msg"] for r in errors] == [
         f"cannot listen on 127.0.0.1:{port}: Address already in use"]
-    assert proc.records()[-1] == {**proc.records()[-1], "msg": "stopped", "exit_code": 1}
+    assert proc.records()[-1] == {**proc.records()[-1], "msg": "stopped", "exit_code": 2}
     assert not proc.stderr_lines, proc.stderr_lines
 
 

@@ -15,6 +15,7 @@ the same status; no reflection, no Events, no contract service there.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,14 +52,35 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
 
 
 def _bind(server: grpc.aio.Server, address: str, what: str) -> int:
-    """Listen on ``address``; the bound port, or OSError (grpcio says RuntimeError or 0)."""
+    """Listen on ``address``; the bound port, or OSError (grpcio says RuntimeError or 0,
+    and writes its own lines to stderr: a port taken is found out first, without it)."""
+    problem = _why_not(address)
+    if problem:
+        raise OSError(f"cannot serve {what} on {address}: {problem}")
     try:
         bound: int = server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind {what} to {address}")
+        raise OSError(f"cannot serve {what} on {address}: refused by grpcio")
     return bound
+
+
+def _why_not(address: str) -> str:
+    """Why ``address`` cannot be listened on (a plain bind, as grpcio's: SO_REUSEADDR,
+    no SO_REUSEPORT), or "" when it can (port 0 always can)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        if int(port) == 0:
+            return ""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, int(port)))
+    except (OSError, ValueError) as exc:
+        return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return ""
 
 
 class GrpcServer:

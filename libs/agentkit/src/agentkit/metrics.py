@@ -20,7 +20,12 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(self.port, addr=self.host)
+        """Listen; OSError naming the address when it cannot (a port in use)."""
+        try:
+            self._server, self._thread = start_http_server(self.port, addr=self.host)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot serve metrics on {self.host}:{self.port}: "
+                          f"{exc.strerror or exc}") from None
         self.port = self._server.server_port
 
     @property

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import uvloop
 
@@ -102,8 +102,29 @@ def package_version(dist: str) -> str:
         return "0.0.0+unknown"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A command-line mistake is one line on stderr and exit 2 (not the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _grace(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:40]!r}") from None
+    if not 0 <= seconds <= MAX_SHUTDOWN_GRACE:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 to {MAX_SHUTDOWN_GRACE:g} seconds, got {text[:40]!r}")
+    return seconds
+
+
+MAX_SHUTDOWN_GRACE = 600.0
+
+
 def build_parser(name: str, description: str, grpc_key: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"pipeops-{name}", description=description)
+    parser = OneLineParser(prog=f"pipeops-{name}", description=description)
     parser.add_argument("--config", metavar="FILE",
                         help="YAML config file (default: ~/.pipeops-agent.yaml if present)")
     for dest, (flag, key) in COMMON_FLAGS.items():
@@ -112,7 +133,7 @@ def build_parser(name: str, description: str, grpc_key: str) -> argparse.Argumen
                         help=f"sets {grpc_key} (0: pick a free port)")
     parser.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config key, e.g. --set tunnel.enabled=false")
-    parser.add_argument("--shutdown-grace", type=float, default=3.0, metavar="SECONDS",
+    parser.add_argument("--shutdown-grace", type=_grace, default=3.0, metavar="SECONDS",
                         help="how long the main task may take to finish after SIGTERM")
     return parser
 
@@ -205,18 +226,26 @@ async def _serve(
     ctx.bus.bind(loop)
     main = setup(ctx)
     metrics = None
-    if metrics_key:
-        metrics = MetricsServer(ctx.config.metrics.host, getattr(ctx.config.metrics, metrics_key))
-        metrics.start()
-        ctx.status.metrics_url = metrics.url
     host = ctx.config.grpc.host
     port = getattr(ctx.config.grpc, ctx.name.replace("-", "_"))
     # The kubelet's probes get a health-only listener (grpc.probe_host); the http-api has
     # no probe port: it is probed over HTTP.
     probe_port = getattr(ctx.config.grpc, f"{ctx.name.replace('-', '_')}_probe", None)
     probe_host = ctx.config.grpc.probe_host if probe_port is not None else ""
-    server = GrpcServer(ctx.status, ctx.bus, ctx.bindings, host, port,
-                        probe_host=probe_host, probe_port=probe_port or 0)
+    try:  # a port in use (or a host not of this machine) is one line and exit 2
+        if metrics_key:
+            metrics = MetricsServer(ctx.config.metrics.host,
+                                    getattr(ctx.config.metrics, metrics_key))
+            metrics.start()
+            ctx.status.metrics_url = metrics.url
+        server = GrpcServer(ctx.status, ctx.bus, ctx.bindings, host, port,
+                            probe_host=probe_host, probe_port=probe_port or 0)
+    except OSError as unbound:
+        if metrics is not None:
+            metrics.stop()
+        log.error("%s", unbound)
+        log.info("stopped", extra={"exit_code": ConfigError.exit_code})
+        return ConfigError.exit_code
     ctx.grpc_port = server.port
     await server.start()
     log.info("started", extra={"grpc": f"{host}:{server.port}", "version": ctx.status.version,

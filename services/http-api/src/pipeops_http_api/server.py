@@ -30,7 +30,8 @@ class _Server(uvicorn.Server):
 
 def listen(host: str, port: int) -> socket.socket:
     """The HTTP socket, bound before uvicorn starts so that a port in use is one clear
-    error line and exit 1 (uvicorn itself would ``sys.exit`` from inside a task)."""
+    error line and exit 2, as for every port in use (uvicorn itself would ``sys.exit``
+    from inside a task)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
@@ -40,7 +41,7 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         log.error("cannot listen on %s:%s: %s", host, port, exc.strerror or exc)
-        raise ServiceFailed(1, f"cannot listen on {host}:{port}") from exc
+        raise ServiceFailed(2, f"cannot listen on {host}:{port}") from exc
     sock.setblocking(False)
     return sock
 

@@ -78,12 +78,21 @@ class ConfigError(Exception):
     exit_code = 2
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set(tree: dict[str, Any], dotted: str, value: Any,
+         sources: Mapping[str, str] | None = None, source: str = "") -> None:
+    """Set ``dotted`` in ``tree``. A section that an earlier layer gave as a scalar is a
+    ConfigError naming both sources, never silently replaced by the later key's mapping."""
     *parents, leaf = dotted.split(".")
+    walked: list[str] = []
     for part in parents:
+        walked.append(part)
         child = tree.setdefault(part, {})
         if not isinstance(child, dict):
-            child = tree[part] = {}
+            section = ".".join(walked)
+            given = (sources or {}).get(section, "an earlier layer")
+            raise ConfigError(f"config error: {section} = <{type(child).__name__}> (from "
+                              f"{given}): expected a mapping of settings, as "
+                              f"{source or 'a later layer'} sets {dotted}")
         tree = child
     tree[leaf] = value
 
@@ -138,15 +147,20 @@ def load(
     file_path = Path(path).expanduser() if path else DEFAULT_CONFIG_PATH.expanduser()
     if path or file_path.is_file():
         try:
-            text = file_path.read_text()
+            text = file_path.read_bytes().decode("utf-8")
         except OSError as exc:
             raise ConfigError(f"config file {file_path}: cannot read it: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: not UTF-8 text (byte {exc.start} "
+                              "cannot be decoded)") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
             raise ConfigError(f"config file {file_path}: not valid YAML{where}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {file_path}: nested too deeply") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {file_path}: expected a mapping of sections")
         for dotted, value in _flatten(data).items():
@@ -155,12 +169,14 @@ def load(
 
     for name, dotted in ENV_VARS.items():
         if name in env:
-            _set(raw, dotted, _scalar(env[name], dotted))
+            _set(raw, dotted, _scalar(env[name], dotted), sources, f"env {name}")
             sources[dotted] = f"env {name}"
 
     for dotted, value in (overrides or {}).items():
-        _set(raw, dotted, _scalar(value, dotted) if isinstance(value, str) else value)
-        sources[dotted] = f"flag {(flag_names or {}).get(dotted, '--set ' + dotted)}"
+        flag = f"flag {(flag_names or {}).get(dotted, '--set ' + dotted)}"
+        _set(raw, dotted, _scalar(value, dotted) if isinstance(value, str) else value,
+             sources, flag)
+        sources[dotted] = flag
 
     try:
         return Config.model_validate(raw)

@@ -12,9 +12,11 @@ a bad setting is one line and exit 2 before anything is applied).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -30,23 +32,41 @@ from pydantic import (
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# No interval or timeout of the agent is meant to be longer than a day: a larger one (or
+# .inf, which YAML reads as a float) is a typo that would stop a loop for ever.
+MAX_DURATION = 86400.0
 
 
 def _parse_duration(value: Any) -> Any:
-    """Accept ``30s``, ``5m``, ``250ms``, ``1h`` or a bare number of seconds."""
+    """Accept ``30s``, ``5m``, ``250ms``, ``1h`` or a bare number of seconds, finite and
+    at most ``MAX_DURATION``."""
+    seconds: float | None = None
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m or 1.5")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        pass
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError("expected a duration like 30s, 5m or 1.5")
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError("expected a duration like 30s, 5m or 1.5")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most {MAX_DURATION:g}s (24h)")
+    return seconds
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true`` is an int to pydantic (port 1): a number must be written as one."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
-Port = Annotated[int, Field(ge=0, le=65535)]
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Port = Annotated[Int, Field(ge=0, le=65535)]
 
 
 class _Section(BaseModel):
@@ -67,6 +87,19 @@ class AgentConfig(_Section):
     pod_name: str = Field("", description="from the pod's fieldRef")
     pod_namespace: str = Field("", description="from the pod's fieldRef: the gateway's "
                                "Events about itself (a refused mass delete) name its Pod")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _a_directory(cls, value: Path) -> Path:
+        # Found at use, a file here would be a traceback in the registrar and a tunnel
+        # waiting for ever; the nearest existing ancestor must be a directory too.
+        probe = value
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            where = "is" if probe == value else f"is under {probe}, which is"
+            raise ValueError(f"expected a directory, but it {where} a file")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -113,6 +146,14 @@ class PipeopsConfig(_Section):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("expected an http:// or https:// URL")
+        try:  # the host and port must parse here, not in the first request
+            parts = urlsplit(value)
+            host, _port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise ValueError(f"expected an http:// or https:// URL with a valid host and "
+                             f"port ({exc})") from None
+        if not host:
+            raise ValueError("expected an http:// or https:// URL with a host")
         return value.rstrip("/")
 
     @field_validator("token")
@@ -123,6 +164,8 @@ class PipeopsConfig(_Section):
         token = value.get_secret_value().strip()
         if any(ch.isspace() or not ch.isprintable() for ch in token):
             raise ValueError("the token contains whitespace or control characters")
+        if not token.isascii():  # an HTTP header cannot carry it: refused, not retried
+            raise ValueError("the token contains non-ASCII characters")
         return SecretStr(token)
 
 
@@ -146,7 +189,7 @@ class TunnelConfig(_Section):
         default_factory=list, max_length=64,  # a control plane keeps 64 listeners a cluster
         description="what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), "
                     "agent-http")
-    window: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="per-stream credit")
+    window: Int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="per-stream credit")
     ping_interval: Duration = Field(15.0, gt=0)
     ping_timeout: Duration = Field(20.0, gt=0)
     dial_timeout: Duration = Field(10.0, gt=0)
@@ -246,7 +289,7 @@ class GatewayConfig(_Section):
         "address, else tunnel")
     public_endpoint: str = Field("", description="the address published in direct mode; "
                                  "empty: the load balancer's")
-    sync_batch_size: int = Field(500, ge=1, le=5000,
+    sync_batch_size: Int = Field(500, ge=1, le=5000,
                                  description="ingresses per routes/sync request")
     public_wait: Duration = Field(120.0, description="how long to wait for a LoadBalancer address")
     debounce: Duration = Field(0.02, le=60, description="changes settle this long before "
@@ -255,9 +298,9 @@ class GatewayConfig(_Section):
                                       "list this often (repairs a watch that hung)")
     watch_timeout: Duration = Field(300.0, ge=1, le=3600, description="one watch request "
                                     "lasts at most this long, then resumes")
-    mass_delete_share: float = Field(0.5, gt=0, le=1, description="refuse a pass deleting "
+    mass_delete_share: Float = Field(0.5, gt=0, le=1, description="refuse a pass deleting "
                                      "more than this share of the routes ...")
-    mass_delete_min: int = Field(3, ge=0, description="... and more than this many")
+    mass_delete_min: Int = Field(3, ge=0, description="... and more than this many")
     allow_mass_delete: bool = Field(False, description="let every mass delete through")
 
     @model_validator(mode="after")
