@@ -11,7 +11,8 @@ the demo Ingress ``demo.example.test`` points, so
 plane's public listener and the tunnel. When everything
 answers it writes ``.run/endpoints.json`` (DESIGN.md) so people, scripts and tests find
 what is running; on Ctrl-C or SIGTERM (or when any process dies) it stops everything it
-started and removes the file. Each process's output goes to ``.run/logs/NAME.log``.
+started and removes the file. Each process's output goes to ``.run/logs/NAME.log`` (mode
+0600, every token masked: the kubeconfig holds kubesim's admin token, no log does).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from agentkit.logs import SecretMasker
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 INSTALL_TOKEN = "dev-install-token"
@@ -37,6 +40,10 @@ AGENT_NAMESPACE = "pipeops-system"
 SESSION_NAMESPACE = "pipeops-sessions"
 DEMO_HOST = "demo.example.test"
 DEMO_NAMESPACE = "demo"
+# Every token seen (the install token, tokens in ready lines) is masked in what the
+# children print before it reaches .run/logs (0600) or the terminal.
+masker = SecretMasker()
+masker.register(INSTALL_TOKEN)
 
 
 def demo_service(app_port: int) -> str:
@@ -83,7 +90,10 @@ class Child:
         self.name = name
         self.records: list[dict[str, Any]] = []
         self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("w")
+        # 0600 like the kubeconfig: a log is the process's, not everyone's on the machine
+        self.log_path.unlink(missing_ok=True)
+        self._log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                      0o600), "w")
         self._echo = echo
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
@@ -97,16 +107,22 @@ class Child:
         assert self.proc.stdout is not None
         with self.proc.stdout:
             for line in self.proc.stdout:
+                with contextlib.suppress(json.JSONDecodeError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        self.records.append(record)
+                        # a ready line hands out a token (kubesim's admin token): it is
+                        # read from the record, never written to a log or the terminal
+                        for key, value in record.items():
+                            if "token" in key.lower() and isinstance(value, str):
+                                masker.register(value)
+                line = masker.mask(line)
                 with self._lock:
                     self._log.write(line)
                     self._log.flush()
                     if self._echo:
                         self._echo.write(f"{self.name:>12} | {line}")
                         self._echo.flush()
-                with contextlib.suppress(json.JSONDecodeError):
-                    record = json.loads(line)
-                    if isinstance(record, dict):
-                        self.records.append(record)
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float
                  ) -> dict[str, Any]:
@@ -181,6 +197,7 @@ class Stack:
                 "--seed", str(demo)])
             ready = kubesim.wait_for(lambda r: r.get("event") == "ready", 30)
             kubeconfig = ready["kubeconfig"]
+            masker.register(ready["token"])
             token_file.write_text(ready["token"])
             token_file.chmod(0o600)
             self.endpoints["kubesim"] = {"url": ready["url"], "kubeconfig": kubeconfig}
@@ -249,6 +266,7 @@ class Stack:
         for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE):
             self.realkube.apply({"apiVersion": "v1", "kind": "Namespace",
                                  "metadata": {"name": ns}})
+        masker.register(self.realkube.token)  # never in a log, as kubesim's
         token_file.write_text(self.realkube.token)
         token_file.chmod(0o600)
         self.endpoints["realkube"] = {"url": self.realkube.url,

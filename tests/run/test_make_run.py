@@ -85,6 +85,7 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
             endpoints["controlplane"]["url"] + "/debug/routes", timeout=5))["routes"]
         assert [(r["hostname"], r["registrations"], r["duplicates"]) for r in routes] == [
             ("demo.example.test", 1, 0)]
+        assert_no_token_in_logs(run_dir)
 
         children = _children(proc.pid)
         assert len(children) >= 7  # kubesim, control plane, demo app, four services
@@ -100,6 +101,24 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def assert_no_token_in_logs(run_dir: Path) -> None:
+    """Every log file is 0600 (as the kubeconfig with the admin token is) and holds none of
+    the tokens in play: kubesim's admin token, the install token, the cluster token."""
+    identity = json.loads((run_dir / "state" / "identity.json").read_text())["data"]
+    tokens = {"kubesim admin": (run_dir / "serviceaccount-token").read_text().strip(),
+              "install": "dev-install-token", "cluster": identity["cluster_token"]}
+    assert all(tokens.values()), tokens.keys()
+    logs = sorted((run_dir / "logs").glob("*.log"))
+    assert {p.name for p in logs} >= {"kubesim.log", "controlplane.log", "tunnel.log"}
+    for path in logs:
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+        text = path.read_text()
+        for name, token in tokens.items():
+            assert token not in text, f"the {name} token is in {path.name}"
+    kubesim_log = (run_dir / "logs" / "kubesim.log").read_text()
+    assert '"event": "ready"' in kubesim_log  # the line is there, its token masked
 
 
 def _children(pid: int) -> list[int]:
