@@ -3,7 +3,8 @@
 A hostile or broken peer must not decide how much we log: 20,000 bad commands would
 otherwise be 20,000 warning lines. :class:`PeerLog` logs the first ``burst`` lines of a
 kind in each ``period``; the rest of that period are counted, not written, and the next
-line of that kind says how many were held back (``suppressed``). Kinds are named by our
+line of that kind says how many were held back (``suppressed``); a flood is counted
+aloud at 10x, 100x, ... the burst. Kinds are named by our
 code (``"command refused"``), never taken from the peer, and at most ``MAX_KINDS`` are
 tracked (the stalest is forgotten first), so the bookkeeping is bounded too.
 """
@@ -22,17 +23,22 @@ MAX_KINDS = 256
 
 
 class _Window:
-    __slots__ = ("logged", "started", "suppressed")
+    __slots__ = ("logged", "over", "started", "suppressed")
 
     def __init__(self, started: float) -> None:
         self.started = started
-        self.logged = 0
-        self.suppressed = 0
+        self.logged = 0  # lines written in full this period (the burst)
+        self.over = 0  # lines past the burst this period
+        self.suppressed = 0  # lines not written at all (carried into the next period)
 
 
 class PeerLog:
     """``log(kind, level, msg, *args, extra=...)``: logged, or counted when over the
-    limit. ``warning`` and ``info`` are shorthands; each returns whether it was written."""
+    limit. ``warning`` and ``info`` are shorthands; each returns whether it was written.
+
+    Past the burst, a line still goes out when the count held back reaches 10, 100, 1000...
+    times the burst (``"(N more like this not logged so far)"``), so a flood's size is
+    visible while it lasts, in a number of lines that grows with its logarithm."""
 
     def __init__(self, logger: logging.Logger, *, burst: int = 5, period: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -41,6 +47,7 @@ class PeerLog:
         self.period = period
         self.clock = clock
         self._windows: collections.OrderedDict[str, _Window] = collections.OrderedDict()
+        self._milestones = {burst * 10**n for n in range(1, 10)}
 
     def log(self, kind: str, level: int, msg: str, *args: Any,
             extra: dict[str, Any] | None = None, exc_info: BaseException | None = None
@@ -58,8 +65,15 @@ class PeerLog:
                 self._windows.popitem(last=False)
         self._windows.move_to_end(kind)
         if window.logged >= self.burst:
-            window.suppressed += 1
-            return False
+            window.over += 1
+            if window.over not in self._milestones:
+                window.suppressed += 1
+                return False
+            # a flood is said at 10x, 100x... the burst: its size is known while it lasts
+            self.logger.log(level, f"{msg} (%d more like this not logged so far)",
+                            *args, window.suppressed,
+                            extra={**(extra or {}), "suppressed": window.suppressed})
+            return True
         window.logged += 1
         fields = dict(extra or {})
         if window.suppressed:
