@@ -345,22 +345,7 @@ class ControlPlaneClient:
         status = response.status_code
         if not 200 <= status < 300:
             raise _status_error(what, response)
-        payload: Any = None
-        if response.content:
-            try:
-                payload = parse_json(response.content, what="reply")
-            except PeerInputError as exc:
-                raise BadReply(f"{what}: {exc}", status, excerpt(response.content)) from None
-        if reply_model is None:
-            if payload is not None and not isinstance(payload, dict):
-                raise BadReply(f"{what}: reply is not a JSON object", status,
-                               excerpt(response.content))
-            return None
-        try:
-            return reply_model.model_validate(payload)
-        except ValidationError as exc:
-            raise BadReply(f"{what}: {_problem(exc)}", status,
-                           excerpt(response.content)) from None
+        return decode_reply(what, status, response.content, reply_model)
 
     # --- the endpoints (PROTOCOL.md) ----------------------------------------------------
 
@@ -421,6 +406,37 @@ class ControlPlaneClient:
             body["path"] = path
         return await self.request("POST", f"{ROUTES}/unregister", UnregisterReply,
                                       token=cluster_token, json=body)
+
+
+@overload
+def decode_reply(what: str, status: int, content: bytes, reply_model: type[Reply]) -> Reply: ...
+
+
+@overload
+def decode_reply(what: str, status: int, content: bytes, reply_model: None) -> None: ...
+
+
+def decode_reply(what: str, status: int, content: bytes,
+                 reply_model: type[Reply] | None) -> Reply | None:
+    """A 2xx reply's body as ``reply_model`` (None: any JSON object or nothing); every
+    way it can be wrong is a ``BadReply`` (the only exception this raises)."""
+    payload: Any = None
+    if content:
+        try:
+            payload = parse_json(content, what="reply")
+        except PeerInputError as exc:
+            raise BadReply(f"{what}: {exc}", status, excerpt(content)) from None
+    if reply_model is None:
+        if payload is not None and not isinstance(payload, dict):
+            raise BadReply(f"{what}: reply is not a JSON object", status, excerpt(content))
+        return None
+    try:
+        return reply_model.model_validate(payload)
+    except ValidationError as exc:
+        raise BadReply(f"{what}: {_problem(exc)}", status, excerpt(content)) from None
+    except Exception as exc:  # a validator tripped by what it was given: still a reply
+        raise BadReply(f"{what}: reply not usable ({type(exc).__name__})", status,
+                       excerpt(content)) from None
 
 
 def _status_error(what: str, response: httpx.Response) -> ControlPlaneError:
