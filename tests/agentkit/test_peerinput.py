@@ -14,12 +14,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from agentkit.controlplane import (
     BadReply,
     ControlPlaneClient,
     RegisterReply,
+    RegisterRouteReply,
+    RoutesPage,
+    SyncReply,
     TunnelStatus,
+    UnregisterReply,
     decode_reply,
     excerpt,
 )
@@ -91,11 +96,12 @@ async def test_a_hostile_control_plane_reply_is_a_bad_reply(hostile: str) -> Non
         await client.aclose()
 
 
+KEYS = st.sampled_from(["cluster_id", "token", "status", "tunnel_url", "forwards", "name",
+                        "remote_port", "routes", "continue", "hostname", "path", "x"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
-        st.sampled_from(["cluster_id", "token", "status", "tunnel_url", "forwards", "name",
-                         "remote_port", "x"]) | st.text(max_size=8), inner, max_size=6),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(KEYS | st.text(max_size=8), inner, max_size=6),
     max_leaves=30)
 
 
@@ -118,10 +124,15 @@ replies = st.one_of(
 )
 
 
+# registration, heartbeat (None: any object), allocation, routes
+MODELS = [RegisterReply, None, TunnelStatus, RoutesPage, SyncReply, RegisterRouteReply,
+          UnregisterReply]
+
+
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=replies, model=st.sampled_from([RegisterReply, TunnelStatus, None]))
+@given(body=replies, model=st.sampled_from(MODELS))
 def test_any_control_plane_reply_is_a_model_or_a_bad_reply(
-        body: bytes, model: type[RegisterReply] | type[TunnelStatus] | None) -> None:
+        body: bytes, model: type[BaseModel] | None) -> None:
     try:
         decoded = decode_reply("GET /x", 200, body, model)
     except BadReply as exc:
