@@ -120,6 +120,7 @@ def test_any_tunnel_text_message_is_handled_or_refused(
         mux = Multiplexer(agent_end, Role.AGENT, on_control=connection._on_control,
                           name="fuzz", fast_path=False)
         connection.mux = mux
+        connection._hello_ack = asyncio.get_running_loop().create_future()  # hello sent
         mux._on_text(text)  # what the reader pump does with a text message
         try:
             message = json.loads(text)
@@ -129,6 +130,8 @@ def test_any_tunnel_text_message_is_handled_or_refused(
             valid = False
         if not valid:
             assert mux.queued_control == 1  # the error reply, with its reason
+        elif message["type"] == "hello_ack":  # any hello_ack is taken, its junk ignored
+            assert connection._hello_ack.done() and connection._hello_ack.exception() is None
         elif message["type"] == "command":
             # answered: an error without a valid id, else ack and (refused) failed
             assert sent.messages, message

@@ -91,16 +91,21 @@ class Drained(ConnectionLost):
 
 
 class HelloAck:
-    """The control plane's answer to hello: allocated forward ports, optional window."""
+    """The control plane's answer to hello: allocated forward ports, optional window. What
+    is not of the right type or range is ignored, never raised on."""
 
     def __init__(self, message: dict[str, Any]) -> None:
         self.remote_ports: dict[str, int] = {}
-        for item in message.get("forwards") or []:
+        forwards = message.get("forwards")
+        for item in forwards if isinstance(forwards, list) else []:
+            port = item.get("remote_port") if isinstance(item, dict) else None
             if isinstance(item, dict) and isinstance(item.get("name"), str) \
-                    and isinstance(item.get("remote_port"), int):
-                self.remote_ports[item["name"]] = item["remote_port"]
+                    and isinstance(port, int) and not isinstance(port, bool) \
+                    and 0 <= port < 65536:
+                self.remote_ports[item["name"]] = port
         window = message.get("window")
-        self.window = window if isinstance(window, int) and 0 < window <= 2**31 - 1 else None
+        self.window = window if isinstance(window, int) and not isinstance(window, bool) \
+            and 0 < window <= 2**31 - 1 else None
 
 
 class Connection:
