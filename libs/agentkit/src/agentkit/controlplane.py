@@ -11,7 +11,8 @@ No error ever holds a token: the ``Authorization`` header is never part of a mes
 ``token`` fields in an excerpt are replaced with ``***``, and the excerpt goes through the
 log masker (registered secrets, ``Bearer ...``) in case a reply echoes the request.
 Replies are parsed with ``agentkit.peerinput``: any parse failure, a too-deep nesting
-included, is a ``BadReply``, never an escaping exception.
+included, is a ``BadReply``, never an escaping exception. Over 400 lines because every
+endpoint's reply model sits next to the one core that decodes it.
 
 Retries are the caller's (what to retry differs: registration retries forever, a
 heartbeat never), with ``agentkit.retry.retrying``, whose wait honours ``retry_after``;

@@ -8,6 +8,7 @@ The ``gateway`` section is the gateway container's: route sync (``agent.enable_i
 turns it on; what is watched and how it is published) and TCP/UDP exposure
 (``gateway.enabled``: Gateway API / Istio objects from the seed's settings, checked here so
 a bad setting is one line and exit 2 before anything is applied).
+Over 400 lines because every section of the one config lives here, side by side.
 """
 
 from __future__ import annotations

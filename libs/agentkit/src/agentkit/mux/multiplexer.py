@@ -11,6 +11,8 @@ handler tasks are cancelled and awaited, and the transport is closed (1002 after
 protocol error). On a websockets connection :mod:`.fastpath` saves the task switches.
 
 (Named for what it does, not "session": in this project a session is a user's workload.)
+Over 400 lines because the pumps, the dispatch and the teardown share one state machine
+that is easier to follow in one place than split across modules.
 """
 
 from __future__ import annotations
