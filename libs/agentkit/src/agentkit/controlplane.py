@@ -201,6 +201,10 @@ class RegisterReply(BaseModel):
     def _nonempty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the cluster token is empty")
+        # it goes into an Authorization header: what one cannot carry is refused here,
+        # not found by every heartbeat
+        if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
+            raise ValueError("the cluster token has characters a header cannot carry")
         return value
 
 
