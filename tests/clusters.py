@@ -10,8 +10,17 @@ kubectl_args, env(), request(), wait_for(), plus what differs between the worlds
 * `service_account_token(namespace, name)`: kubesim binds a token of ours to the
   ServiceAccount; the real one issues a JWT by TokenRequest. Either way the token's
   rights are what the stored RBAC grants.
+* `grant_cluster_rules(namespace, name, rules)`: a ClusterRole and its binding to a
+  ServiceAccount (both worlds enforce stored RBAC).
 * `restart()`: every watch ends and the server is away a moment (kubesim's restart; the
   real kube-apiserver process stopped and started).
+* `list_requests(plural)`: how many list requests for that resource the server has
+  answered so far (kubesim's request counters; the real one's apiserver_request_total
+  metric, verb LIST), for a test to compare before and after.
+* `end_watches()`, `expire_history()`: kubesim's drop_watches(expired=True) and
+  expire_history; on the real one, etcd compaction (and an API server restart to end
+  the watches). With the watch cache the real server answers from the cache's window,
+  so a 410 there is not guaranteed: what a test can assert is that nothing is lost.
 * `demo_pods`: pods that exist in namespace "demo" (kubesim's demo seed; on the real one,
   three pods created at start and scheduled onto the kwok nodes).
 
@@ -85,11 +94,58 @@ class Cluster:
         self.server.add_token(token, service_account=f"{namespace}/{name}")
         return token
 
+    def grant_cluster_rules(self, namespace: str, name: str,
+                            rules: list[dict[str, Any]]) -> None:
+        """A ClusterRole with `rules`, bound to ServiceAccount namespace/name (stored RBAC,
+        which both worlds enforce)."""
+        role = f"{namespace}-{name}"
+        for path, obj in (
+                ("/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                 {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                  "metadata": {"name": role}, "rules": rules}),
+                ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                 {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                  "metadata": {"name": role},
+                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                              "kind": "ClusterRole", "name": role},
+                  "subjects": [{"kind": "ServiceAccount", "name": name,
+                                "namespace": namespace}]})):
+            status, body = self.request("POST", path, obj)
+            assert status == 201, body
+
+    def end_watches(self) -> None:
+        """Every open watch ends and its history is gone: kubesim sends each an ERROR
+        event 410; the real API server is restarted after compacting etcd."""
+        if isinstance(self.server, RealKube):
+            self.server.compact()
+            self.server.restart_apiserver(downtime=0.2)
+        else:
+            assert self.server.drop_watches(expired=True) >= 1
+
+    def expire_history(self) -> None:
+        """A watch from any resourceVersion seen so far is refused (410): kubesim's
+        expire_history; on the real one, etcd compacted at its current revision."""
+        if isinstance(self.server, RealKube):
+            self.server.compact()
+        else:
+            self.server.expire_history()
+
     def restart(self) -> None:
         if isinstance(self.server, RealKube):
             self.server.restart_apiserver(downtime=0.2)
         else:
             self.server.restart(downtime=0.2)
+
+    def list_requests(self, plural: str) -> int:
+        if isinstance(self.server, RealKube):
+            status, text = self.request("GET", "/metrics", headers={"Accept": "text/plain"})
+            assert status == 200, text
+            return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("apiserver_request_total{")
+                           and 'verb="LIST"' in line and f'resource="{plural}"' in line))
+        return sum(int(counter["requests"])
+                   for key, counter in self.server.stats()["paths"].items()
+                   if key.split("?")[0].endswith(f"/{plural}") and "watch=" not in key)
 
     def demo_pods(self) -> list[str]:
         status, body = self.request("GET", f"/api/v1/namespaces/{DEMO_NAMESPACE}/pods")

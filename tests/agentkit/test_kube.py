@@ -1,5 +1,8 @@
-"""agentkit.kube against a real kubesim: pages, metadata-only lists, watches with bookmarks,
-410 in both forms, errors, server-side apply, Events, and no thread left by a watch."""
+"""agentkit.kube against a real server, in both worlds (``cluster``: kubesim and the real
+control plane): pages, metadata-only lists, watches with bookmarks, errors, server-side
+apply, Events, and no thread left by a watch. The 410 in both forms is kubesim-only here
+(its drop_watches/expire_history); the real 410 after etcd compaction is proven in
+tests/realkube/test_watches_real.py, on a cluster without the watch cache."""
 
 from __future__ import annotations
 
@@ -19,37 +22,67 @@ from agentkit.config import KubernetesConfig
 from agentkit.kube import Kube, KubeError, Listed, Resource, Watched
 from agentkit.kube import resources as r
 from kubesim.testing import Kubesim
+from tests.clusters import Cluster
 from tests.tunnel.agent_helpers import until
 
 PAGED = 7  # configmaps made in each test namespace
 
 
 @pytest.fixture(scope="module")
-def ks() -> Iterator[Kubesim]:
-    with Kubesim(extra_args=["--bookmark-interval", "0.2"]) as server:
+def demo_kubesim() -> Iterator[Kubesim]:
+    """This module's kubesim world: its own, with bookmarks every 0.2 s and counters
+    no other module touches."""
+    with Kubesim(demo=True, extra_args=["--bookmark-interval", "0.2"]) as server:
         yield server
 
 
 @pytest.fixture
-def ns(ks: Kubesim) -> Iterator[str]:
+def ks(demo_kubesim: Kubesim) -> Kubesim:
+    """The kubesim world alone, for the tests that need one of its fault controls."""
+    return demo_kubesim
+
+
+def _make_namespace(server: Cluster | Kubesim) -> Iterator[str]:
     name = f"k-{uuid.uuid4().hex[:8]}"
-    status, body = ks.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    status, body = server.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     assert status == 201, body
     for i in range(PAGED):
-        status, body = ks.request("POST", f"/api/v1/namespaces/{name}/configmaps",
-                                  {"metadata": {"name": f"cm-{i}", "labels": {"n": str(i)}},
-                                   "data": {"k": "v" * 100}})
+        status, body = server.request(
+            "POST", f"/api/v1/namespaces/{name}/configmaps",
+            {"metadata": {"name": f"cm-{i}", "labels": {"n": str(i)}}, "data": {"k": "v" * 100}})
         assert status == 201, body
     yield name
-    ks.request("DELETE", f"/api/v1/namespaces/{name}")
+    server.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
 @pytest.fixture
-async def kube(ks: Kubesim) -> AsyncIterator[Kube]:
+def ns(cluster: Cluster) -> Iterator[str]:
+    yield from _make_namespace(cluster)
+
+
+@pytest.fixture
+def ks_ns(ks: Kubesim) -> Iterator[str]:
+    yield from _make_namespace(ks)
+
+
+async def _connect(kubeconfig: str) -> Kube:
     calls: list[tuple[str, str]] = []
-    client = await Kube.connect(KubernetesConfig(in_cluster=False, kubeconfig=ks.kubeconfig),
+    client = await Kube.connect(KubernetesConfig(in_cluster=False, kubeconfig=kubeconfig),
                                 on_call=lambda op, code: calls.append((op, code)))
     client.calls = calls  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
+    client = await _connect(cluster.kubeconfig)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def ks_kube(ks: Kubesim) -> AsyncIterator[Kube]:
+    client = await _connect(ks.kubeconfig)
     yield client
     await client.aclose()
 
@@ -63,8 +96,8 @@ async def until_no_kube_threads(timeout: float = 5.0) -> None:
 
 
 async def test_pages_follow_continue_and_count_every_call(kube: Kube, ns: str,
-                                                          ks: Kubesim) -> None:
-    ks.reset_stats()
+                                                          cluster: Cluster) -> None:
+    lists = cluster.list_requests("configmaps")
     pages = [p async for p in kube.pages(r.CONFIGMAPS, ns, page_size=3)]
     assert [len(p["items"]) for p in pages] == [3, 3, 1]
     assert pages[0]["metadata"]["remainingItemCount"] == 4
@@ -72,8 +105,8 @@ async def test_pages_follow_continue_and_count_every_call(kube: Kube, ns: str,
     assert sorted(i["metadata"]["name"] for i in everything["items"]) == \
         [f"cm-{i}" for i in range(PAGED)]
     assert everything["metadata"]["resourceVersion"]
-    assert ks.stats_for(f"/api/v1/namespaces/{ns}/configmaps")["requests"] == 3 + 4
-    assert ("list configmaps " + ns, "200") in kube.calls  # type: ignore[attr-defined]
+    assert cluster.list_requests("configmaps") - lists == 3 + 4
+    assert kube.calls.count(("list configmaps " + ns, "200")) == 3 + 4  # type: ignore[attr-defined]
 
 
 async def test_a_metadata_only_list_carries_no_data(kube: Kube, ns: str) -> None:
@@ -115,7 +148,8 @@ async def test_create_get_replace_patch_apply_delete(kube: Kube, ns: str) -> Non
     assert info.value.not_found and info.value.reason == "NotFound"
 
 
-async def test_status_subresource_scale_and_events(kube: Kube, ns: str, ks: Kubesim) -> None:
+async def test_status_subresource_scale_and_events(kube: Kube, ns: str,
+                                                   cluster: Cluster) -> None:
     ingress = await kube.create(r.INGRESSES, {
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"},
         "spec": {"rules": [{"host": "a.example.test"}]}}, ns)
@@ -127,17 +161,24 @@ async def test_status_subresource_scale_and_events(kube: Kube, ns: str, ks: Kube
     assert event["involvedObject"]["kind"] == "Ingress"
     assert event["involvedObject"]["uid"] == ingress["metadata"]["uid"]
     assert event["type"] == "Warning" and len(event["message"]) == 1024
-    _, listed = ks.request("GET", f"/api/v1/namespaces/{ns}/events")
+    _, listed = cluster.request("GET", f"/api/v1/namespaces/{ns}/events")
     assert [e["reason"] for e in listed["items"]] == ["InvalidHost"]
 
 
 async def test_discovery_and_version(kube: Kube) -> None:
-    versions = await kube.served_versions("gateway.networking.k8s.io")
-    assert versions[0] == "v1" and "v1beta1" in versions
+    assert await kube.served_versions("apps") == ["v1"]
+    assert (await kube.served_versions("networking.k8s.io"))[0] == "v1"
     assert await kube.served_versions("no.such.group.example") == []
     assert (await kube.version())["gitVersion"].startswith("v1.")
+
+
+async def test_discovery_of_a_group_with_two_versions(ks_kube: Kube) -> None:
+    # kubesim-only: the real control plane has no Gateway API CRDs, and installing
+    # cluster-scoped CRDs in the session-shared cluster would change what others see
+    versions = await ks_kube.served_versions("gateway.networking.k8s.io")
+    assert versions[0] == "v1" and "v1beta1" in versions
     routes = r.HTTP_ROUTES.at("gateway.networking.k8s.io/v1beta1")
-    assert (await kube.list(routes, "default"))["items"] == []
+    assert (await ks_kube.list(routes, "default"))["items"] == []
 
 
 @pytest.mark.parametrize(("case", "status", "reason", "retryable"), [
@@ -148,15 +189,14 @@ async def test_discovery_and_version(kube: Kube) -> None:
     ("conflict", 409, "Conflict", True),
     ("invalid", 422, "Invalid", False),
 ])
-async def test_errors_say_whether_to_retry(kube: Kube, ns: str, ks: Kubesim, case: str,
+async def test_errors_say_whether_to_retry(kube: Kube, ns: str, cluster: Cluster, case: str,
                                            status: int, reason: str, retryable: bool) -> None:
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm-0"}}
     with pytest.raises(KubeError) as info:
         if case in ("unauthorized", "forbidden"):
-            token = f"t-{uuid.uuid4().hex[:8]}"
-            if case == "forbidden":
-                await asyncio.to_thread(ks.add_token, token, service_account="default/x",
-                                        rules=[])
+            token = f"t-{uuid.uuid4().hex[:8]}"  # no such token: 401
+            if case == "forbidden":  # a ServiceAccount nothing is bound to: 403
+                token = await asyncio.to_thread(cluster.service_account_token, ns, "x")
             kube.api_client.configuration.refresh_api_key_hook = None
             kube.api_client.configuration.api_key = {"BearerToken": f"Bearer {token}"}
             await kube.list(r.CONFIGMAPS, ns)
@@ -186,13 +226,15 @@ async def test_no_reply_is_retryable() -> None:
     assert info.value.status == 0 and info.value.retryable
 
 
-async def test_a_watch_gets_changes_and_bookmarks(kube: Kube, ns: str, ks: Kubesim) -> None:
+async def test_a_watch_gets_changes_and_bookmarks(kube: Kube, ns: str,
+                                                  cluster: Cluster) -> None:
     listed = await kube.list(r.CONFIGMAPS, ns)
     version = listed["metadata"]["resourceVersion"]
     seen: list[tuple[str, str]] = []
-    events = kube.watch(r.CONFIGMAPS, ns, resource_version=version, timeout_seconds=30)
+    # the real API server bookmarks 2 s before the watch's deadline; kubesim every 0.2 s
+    events = kube.watch(r.CONFIGMAPS, ns, resource_version=version, timeout_seconds=5)
     async with contextlib.aclosing(events):
-        await asyncio.to_thread(ks.request, "POST", f"/api/v1/namespaces/{ns}/configmaps",
+        await asyncio.to_thread(cluster.request, "POST", f"/api/v1/namespaces/{ns}/configmaps",
                                 {"metadata": {"name": "new"}})
         async with asyncio.timeout(10):
             async for event in events:
@@ -203,8 +245,11 @@ async def test_a_watch_gets_changes_and_bookmarks(kube: Kube, ns: str, ks: Kubes
     await until_no_kube_threads()
 
 
-async def test_follow_relists_after_an_error_event_410(kube: Kube, ns: str,
+async def test_follow_relists_after_an_error_event_410(ks_kube: Kube, ks_ns: str,
                                                          ks: Kubesim) -> None:
+    # kubesim-only: ends the open watch with an ERROR 410 (drop_watches); the real API
+    # server's watch cache does not (see tests/realkube/test_watches_real.py)
+    kube, ns = ks_kube, ks_ns
     got: asyncio.Queue[Listed | Watched] = asyncio.Queue()
 
     async def consume() -> None:
@@ -236,10 +281,13 @@ async def test_follow_relists_after_an_error_event_410(kube: Kube, ns: str,
     await until_no_kube_threads()
 
 
-async def test_follow_relists_after_a_410_reply(kube: Kube, ns: str, ks: Kubesim) -> None:
+async def test_follow_relists_after_a_410_reply(ks_kube: Kube, ks_ns: str,
+                                                ks: Kubesim) -> None:
     """The history gone before the watch starts: the watch request itself is refused
     with 410, and follow lists again. (The generator runs only when asked, so the
-    history is expired between the list and the watch.)"""
+    history is expired between the list and the watch.) kubesim-only: expire_history;
+    the real 410 reply after compaction is in tests/realkube/test_watches_real.py."""
+    kube, ns = ks_kube, ks_ns
     items = kube.follow(r.CONFIGMAPS, ns, quick_wait=wait_fixed(0.05))
     async with contextlib.aclosing(items):
         first = await anext(items)
@@ -262,7 +310,7 @@ async def test_follow_relists_after_a_410_reply(kube: Kube, ns: str, ks: Kubesim
     await until_no_kube_threads()
 
 
-async def test_other_watch_errors_end_follow(kube: Kube, ks: Kubesim) -> None:
+async def test_other_watch_errors_end_follow(kube: Kube) -> None:
     missing = Resource("v1", "nosuchthings", "NoSuchThing")
     with pytest.raises(KubeError) as info:
         async for _ in kube.follow(missing, "default", quick_wait=wait_fixed(0.05)):

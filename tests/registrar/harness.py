@@ -22,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubesim.testing import Kubesim
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc, service_pb2, service_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
+from tests.clusters import Cluster
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
 
+Server = Cluster | Kubesim  # the world a test runs in, or a module's own kubesim
 INTERVAL = 0.5  # heartbeat interval in these tests
 
 
@@ -152,7 +154,7 @@ def beats(cp: ControlPlane, cluster_id: str) -> int:
     return int(view["heartbeat_count"]) if view else 0
 
 
-def stored_in_cluster(ks: Kubesim, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
+def stored_in_cluster(ks: Server, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
     """(decoded state Secret, identity ConfigMap data); empty dicts for a missing object."""
     found: list[dict[str, str]] = []
     for kind, name in (("secrets", "pipeops-agent-state"),
@@ -165,7 +167,7 @@ def stored_in_cluster(ks: Kubesim, namespace: str) -> tuple[dict[str, str], dict
     return found[0], found[1]
 
 
-def wait_stored(ks: Kubesim, namespace: str, identity: dict[str, Any], timeout: float = 15.0
+def wait_stored(ks: Server, namespace: str, identity: dict[str, Any], timeout: float = 15.0
                 ) -> tuple[dict[str, str], dict[str, str]]:
     """The Secret and ConfigMap once both name ``identity``'s cluster.
 
@@ -183,7 +185,7 @@ def wait_stored(ks: Kubesim, namespace: str, identity: dict[str, Any], timeout: 
     return result
 
 
-def registered_and_stopped(run: RegistrarRun, ks: Kubesim, namespace: str) -> dict[str, Any]:
+def registered_and_stopped(run: RegistrarRun, ks: Server, namespace: str) -> dict[str, Any]:
     """``run``'s identity once registered and stored in the cluster; ``run`` then stopped
     (exit 0): the state a next pod or container starts from."""
     identity = run.wait_registered()

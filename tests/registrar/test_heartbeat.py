@@ -14,26 +14,26 @@ from typing import Any
 import grpc
 import pytest
 
-from kubesim.testing import Kubesim
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc, service_pb2, tunnel_pb2, tunnel_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
+from tests.clusters import Cluster
 from tests.helpers import wait_for
 from tests.registrar.conftest import StartRegistrar
 from tests.registrar.harness import cluster_with_beats
 
 
-def _counts(ks: Kubesim) -> tuple[int, int]:
+def _counts(ks: Cluster) -> tuple[int, int]:
     nodes = ks.request("GET", "/api/v1/nodes")[1]["items"]
     pods = ks.request("GET", "/api/v1/pods")[1]["items"]
     return len(nodes), len(pods)
 
 
 def test_every_metric_moves(start_registrar: StartRegistrar, controlplane: ControlPlane,
-                            kubesim: Kubesim, namespace: str) -> None:
+                            cluster: Cluster, namespace: str) -> None:
     registrar = start_registrar()
     cluster_id = registrar.wait_registered()["cluster_id"]
     cluster_with_beats(controlplane, cluster_id, 2)
-    nodes, pods = _counts(kubesim)
+    nodes, pods = _counts(cluster)
     metric = registrar.metric
     assert metric("pipeops_registration_attempts_total", result="success") == 1
     assert metric("pipeops_agent_status") == 1
@@ -46,12 +46,12 @@ def test_every_metric_moves(start_registrar: StartRegistrar, controlplane: Contr
     uptime = metric("pipeops_agent_uptime_seconds")
     assert uptime > 0
 
-    status, body = kubesim.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
+    status, body = cluster.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "one-more"},
         "spec": {"containers": [{"name": "app", "image": "example.test/app:1"}]}})
     assert status == 201, body
     node_name = f"node-{namespace}"
-    status, body = kubesim.request("POST", "/api/v1/nodes", {
+    status, body = cluster.request("POST", "/api/v1/nodes", {
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name}})
     assert status == 201, body
     try:
@@ -60,7 +60,7 @@ def test_every_metric_moves(start_registrar: StartRegistrar, controlplane: Contr
         wait_for(lambda: metric("pipeops_cluster_nodes_total") == nodes + 1,
                  what="the node gauge to count the new node")
     finally:
-        kubesim.request("DELETE", f"/api/v1/nodes/{node_name}")
+        cluster.request("DELETE", f"/api/v1/nodes/{node_name}")
     assert metric("pipeops_heartbeat_total") > beats_sent
     assert metric("pipeops_kubernetes_api_calls_total", operation="list_pods") > calls
     assert metric("pipeops_agent_uptime_seconds") > uptime

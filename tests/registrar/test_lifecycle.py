@@ -1,4 +1,5 @@
-"""Registration, persistence and heartbeats against the real dev control plane and kubesim."""
+"""Registration, persistence and heartbeats against the real dev control plane, in both
+worlds (``cluster``: kubesim and the real Kubernetes control plane)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import grpc
 from kubesim.testing import Kubesim
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
 from pipeops_controlplane.testing import ControlPlane
+from tests.clusters import Cluster
 from tests.helpers import grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
 from tests.registrar.harness import INTERVAL, registered_and_stopped, wait_stored
@@ -25,19 +27,19 @@ def _cluster(cp: ControlPlane, cluster_id: str) -> dict[str, Any] | None:
     return cp.cluster(cluster_id)
 
 
-def _object(ks: Kubesim, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+def _object(ks: Cluster | Kubesim, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
     status, body = ks.request("GET", f"/api/v1/namespaces/{namespace}/{kind}/{name}")
     return body if status == 200 else None
 
 
-def _counts(ks: Kubesim) -> tuple[int, int]:
+def _counts(ks: Cluster) -> tuple[int, int]:
     nodes = ks.request("GET", "/api/v1/nodes")[1]["items"]
     pods = ks.request("GET", "/api/v1/pods")[1]["items"]
     return len(nodes), len(pods)
 
 
 def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
-        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        start_registrar: StartRegistrar, controlplane: ControlPlane, cluster: Cluster,
         namespace: str, tmp_path: Path) -> None:
     registrar = start_registrar()
     identity = registrar.wait_registered()
@@ -48,16 +50,16 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
     assert (tmp_path / "state" / "identity.json").stat().st_mode & 0o777 == 0o600
 
     # The control plane has it, with the ServiceAccount token we gave the registrar.
-    cluster = wait_for(lambda: _cluster(controlplane, cluster_id), what="the cluster")
-    assert cluster["agent_id"] == identity["agent_id"]
-    registration = cluster["registration"]
+    known = wait_for(lambda: _cluster(controlplane, cluster_id), what="the cluster")
+    assert known["agent_id"] == identity["agent_id"]
+    registration = known["registration"]
     assert registration["k8s_version"].startswith("v1.")
     assert registration["server_ip"] == "127.0.0.1"
-    sa_token_digest = cluster["k8s_service_token_sha256"]
-    assert sa_token_digest == hashlib.sha256(kubesim.token.encode()).hexdigest()[:16]
+    sa_token_digest = known["k8s_service_token_sha256"]
+    assert sa_token_digest == hashlib.sha256(cluster.token.encode()).hexdigest()[:16]
 
     # Secret (credentials) and ConfigMap (ids) in the agent's namespace.
-    decoded, configmap = wait_stored(kubesim, namespace, identity)
+    decoded, configmap = wait_stored(cluster, namespace, identity)
     assert decoded["cluster_token"] == identity["cluster_token"]
     assert decoded["agent_id"] == configmap["agent_id"] == identity["agent_id"]
     assert "cluster_token" not in configmap
@@ -73,7 +75,7 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
     elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
     assert elapsed >= 3 * INTERVAL * 0.85, "heartbeats came faster than the interval"
     beat = later["last_heartbeat"]
-    nodes, pods = _counts(kubesim)
+    nodes, pods = _counts(cluster)
     assert beat["metadata"]["node_count"] == nodes and nodes > 0
     assert beat["metadata"]["pod_count"] == pods and pods > 0
     assert beat["status"] == "active"
@@ -100,13 +102,13 @@ def test_fresh_start_registers_persists_heartbeats_and_serves_identity(
     assert '"message": "registered"' in result.stdout, result.stdout
     assert cluster_id in result.stdout
 
-    registrar.assert_no_secrets(controlplane.token, identity["cluster_token"], kubesim.token)
+    registrar.assert_no_secrets(controlplane.token, identity["cluster_token"], cluster.token)
 
 
 def test_restart_with_volume_wiped_resumes_from_the_secret(
-        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        start_registrar: StartRegistrar, controlplane: ControlPlane, cluster: Cluster,
         namespace: str, tmp_path: Path) -> None:
-    identity = registered_and_stopped(start_registrar(), kubesim, namespace)
+    identity = registered_and_stopped(start_registrar(), cluster, namespace)
     shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
 
     second = start_registrar()
@@ -119,7 +121,7 @@ def test_restart_with_volume_wiped_resumes_from_the_secret(
     assert len(mine) == 1, "the restart created a second cluster"
     assert mine[0]["registration_count"] == 2
     assert mine[0]["registration"]["cluster_id"] == identity["cluster_id"]  # it was offered
-    second.assert_no_secrets(controlplane.token, resumed["cluster_token"], kubesim.token)
+    second.assert_no_secrets(controlplane.token, resumed["cluster_token"], cluster.token)
 
     # A corrupt state file is moved aside, said once, and the Secret wins again.
     assert second.terminate() == 0
@@ -136,7 +138,8 @@ def test_restart_with_volume_wiped_resumes_from_the_secret(
 
 
 def test_restart_with_file_kept_resumes_and_configured_id_wins(
-        start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
+        start_registrar: StartRegistrar, controlplane: ControlPlane,
+        cluster: Cluster) -> None:
     first = start_registrar()
     identity = first.wait_registered()
     assert first.terminate() == 0
@@ -150,7 +153,8 @@ def test_restart_with_file_kept_resumes_and_configured_id_wins(
 
 
 def test_sigterm_sends_a_last_heartbeat_disconnected_and_exits_0(
-        start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
+        start_registrar: StartRegistrar, controlplane: ControlPlane,
+        cluster: Cluster) -> None:
     registrar = start_registrar()
     cluster_id = registrar.wait_registered()["cluster_id"]
     wait_for(lambda: (c := _cluster(controlplane, cluster_id)) and c["heartbeat_count"] >= 1,
@@ -158,14 +162,15 @@ def test_sigterm_sends_a_last_heartbeat_disconnected_and_exits_0(
     assert registrar.terminate() == 0
     assert registrar.stop_seconds() < 2.0
     assert registrar.records()[-1]["msg"] == "stopped"
-    cluster = _cluster(controlplane, cluster_id)
-    assert cluster is not None
-    assert cluster["last_heartbeat"]["status"] == "disconnected"
-    assert cluster["status"] == "disconnected"
+    known = _cluster(controlplane, cluster_id)
+    assert known is not None
+    assert known["last_heartbeat"]["status"] == "disconnected"
+    assert known["status"] == "disconnected"
 
 
 def test_a_stop_while_the_identity_is_saved_lets_the_save_finish(
         start_registrar: StartRegistrar, kubesim: Kubesim, namespace: str) -> None:
+    # kubesim-only: set_delay (every answer slowed) has no real equivalent
     # Every API answer takes 0.3 s: the stop lands while the Secret (then the ConfigMap)
     # is written, just after the file said "registered".
     kubesim.set_delay(0.3)
@@ -183,7 +188,8 @@ def test_a_stop_while_the_identity_is_saved_lets_the_save_finish(
 
 
 def test_cluster_forgotten_reregisters_with_the_same_ids(
-        start_registrar: StartRegistrar, controlplane: ControlPlane) -> None:
+        start_registrar: StartRegistrar, controlplane: ControlPlane,
+        cluster: Cluster) -> None:
     registrar = start_registrar()
     identity = registrar.wait_registered()
     cluster_id = identity["cluster_id"]
@@ -218,13 +224,13 @@ def test_cluster_forgotten_reregisters_with_the_same_ids(
 
 
 def test_without_rbac_for_its_state_it_says_so_once_and_uses_the_file(
-        start_registrar: StartRegistrar, kubesim: Kubesim, controlplane: ControlPlane,
+        start_registrar: StartRegistrar, cluster: Cluster, controlplane: ControlPlane,
         namespace: str, tmp_path: Path) -> None:
-    token = f"reader-{uuid.uuid4().hex[:8]}"
-    kubesim.add_token(token, service_account=f"{namespace}/agent", rules=[
+    token = cluster.service_account_token(namespace, "agent")
+    cluster.grant_cluster_rules(namespace, "agent", [
         {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]}])
     kubeconfig = tmp_path / "reader.kubeconfig"
-    kubeconfig.write_text(Path(kubesim.kubeconfig).read_text().replace(kubesim.token, token))
+    kubeconfig.write_text(Path(cluster.kubeconfig).read_text().replace(cluster.token, token))
     registrar = start_registrar(kubeconfig=str(kubeconfig))
     identity = registrar.wait_registered()
     cluster_id = identity["cluster_id"]
@@ -233,6 +239,6 @@ def test_without_rbac_for_its_state_it_says_so_once_and_uses_the_file(
     said = registrar.warnings(lambda r: "cannot keep the identity in the cluster" in r["msg"])
     assert len(said) == 1, said
     assert "no RBAC permission" in said[0]["msg"]
-    assert _object(kubesim, namespace, "secrets", "pipeops-agent-state") is None
+    assert _object(cluster, namespace, "secrets", "pipeops-agent-state") is None
     beat = controlplane.cluster(cluster_id)
     assert beat is not None and beat["last_heartbeat"]["metadata"]["pod_count"] > 0

@@ -1,6 +1,8 @@
-"""Session commands over the tunnel (PROTOCOL.md section 3) against a real kubesim: each
-creates/scales/deletes the right objects and reports; bad payloads create nothing;
-a command id is never executed twice."""
+"""Session commands over the tunnel (PROTOCOL.md section 3): each creates/scales/deletes
+the right objects and reports; bad payloads create nothing; a command id is never
+executed twice. A test that takes ``cluster`` runs in both worlds (kubesim and the real
+control plane); the others use this module's kubesim. Each test has its own namespace
+(the tunnel's ``kubernetes.session_namespace``)."""
 
 from __future__ import annotations
 
@@ -16,22 +18,36 @@ from agentkit.config import KubernetesConfig
 from agentkit.kube import Kube
 from kubesim.testing import Kubesim
 from pipeops_tunnel.sessions import Sessions, StartSession, StopSession
+from tests.clusters import Cluster
 from tests.tunnel.agent_helpers import (
     FakeControlPlane,
     TunnelRun,
-    kubesim_with_namespace,
     until,
     write_identity,
 )
 
-NS = "pipeops-sessions"
 SELECTOR = "app=pipeops-session"
+RUNNING = 60  # seconds for a session's pod to be Ready (a kwok node on a loaded machine)
 
 
 @pytest.fixture(scope="module")
 def kubesim() -> Iterator[Kubesim]:
-    with kubesim_with_namespace(NS) as ks:
+    with Kubesim() as ks:
         yield ks
+
+
+@pytest.fixture
+def world(request: pytest.FixtureRequest) -> Cluster:
+    """The test's ``cluster`` when it takes one, else this module's kubesim."""
+    if "cluster" in request.fixturenames:
+        chosen: Cluster = request.getfixturevalue("cluster")
+        return chosen
+    return Cluster("kubesim", request.getfixturevalue("kubesim"))
+
+
+@pytest.fixture
+def ns(world: Cluster) -> str:
+    return world.create_namespace("sessions")
 
 
 @pytest.fixture
@@ -42,10 +58,11 @@ async def cp() -> AsyncIterator[FakeControlPlane]:
 
 
 @pytest.fixture
-async def tunnel(cp: FakeControlPlane, kubesim: Kubesim, state_dir: Path
+async def tunnel(cp: FakeControlPlane, world: Cluster, ns: str, state_dir: Path
                  ) -> AsyncIterator[TunnelRun]:
     run = TunnelRun(cp.url, state_dir, forwards={"agent-http": "127.0.0.1:9"},
-                    kubeconfig=kubesim.kubeconfig).start()
+                    kubeconfig=world.kubeconfig,
+                    extra=["--set", f"kubernetes.session_namespace={ns}"]).start()
     try:
         await run.started()
         write_identity(state_dir)
@@ -55,12 +72,13 @@ async def tunnel(cp: FakeControlPlane, kubesim: Kubesim, state_dir: Path
         await asyncio.to_thread(run.stop)
 
 
-async def objects(ks: Kubesim, session_id: str) -> dict[str, list[dict[str, Any]]]:
-    """The session's objects in kubesim, found by label."""
+async def objects(ks: Cluster | Kubesim, ns: str, session_id: str
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """The session's objects in namespace `ns`, found by label."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for kind, path in (("deployments", f"/apis/apps/v1/namespaces/{NS}/deployments"),
-                       ("services", f"/api/v1/namespaces/{NS}/services"),
-                       ("pvcs", f"/api/v1/namespaces/{NS}/persistentvolumeclaims")):
+    for kind, path in (("deployments", f"/apis/apps/v1/namespaces/{ns}/deployments"),
+                       ("services", f"/api/v1/namespaces/{ns}/services"),
+                       ("pvcs", f"/api/v1/namespaces/{ns}/persistentvolumeclaims")):
         status, body = await asyncio.to_thread(
             ks.request, "GET", f"{path}?labelSelector={SELECTOR},session={session_id}")
         assert status == 200, body
@@ -73,7 +91,7 @@ def replicas(objs: dict[str, list[dict[str, Any]]]) -> int:
 
 
 async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, cluster: Cluster, ns: str, tunnel: TunnelRun
 ) -> None:
     payload = {"sessionId": "s1", "user": "alice", "template": "firefox",
                "persistentHome": True, "memory": "2Gi", "cpu": "1000m"}
@@ -81,7 +99,7 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
     assert [m["type"] for m in cp.messages_for("c-start")] == ["ack", "complete"]
     result = outcome["result"]
     assert result["deployment"] == "session-s1" and result["pvc"] == "session-s1-home"
-    objs = await objects(kubesim, "s1")
+    objs = await objects(cluster, ns, "s1")
     assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 1]
     deploy = objs["deployments"][0]
     assert deploy["metadata"]["labels"] == {"app": "pipeops-session", "session": "s1"}
@@ -97,22 +115,22 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
 
     outcome = await cp.command("c-hib", "hibernate_session", {"sessionId": "s1"})
     assert outcome["type"] == "complete", outcome
-    assert replicas(await objects(kubesim, "s1")) == 0
+    assert replicas(await objects(cluster, ns, "s1")) == 0
 
     outcome = await cp.command("c-wake", "wake_session", {"sessionId": "s1"})
     assert outcome["type"] == "complete", outcome
-    assert replicas(await objects(kubesim, "s1")) == 1
+    assert replicas(await objects(cluster, ns, "s1")) == 1
 
     outcome = await cp.command("c-stop", "stop_session", {"sessionId": "s1"})
     assert outcome["type"] == "complete", outcome
-    objs = await objects(kubesim, "s1")
+    objs = await objects(cluster, ns, "s1")
     assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [0, 0, 1]
 
     # started again after a stop that kept the home: the same volume is taken up
     home_uid = objs["pvcs"][0]["metadata"]["uid"]
     outcome = await cp.command("c-restart", "start_session", payload)
     assert outcome["type"] == "complete", outcome
-    objs = await objects(kubesim, "s1")
+    objs = await objects(cluster, ns, "s1")
     assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 1]
     assert objs["pvcs"][0]["metadata"]["uid"] == home_uid
     outcome = await cp.command("c-stop-again", "stop_session", {"sessionId": "s1"})
@@ -122,7 +140,7 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
                                {"sessionId": "s1", "deletePVC": True})
     assert outcome["type"] == "complete", outcome
     assert outcome["result"]["deleted"] == ["persistentvolumeclaims/session-s1-home"]
-    objs = await objects(kubesim, "s1")
+    objs = await objects(cluster, ns, "s1")
     assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [0, 0, 0]
 
     metrics = await tunnel.metrics()
@@ -154,19 +172,20 @@ async def test_session_lifecycle_creates_scales_and_deletes_the_right_objects(
      "nested too deeply"),
 ])
 async def test_bad_payload_fails_with_the_reason_and_creates_nothing(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun, action: str, payload: Any,
+    cp: FakeControlPlane, kubesim: Kubesim, ns: str, tunnel: TunnelRun, action: str, payload: Any,
     reason: str
 ) -> None:
+    # kubesim only: refused before any API call, so the real world would add nothing
     outcome = await cp.command("c-bad", action, payload)
     assert [m["type"] for m in cp.messages_for("c-bad")] == ["ack", "failed"]
     assert reason in outcome["error"]
     for session_id in ("s2", "S2_bad"):
-        objs = await objects(kubesim, session_id.lower().replace("_", "-"))
+        objs = await objects(kubesim, ns, session_id.lower().replace("_", "-"))
         assert objs == {"deployments": [], "services": [], "pvcs": []}
 
 
 async def test_kubernetes_errors_are_reported_and_a_half_made_start_is_undone(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, cluster: Cluster, ns: str, tunnel: TunnelRun
 ) -> None:
     outcome = await cp.command("c-missing", "hibernate_session", {"sessionId": "nobody"})
     assert outcome["type"] == "failed"
@@ -174,8 +193,8 @@ async def test_kubernetes_errors_are_reported_and_a_half_made_start_is_undone(
 
     # a Service of that name exists already: PVC and Deployment are made, the Service
     # conflicts, and what this command created is deleted again
-    status, body = await asyncio.to_thread(kubesim.request, "POST",
-                                           f"/api/v1/namespaces/{NS}/services", {
+    status, body = await asyncio.to_thread(cluster.request, "POST",
+                                           f"/api/v1/namespaces/{ns}/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "session-s3"},
         "spec": {"ports": [{"port": 80}]}})
     assert status == 201, body
@@ -184,18 +203,18 @@ async def test_kubernetes_errors_are_reported_and_a_half_made_start_is_undone(
                                 "persistentHome": True})
     assert outcome["type"] == "failed"
     assert "already exists" in outcome["error"]
-    objs = await objects(kubesim, "s3")
+    objs = await objects(cluster, ns, "s3")
     assert objs["deployments"] == [] and objs["pvcs"] == []
 
 
 async def test_a_start_interrupted_half_way_is_finished_by_the_next_one(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, cluster: Cluster, ns: str, tunnel: TunnelRun
 ) -> None:
     """What an interrupted start left (here: its Deployment, scaled to 0) is this
     session's and is taken up, not a conflict; so is a start resent under a new id."""
     session = {"sessionId": "s4", "template": "firefox"}
     status, body = await asyncio.to_thread(
-        kubesim.request, "POST", f"/apis/apps/v1/namespaces/{NS}/deployments", {
+        cluster.request, "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "session-s4",
                          "labels": {"app": "pipeops-session", "session": "s4"}},
@@ -206,7 +225,7 @@ async def test_a_start_interrupted_half_way_is_finished_by_the_next_one(
     for command_id in ("c-s4-a", "c-s4-b"):
         outcome = await cp.command(command_id, "start_session", session)
         assert outcome["type"] == "complete", outcome
-        objs = await objects(kubesim, "s4")
+        objs = await objects(cluster, ns, "s4")
         assert [len(objs[k]) for k in ("deployments", "services", "pvcs")] == [1, 1, 0]
         taken = objs["deployments"][0]
         assert taken["metadata"]["uid"] == body["metadata"]["uid"]
@@ -219,17 +238,17 @@ async def test_a_start_interrupted_half_way_is_finished_by_the_next_one(
 
 
 async def test_a_start_again_with_new_settings_updates_the_running_session(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, cluster: Cluster, ns: str, tunnel: TunnelRun
 ) -> None:
     first = await cp.command("c-s6-a", "start_session",
                              {"sessionId": "s6", "template": "firefox", "port": 8080})
     assert first["type"] == "complete", first
-    before = await objects(kubesim, "s6")
+    before = await objects(cluster, ns, "s6")
     again = await cp.command("c-s6-b", "start_session",
                              {"sessionId": "s6", "template": "chromium", "port": 9090,
                               "user": "bob", "memory": "1Gi"})
     assert again["type"] == "complete", again
-    after = await objects(kubesim, "s6")
+    after = await objects(cluster, ns, "s6")
     deployment, service = after["deployments"][0], after["services"][0]
     assert deployment["metadata"]["uid"] == before["deployments"][0]["metadata"]["uid"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -248,8 +267,9 @@ async def test_a_start_again_with_new_settings_updates_the_running_session(
 
 
 async def test_a_command_id_is_never_executed_twice(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, kubesim: Kubesim, ns: str, tunnel: TunnelRun
 ) -> None:
+    # kubesim only: needs its per-path request counters (nothing executed the second time)
     payload = {"sessionId": "s4", "template": "nginx"}
     first = await cp.command("c-dup", "start_session", payload)
     assert first["type"] == "complete"
@@ -264,7 +284,7 @@ async def test_a_command_id_is_never_executed_twice(
     assert cp.messages_for("c-dup")[3] == first
     stats = await asyncio.to_thread(kubesim.stats)
     assert not any("s4" in path or "deployments" in path for path in stats["paths"])
-    objs = await objects(kubesim, "s4")
+    objs = await objects(kubesim, ns, "s4")
     assert len(objs["deployments"]) == 1
     await tunnel.wait_log(lambda r: r.get("msg") == "duplicate command not executed again",
                           what="the duplicate logged")
@@ -278,9 +298,9 @@ async def test_a_command_id_is_never_executed_twice(
 
 
 async def test_sigterm_fails_a_running_command_and_drains(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, kubesim: Kubesim, ns: str, tunnel: TunnelRun
 ) -> None:
-    await asyncio.to_thread(kubesim.set_delay, 2.0)
+    await asyncio.to_thread(kubesim.set_delay, 2.0)  # kubesim only: slowed answers
     try:
         cp.sessions[-1].send_control({"type": "command", "id": "c-slow",
                                       "action": "wake_session",
@@ -296,9 +316,9 @@ async def test_sigterm_fails_a_running_command_and_drains(
 
 
 async def test_outcomes_kept_for_the_next_connection_wait_for_its_hello_ack(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, kubesim: Kubesim, ns: str, tunnel: TunnelRun
 ) -> None:
-    await asyncio.to_thread(kubesim.set_delay, 1.0)
+    await asyncio.to_thread(kubesim.set_delay, 1.0)  # kubesim only: slowed answers
     try:
         cp.sessions[-1].send_control({"type": "command", "id": "c-kept",
                                       "action": "wake_session",
@@ -325,13 +345,13 @@ async def test_outcomes_kept_for_the_next_connection_wait_for_its_hello_ack(
 
 
 async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
-    kubesim: Kubesim
+    cluster: Cluster, ns: str
 ) -> None:
     """A controller writing the Deployment between the read and the update (409 from
     the API server) costs one more read, not a failed start."""
     kube = await Kube.connect(KubernetesConfig(in_cluster=False,
-                                               kubeconfig=kubesim.kubeconfig))
-    path = f"/apis/apps/v1/namespaces/{NS}/deployments/session-s7"
+                                               kubeconfig=cluster.kubeconfig))
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/session-s7"
     replace = kube.replace
     interfered = 0
 
@@ -340,22 +360,22 @@ async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
         if not interfered:  # the other writer goes first, once
             interfered += 1
             status, body = await asyncio.to_thread(
-                kubesim.request, "PATCH", path, {"metadata": {"annotations": {"x": "y"}}},
+                cluster.request, "PATCH", path, {"metadata": {"annotations": {"x": "y"}}},
                 content_type="application/merge-patch+json")
             assert status == 200, body
         return await replace(*args)
 
     try:
-        sessions = Sessions(kube, NS)
+        sessions = Sessions(kube, ns)
         payload = StartSession.model_validate({"sessionId": "s7", "template": "firefox"})
         await sessions.start(payload)
-        await asyncio.to_thread(kubesim.request, "PATCH", path, {"spec": {"replicas": 0}},
+        await asyncio.to_thread(cluster.request, "PATCH", path, {"spec": {"replicas": 0}},
                                 content_type="application/merge-patch+json")
         kube.replace = replace_after_another_writer  # type: ignore[method-assign]
         again = StartSession.model_validate({"sessionId": "s7", "template": "chromium"})
         await sessions.start(again)
         assert interfered == 1
-        status, body = await asyncio.to_thread(kubesim.request, "GET", path)
+        status, body = await asyncio.to_thread(cluster.request, "GET", path)
         assert status == 200, body
         assert body["spec"]["replicas"] == 1
         assert body["spec"]["template"]["spec"]["containers"][0]["image"] == "chromium"
@@ -366,7 +386,7 @@ async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
 
 
 async def test_session_states_are_reported_and_sent_again_on_a_new_connection(
-    cp: FakeControlPlane, kubesim: Kubesim, tunnel: TunnelRun
+    cp: FakeControlPlane, cluster: Cluster, ns: str, tunnel: TunnelRun
 ) -> None:
     def reported(session_id: str, messages: list[dict[str, Any]] | None = None
                  ) -> list[dict[str, Any]]:
@@ -379,13 +399,13 @@ async def test_session_states_are_reported_and_sent_again_on_a_new_connection(
 
     payload = {"sessionId": "s8", "template": "firefox"}
     assert (await cp.command("c-s8", "start_session", payload))["type"] == "complete"
-    await until(lambda: last_state("s8") == "running", what="s8 running")
+    await until(lambda: last_state("s8") == "running", RUNNING, what="s8 running")
     assert reported("s8")[-1] == {"type": "status", "sessionId": "s8", "state": "running",
                                   "replicas": 1, "readyReplicas": 1}
     assert (await cp.command("c-s8-h", "hibernate_session", payload))["type"] == "complete"
     await until(lambda: last_state("s8") == "hibernated", what="s8 hibernated")
     assert (await cp.command("c-s8-w", "wake_session", payload))["type"] == "complete"
-    await until(lambda: last_state("s8") == "running", what="s8 running again")
+    await until(lambda: last_state("s8") == "running", RUNNING, what="s8 running again")
 
     # A new connection hears every live session's state again, without a change.
     cp.kill()

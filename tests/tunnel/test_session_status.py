@@ -1,10 +1,11 @@
-"""The session state reporter (``status`` messages) on its own: against a real kubesim
-for the list and watch, with a send function in place of the connection."""
+"""The session state reporter (``status`` messages) on its own: against a real server for
+the list and watch (``cluster``: kubesim and the real control plane, a namespace per
+test), with a send function in place of the connection."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,23 +14,23 @@ from agentkit.config import KubernetesConfig, ReconnectConfig
 from agentkit.events import EventBus
 from agentkit.kube import LazyKube
 from agentkit.status import ServiceStatus
-from kubesim.testing import Kubesim
 from pipeops_tunnel.session_status import MAX_QUEUED, SessionStatus, status_of
-from tests.tunnel.agent_helpers import kubesim_with_namespace, until
+from tests.clusters import Cluster
+from tests.tunnel.agent_helpers import until
 
-NS = "sessions-here"
+NS = "sessions-here"  # the reporter's namespace in the test that calls no server
 FAST = ReconnectConfig(backoff_base=0.05, backoff_max=0.2)
-
-
-@pytest.fixture(scope="module")
-def kubesim() -> Iterator[Kubesim]:
-    with kubesim_with_namespace(NS) as ks:
-        yield ks
+RUNNING = 60  # seconds for a session's pod to be Ready (a kwok node on a loaded machine)
 
 
 @pytest.fixture
-async def kube(kubesim: Kubesim) -> AsyncIterator[LazyKube]:
-    lazy = LazyKube(KubernetesConfig(in_cluster=False, kubeconfig=kubesim.kubeconfig),
+def ns(cluster: Cluster) -> str:
+    return cluster.create_namespace("sessions")
+
+
+@pytest.fixture
+async def kube(cluster: Cluster) -> AsyncIterator[LazyKube]:
+    lazy = LazyKube(KubernetesConfig(in_cluster=False, kubeconfig=cluster.kubeconfig),
                     ServiceStatus("tunnel", "test", EventBus("tunnel")))
     yield lazy
     await lazy.aclose()
@@ -44,15 +45,15 @@ def deployment(session_id: str, replicas: int = 1) -> dict[str, Any]:
                                   "spec": {"containers": [{"name": "s", "image": "x"}]}}}}
 
 
-def create(ks: Kubesim, session_id: str) -> None:
-    status, body = ks.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
+def create(ks: Cluster, ns: str, session_id: str) -> None:
+    status, body = ks.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments",
                               deployment(session_id))
     assert status == 201, body
 
 
-def delete(ks: Kubesim, session_id: str) -> None:
+def delete(ks: Cluster, ns: str, session_id: str) -> None:
     status, body = ks.request(
-        "DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/session-{session_id}")
+        "DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/session-{session_id}")
     assert status == 200, body
 
 
@@ -72,9 +73,10 @@ def test_the_state_of_a_deployment() -> None:
     assert status_of({"metadata": {"name": "not-a-session"}}) is None
 
 
-async def test_what_the_control_plane_does_not_take_waits_and_the_latest_state_wins(
-        kube: LazyKube) -> None:
-    reporter = SessionStatus(kube, NS, FAST, max_sessions=2)
+async def test_what_the_control_plane_does_not_take_waits_and_the_latest_state_wins() -> None:
+    never_called = LazyKube(KubernetesConfig(in_cluster=False, kubeconfig="/nonexistent"),
+                            ServiceStatus("tunnel", "test", EventBus("tunnel")))
+    reporter = SessionStatus(never_called, NS, FAST, max_sessions=2)
     taken: list[dict[str, Any]] = []
     reading = False
 
@@ -111,10 +113,10 @@ async def test_what_the_control_plane_does_not_take_waits_and_the_latest_state_w
 
 
 async def test_it_lists_watches_and_lists_again_after_the_history_is_gone(
-        kube: LazyKube, kubesim: Kubesim) -> None:
-    create(kubesim, "before")  # there before the reporter: listed
+        kube: LazyKube, cluster: Cluster, ns: str) -> None:
+    create(cluster, ns, "before")  # there before the reporter: listed
     sent: list[dict[str, Any]] = []
-    reporter = SessionStatus(kube, NS, FAST)
+    reporter = SessionStatus(kube, ns, FAST)
     reporter.attach(lambda m: sent.append(m) is None)
     task = asyncio.create_task(reporter.run())
 
@@ -122,26 +124,29 @@ async def test_it_lists_watches_and_lists_again_after_the_history_is_gone(
         return {m["sessionId"]: m["state"] for m in sent}
 
     try:
-        await until(lambda: states().get("before") == "running", what="the listed session")
-        create(kubesim, "watched")
-        await until(lambda: states().get("watched") == "running", what="the watched session")
-        # the watch ends with a 410 ERROR event: listed again, then watched again
-        assert kubesim.drop_watches(expired=True) >= 1
-        create(kubesim, "after")
-        await until(lambda: states().get("after") == "running", what="a session after it")
+        await until(lambda: states().get("before") == "running",
+                    RUNNING, what="the listed session")
+        create(cluster, ns, "watched")
+        await until(lambda: states().get("watched") == "running",
+                    RUNNING, what="the watched session")
+        # the watch ends, its history gone: listed again, then watched again
+        await asyncio.to_thread(cluster.end_watches)
+        create(cluster, ns, "after")
+        await until(lambda: states().get("after") == "running",
+                    RUNNING, what="a session after it")
         assert not task.done()
 
         # not watching (a restart) while one is deleted and the history expires: the
         # next list finds it gone and reports it stopped
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        delete(kubesim, "before")
-        kubesim.expire_history()
+        delete(cluster, ns, "before")
+        await asyncio.to_thread(cluster.expire_history)
         assert states()["before"] == "running"
         task = asyncio.create_task(reporter.run())
-        await until(lambda: states().get("before") == "stopped", what="before stopped")
+        await until(lambda: states().get("before") == "stopped", RUNNING, what="before stopped")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         for session_id in ("watched", "after"):
-            delete(kubesim, session_id)
+            delete(cluster, ns, session_id)
