@@ -12,6 +12,7 @@ kubectl_args, env(), request(), wait_for(), plus what differs between the worlds
   rights are what the stored RBAC grants.
 * `grant_cluster_rules(namespace, name, rules)`: a ClusterRole and its binding to a
   ServiceAccount (both worlds enforce stored RBAC).
+* `append_log(namespace, pod, lines)`: lines a `logs -f` of that pod shows next.
 * `restart()`: every watch ends and the server is away a moment (kubesim's restart; the
   real kube-apiserver process stopped and started).
 * `list_requests(plural)`: how many list requests for that resource the server has
@@ -129,6 +130,15 @@ class Cluster:
             self.server.compact()
         else:
             self.server.expire_history()
+
+    def append_log(self, namespace: str, pod: str, lines: list[str]) -> None:
+        """Lines the pod's log shows next: kubesim's per-pod log; on the real one kwok
+        serves every pod's log from one file (RealKube.pod_log), in the CRI format."""
+        if isinstance(self.server, RealKube):
+            with self.server.pod_log.open("a") as log:
+                log.writelines(f"2026-01-01T00:00:00Z stdout F {line}\n" for line in lines)
+        else:
+            self.server.append_log(namespace, pod, lines)
 
     def restart(self) -> None:
         if isinstance(self.server, RealKube):

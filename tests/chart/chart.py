@@ -67,8 +67,9 @@ class Chart:
                             f"{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def template(self, *values_args: str, namespace: str = NAMESPACE) -> Rendered:
-        proc = self.run("template", RELEASE, str(CHART_DIR), "--namespace", namespace,
+    def template(self, *values_args: str, namespace: str = NAMESPACE,
+                 release: str = RELEASE) -> Rendered:
+        proc = self.run("template", release, str(CHART_DIR), "--namespace", namespace,
                         *values_args)
         return Rendered.parse(proc.stdout, namespace)
 

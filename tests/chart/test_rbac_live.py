@@ -1,22 +1,27 @@
 """The agent's RBAC, enforced: what the chart grants is enough for the registrar, and no more.
 
-The chart is installed into kubesim with the real helm; a token for the agent's
-ServiceAccount, with no rules of its own, is then authorised by kubesim from the Roles,
-ClusterRoles and bindings the chart stored (resourceNames included), with the real API
-server's 403s. The real registrar runs on the config the chart renders, with that token,
-against the real dev control plane: it must register, keep its state in its namespace and
-heartbeat with the cluster's counts, without a single 403. The same token is refused
-everything the chart does not grant, the install-token and control-plane token Secrets
-beside its own state first of all.
+In both worlds (kubesim and the real control plane, tests/clusters.py): the chart is
+installed with the real helm; a token for the agent's ServiceAccount, with no rules of
+its own (kubesim binds one of ours; the real API server issues it by TokenRequest), is
+then authorised from the Roles, ClusterRoles and bindings the chart stored
+(resourceNames included). On the session-shared real cluster the release, its namespace
+and its session namespace are named for this module, and uninstalled after it.
+The real registrar runs on the config the chart renders, with that token, against the
+real dev control plane: it must register, keep its state in its namespace and heartbeat
+with the cluster's counts, without a single 403. The same token is refused everything
+the chart does not grant, the install-token and control-plane token Secrets beside its
+own state first of all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +31,55 @@ import yaml
 from kubesim.testing import Kubesim
 from pipeops_controlplane.testing import ControlPlane
 from tests.chart.chart import CHART_DIR, NAMESPACE, RELEASE, Chart, Rendered
+from tests.clusters import WORLDS, Cluster
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
 
 
-@pytest.fixture(scope="module")
-def cluster(chart: Chart, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[Kubesim, ControlPlane, Rendered, str, Path]]:
-    """(kubesim with the chart installed, control plane, render, agent token, folder)."""
+@dataclass
+class Installed:
+    ks: Cluster  # the world, with the chart installed
+    cp: ControlPlane
+    rendered: Rendered
+    token: str  # the agent ServiceAccount's
+    folder: Path
+    namespace: str  # the release's
+    sessions: str  # the session namespace
+
+
+@pytest.fixture(scope="module", params=WORLDS)
+def installed(request: pytest.FixtureRequest, chart: Chart,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """The chart installed in one world, the control plane, the render, the agent's token."""
     folder = tmp_path_factory.mktemp("rbac")
-    with Kubesim(demo=True) as ks, ControlPlane() as cp:
+    with contextlib.ExitStack() as stack:
+        cp = stack.enter_context(ControlPlane())
         values = ["--set", f"pipeops.token={cp.token}", "--set", f"pipeops.apiUrl={cp.url}"]
-        chart.run("install", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "--create-namespace",
-                  *values, kubeconfig=ks.kubeconfig)
-        rendered = chart.template(*values)
-        token = "agent-" + secrets.token_hex(8)
-        # No rules of its own: kubesim grants what the chart's stored RBAC grants.
-        ks.add_token(token, service_account=f"{NAMESPACE}/{rendered.service_account}")
-        yield ks, cp, rendered, token, folder
+        if request.param == "real":
+            world = Cluster("real", request.getfixturevalue("real_kube"))
+            suffix = secrets.token_hex(3)
+            release, namespace = f"rbac-{suffix}", f"rbac-{suffix}"
+            sessions = f"rbac-{suffix}-sessions"
+            values += ["--set", f"agent.sessionNamespace={sessions}"]
+        else:
+            world = Cluster("kubesim", stack.enter_context(Kubesim(demo=True)))
+            release, namespace, sessions = RELEASE, NAMESPACE, "pipeops-sessions"
+        chart.run("install", release, str(CHART_DIR), "-n", namespace, "--create-namespace",
+                  *values, kubeconfig=world.kubeconfig)
+        if world.real:
+            stack.callback(world.request, "DELETE", f"/api/v1/namespaces/{sessions}")
+            stack.callback(world.request, "DELETE", f"/api/v1/namespaces/{namespace}")
+            stack.callback(chart.run, "uninstall", release, "-n", namespace, "--wait",
+                           kubeconfig=world.kubeconfig)
+        rendered = chart.template(*values, namespace=namespace, release=release)
+        # No rules of its own: the world grants what the chart's stored RBAC grants.
+        token = world.service_account_token(namespace, rendered.service_account)
+        if world.real:  # the controllers make the agent's pod: there before pods are counted
+            wait_for(lambda: world.request("GET", f"/api/v1/namespaces/{namespace}/pods")[1][
+                "items"], timeout=30, what="the chart's pod")
+        yield Installed(world, cp, rendered, token, folder, namespace, sessions)
 
 
-def _get(ks: Kubesim, token: str, path: str) -> int:
+def _get(ks: Cluster, token: str, path: str) -> int:
     return ks.request("GET", path, token=token)[0]
 
 
@@ -60,9 +94,10 @@ def _secret_names(rendered: Rendered) -> tuple[str, str]:
 
 
 def test_the_agent_token_cannot_read_the_token_secrets_beside_its_state(
-        cluster: tuple[Kubesim, ControlPlane, Rendered, str, Path]) -> None:
-    ks, _, rendered, token, _ = cluster
-    secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
+        installed: Installed) -> None:
+    ks, rendered, token, namespace = (installed.ks, installed.rendered, installed.token,
+                                      installed.namespace)
+    secrets_path = f"/api/v1/namespaces/{namespace}/secrets"
     for name in _secret_names(rendered):
         assert ks.request("GET", f"{secrets_path}/{name}")[0] == 200, name  # it is there
         status, body = ks.request("GET", f"{secrets_path}/{name}", token=token)
@@ -76,22 +111,22 @@ def test_the_agent_token_cannot_read_the_token_secrets_beside_its_state(
                               content_type=kind)[0] == 403, (method, name)
     # Nor list or watch them in bulk.
     for path in (secrets_path, f"{secrets_path}?watch=true",
-                 f"/api/v1/namespaces/{NAMESPACE}/configmaps"):
+                 f"/api/v1/namespaces/{namespace}/configmaps"):
         assert _get(ks, token, path) == 403, path
 
 
 def test_the_agent_token_gets_only_what_the_chart_grants(
-        cluster: tuple[Kubesim, ControlPlane, Rendered, str, Path]) -> None:
-    ks, _, _, token, _ = cluster
+        installed: Installed) -> None:
+    ks, token, namespace = installed.ks, installed.token, installed.namespace
     # Granted: cluster-wide reads of what the gateway watches and the registrar counts.
     for path in ("/api/v1/pods?limit=1", "/api/v1/nodes", "/api/v1/services",
                  "/apis/networking.k8s.io/v1/ingresses",
                  "/apis/networking.k8s.io/v1/ingressclasses",
-                 "/apis/apps/v1/namespaces/pipeops-sessions/deployments"):
+                 f"/apis/apps/v1/namespaces/{installed.sessions}/deployments"):
         assert _get(ks, token, path) == 200, path
     # Its own two state objects, by name: allowed (404 until the registrar writes them).
-    for path in (f"/api/v1/namespaces/{NAMESPACE}/secrets/pipeops-agent-state",
-                 f"/api/v1/namespaces/{NAMESPACE}/configmaps/pipeops-agent-identity"):
+    for path in (f"/api/v1/namespaces/{namespace}/secrets/pipeops-agent-state",
+                 f"/api/v1/namespaces/{namespace}/configmaps/pipeops-agent-identity"):
         assert _get(ks, token, path) in (200, 404), path
     # Refused: secrets anywhere else, workloads outside the session namespace, RBAC.
     for path in ("/api/v1/secrets", "/api/v1/namespaces/default/secrets",
@@ -107,8 +142,10 @@ def test_the_agent_token_gets_only_what_the_chart_grants(
 
 
 def test_the_registrar_runs_on_the_charts_rbac_and_config(
-        cluster: tuple[Kubesim, ControlPlane, Rendered, str, Path]) -> None:
-    ks, cp, rendered, token, folder = cluster
+        installed: Installed) -> None:
+    ks, cp, rendered, token, folder, namespace = (
+        installed.ks, installed.cp, installed.rendered, installed.token, installed.folder,
+        installed.namespace)
     config = folder / "config.yaml"
     config.write_text(rendered.config_text)
     kubeconfig = yaml.safe_load(Path(ks.kubeconfig).read_text())
@@ -146,16 +183,16 @@ def test_the_registrar_runs_on_the_charts_rbac_and_config(
 
         # Its durable state, written with the agent's own token, in the agent's namespace.
         def state_secret() -> bool:
-            status, body = ks.request("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets")
+            status, body = ks.request("GET", f"/api/v1/namespaces/{namespace}/secrets")
             names = {s["metadata"]["name"] for s in body["items"]} if status == 200 else set()
             return "pipeops-agent-state" in names
 
         wait_for(state_secret, timeout=10, what="the registrar's state Secret")
         status, stored = ks.request(
-            "GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/pipeops-agent-identity")
+            "GET", f"/api/v1/namespaces/{namespace}/configmaps/pipeops-agent-identity")
         assert status == 200 and stored["data"]["agent_id"] == identity["agent_id"]
         # The agent's token reads back what it wrote, by name.
-        assert _get(ks, token, f"/api/v1/namespaces/{NAMESPACE}/secrets/"
+        assert _get(ks, token, f"/api/v1/namespaces/{namespace}/secrets/"
                                "pipeops-agent-state") == 200
         pods = len(ks.request("GET", "/api/v1/pods")[1]["items"])
         nodes = len(ks.request("GET", "/api/v1/nodes")[1]["items"])

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pipeops_controlplane.testing import ControlPlane
+from tests.clusters import WORLDS, Cluster
 from tests.tunnel.agent_helpers import TcpServer, echo
 from tests.tunnel.e2e_helpers import E2EStack, register
 
@@ -31,10 +32,14 @@ def reg(controlplane: ControlPlane) -> dict[str, Any]:
     return register(controlplane)
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    """The real processes: kubesim, control plane, registrar and tunnel (one per module)."""
-    stack = E2EStack(tmp_path_factory.mktemp("e2e")).start()
+@pytest.fixture(scope="module", params=WORLDS)
+def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[E2EStack]:
+    """The real processes: a cluster, control plane, registrar and tunnel (one per module
+    and world: a kubesim of the stack's own, or the session's real control plane)."""
+    world = Cluster("real", request.getfixturevalue("real_kube")) \
+        if request.param == "real" else None
+    stack = E2EStack(tmp_path_factory.mktemp("e2e"), world).start()
     yield stack
     stack.stop()
 

@@ -221,55 +221,61 @@ def e2e_config(path: Any, kubesim_port: int, agent_http_port: int) -> Any:
 
 
 class E2EStack:
-    """kubesim + dev control plane + ``pipeops-registrar`` + ``pipeops-tunnel``, real
-    processes on loopback, and a kubeconfig whose server is the tunnel's port."""
+    """A cluster + dev control plane + ``pipeops-registrar`` + ``pipeops-tunnel``, real
+    processes on loopback, and a kubeconfig whose server is the tunnel's port.
 
-    NAMESPACE = "pipeops-e2e"
+    The cluster is ``world`` (a ``tests.clusters.Cluster``: the session's real control
+    plane, where the agent's namespace is one of its own) or, without one, a kubesim
+    of the stack's own."""
 
-    def __init__(self, folder: Any) -> None:
+    def __init__(self, folder: Any, world: Any = None) -> None:
         self.folder = folder
         self.started: list[Any] = []
+        self.world = world
 
     def start(self) -> E2EStack:
         from kubesim.testing import Kubesim
         from pipeops_controlplane.tunnel import kubeconfig_through_tunnel
+        from tests.clusters import Cluster
         from tests.helpers import BIN, ServiceProcess, free_port
         from tests.registrar.harness import RegistrarRun, sa_token_file
 
         t = E2E_TIMEOUTS
         try:
-            self.kubesim = Kubesim(demo=True).start()
-            self.started.append(self.kubesim)
+            if self.world is None:
+                kubesim = Kubesim(demo=True).start()
+                self.started.append(kubesim)
+                self.world = Cluster("kubesim", kubesim)
+            # the name the API server's certificate carries
+            self.server_name = "kubernetes" if self.world.real else "kubesim.local"
             self.ws_echo = WebSocketEcho()
             self.started.append(self.ws_echo)
             self.cp = ControlPlane(extra_args=[
                 "--tunnel-ping-interval", str(t["cp_ping_interval"]),
                 "--tunnel-ping-timeout", str(t["cp_ping_timeout"])]).start()
             self.started.append(self.cp)
-            status, body = self.kubesim.request("POST", "/api/v1/namespaces",
-                                                {"metadata": {"name": self.NAMESPACE}})
-            assert status == 201, body
-            config = e2e_config(self.folder / "agent.yaml", self.kubesim.port,
+            self.namespace = self.world.create_namespace("pipeops-e2e")
+            config = e2e_config(self.folder / "agent.yaml", self.world.port,
                                 self.ws_echo.port)
             state = self.folder / "state"
             state.mkdir()
             self.registrar = RegistrarRun(
-                self.cp, self.kubesim.kubeconfig, sa_token_file(self.folder, self.kubesim.token),
-                state, self.NAMESPACE, extra=["--config", str(config)]).start()
+                self.cp, self.world.kubeconfig, sa_token_file(self.folder, self.world.token),
+                state, self.namespace, extra=["--config", str(config)]).start()
             self.started.append(self.registrar)
             self.identity = self.registrar.wait_registered()
             self.tunnel = ServiceProcess([
                 str(BIN / "pipeops-tunnel"), "--config", str(config),
                 "--api-url", self.cp.url, "--state-dir", str(state),
-                "--kubeconfig", self.kubesim.kubeconfig, "--grpc-port", "0",
+                "--kubeconfig", self.world.kubeconfig, "--grpc-port", "0",
                 "--set", "kubernetes.in_cluster=false", "--set", "metrics.tunnel=0",
                 "--set", f"grpc.gateway={free_port()}",
-                "--set", f"kubernetes.session_namespace={self.NAMESPACE}",
+                "--set", f"kubernetes.session_namespace={self.namespace}",
             ]).start()
             self.started.append(self.tunnel)
             self.kubeconfig = kubeconfig_through_tunnel(
-                self.cp.url, self.kubesim.kubeconfig, self.folder / "tunnel.kubeconfig",
-                cluster_id=self.identity["cluster_id"], tls_server_name="kubesim.local",
+                self.cp.url, self.world.kubeconfig, self.folder / "tunnel.kubeconfig",
+                cluster_id=self.identity["cluster_id"], tls_server_name=self.server_name,
                 wait=30)
         except BaseException:
             self.stop()
@@ -277,6 +283,9 @@ class E2EStack:
         return self
 
     def stop(self) -> None:
+        if self.world is not None and self.world.real and hasattr(self, "namespace"):
+            with contextlib.suppress(Exception):  # what the agent made goes with it
+                self.world.request("DELETE", f"/api/v1/namespaces/{self.namespace}")
         for thing in reversed(self.started):
             with contextlib.suppress(Exception):
                 if hasattr(thing, "stop"):

@@ -1,6 +1,6 @@
 """End to end through the real agent: a WebSocket upgrade through a stream, commands,
-and a killed WebSocket that the tunnel recovers from (real processes; see
-``E2EStack``)."""
+and a killed WebSocket that the tunnel recovers from (real processes, in both worlds;
+see ``E2EStack`` and the ``e2e`` fixture)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def test_the_tunnel_kubeconfig_is_private_and_names_the_forward_port(e2e: E2ESta
     config = yaml.safe_load(e2e.kubeconfig.read_text())
     cluster = config["clusters"][0]["cluster"]
     assert cluster["server"] == f"https://127.0.0.1:{e2e.forward_port('kubernetes-api')}"
-    assert cluster["tls-server-name"] == "kubesim.local"
-    assert config["users"][0]["user"]["token"] == e2e.kubesim.token
-    # without a tls_server_name the original server's host is used (kubesim: 127.0.0.1)
-    default = kubeconfig_through_tunnel(e2e.cp.url, e2e.kubesim.kubeconfig,
+    assert cluster["tls-server-name"] == e2e.server_name
+    assert config["users"][0]["user"]["token"] == e2e.world.token
+    # without a tls_server_name the original server's host is used (here: 127.0.0.1)
+    default = kubeconfig_through_tunnel(e2e.cp.url, e2e.world.kubeconfig,
                                         e2e.folder / "default.kubeconfig", wait=10)
     cluster = yaml.safe_load(default.read_text())["clusters"][0]["cluster"]
     assert cluster["tls-server-name"] == "127.0.0.1"
@@ -56,8 +56,8 @@ def test_a_command_runs_on_the_real_agent(e2e: E2EStack) -> None:
     assert status == 200, record
     assert record["state"] == "complete", record
     assert [m["type"] for m in record["history"]][:1] == ["ack"]
-    status, found = e2e.kubesim.request(
-        "GET", f"/apis/apps/v1/namespaces/{e2e.NAMESPACE}/deployments"
+    status, found = e2e.world.request(
+        "GET", f"/apis/apps/v1/namespaces/{e2e.namespace}/deployments"
                "?labelSelector=app%3Dpipeops-session%2Csession%3De2e1")
     assert status == 200 and len(found["items"]) == 1
     bad = {"action": "start_session", "id": "e2e-bad", "payload": {"sessionId": "Not Valid"}}
