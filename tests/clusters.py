@@ -13,6 +13,8 @@ kubectl_args, env(), request(), wait_for(), plus what differs between the worlds
 * `grant_cluster_rules(namespace, name, rules)`: a ClusterRole and its binding to a
   ServiceAccount (both worlds enforce stored RBAC).
 * `append_log(namespace, pod, lines)`: lines a `logs -f` of that pod shows next.
+* `outage(seconds)`: a context in which the API server is away for `seconds` (kubesim's
+  503s; the real kube-apiserver stopped), answering again after it.
 * `restart()`: every watch ends and the server is away a moment (kubesim's restart; the
   real kube-apiserver process stopped and started).
 * `list_requests(plural)`: how many list requests for that resource the server has
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -139,6 +142,29 @@ class Cluster:
                 log.writelines(f"2026-01-01T00:00:00Z stdout F {line}\n" for line in lines)
         else:
             self.server.append_log(namespace, pod, lines)
+
+    @contextlib.contextmanager
+    def outage(self, seconds: float) -> Iterator[None]:
+        """The API server away for `seconds` from entry (kubesim answers 503; the real
+        kube-apiserver is stopped, then started again); on exit, it answers again."""
+        if isinstance(self.server, RealKube):
+            rk = self.server
+            thread = threading.Thread(target=rk.restart_apiserver, args=(seconds,),
+                                      name="apiserver-outage", daemon=True)
+            thread.start()
+            rk.wait_for(lambda: not rk.process("kube-apiserver").alive(), timeout=30)
+            try:
+                yield
+            finally:
+                thread.join(120)
+                assert not thread.is_alive(), "kube-apiserver did not come back"
+        else:
+            self.server.restart(downtime=seconds)
+            try:
+                yield
+            finally:
+                self.wait_for(lambda: self.request("GET", "/version")[0] == 200,
+                              timeout=seconds + 30)
 
     def restart(self) -> None:
         if isinstance(self.server, RealKube):

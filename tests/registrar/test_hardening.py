@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from kubesim.testing import Kubesim
 from pipeops.agent.v1 import service_pb2
 from pipeops_controlplane.testing import ControlPlane
+from tests.clusters import Cluster
 from tests.helpers import free_port, grpcurl, wait_for
 from tests.registrar.conftest import StartRegistrar
 from tests.registrar.harness import (
@@ -29,7 +29,7 @@ from tests.registrar.harness import (
 GONE = "the control plane no longer accepts this cluster"
 
 
-def _secret(ks: Kubesim, namespace: str) -> dict[str, str] | None:
+def _secret(ks: Cluster, namespace: str) -> dict[str, str] | None:
     status, body = ks.request("GET", f"/api/v1/namespaces/{namespace}/secrets/"
                                      "pipeops-agent-state")
     if status != 200:
@@ -96,22 +96,22 @@ def test_heartbeats_refused_while_registration_works_back_off_and_warn_once(
 
 
 def test_an_api_outage_at_start_never_replaces_the_identity_stored_in_the_cluster(
-        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        start_registrar: StartRegistrar, controlplane: ControlPlane, cluster: Cluster,
         namespace: str, tmp_path: Path) -> None:
-    identity = registered_and_stopped(start_registrar(), kubesim, namespace)
+    identity = registered_and_stopped(start_registrar(), cluster, namespace)
     shutil.rmtree(tmp_path / "state")  # a new pod: the emptyDir is empty
 
     # The API server answers 503 for longer than any bounded retry of the old code took.
     clusters = len(controlplane.clusters())
-    kubesim.restart(downtime=10.0)
-    second = start_registrar()
-    waiting = wait_for(
-        lambda: (info := second.describe()).state == service_pb2.SERVICE_STATE_DEGRADED
-        and "stored identity" in info.detail and info,
-        timeout=15, what="degraded, waiting to read the stored identity")
-    assert "Kubernetes API" in waiting.detail
-    assert second.identity_file() is None  # nothing decided, nothing written
-    assert len(controlplane.clusters()) == clusters
+    with cluster.outage(10.0):
+        second = start_registrar()
+        waiting = wait_for(
+            lambda: (info := second.describe()).state == service_pb2.SERVICE_STATE_DEGRADED
+            and "stored identity" in info.detail and info,
+            timeout=15, what="degraded, waiting to read the stored identity")
+        assert "Kubernetes API" in waiting.detail
+        assert second.identity_file() is None  # nothing decided, nothing written
+        assert len(controlplane.clusters()) == clusters
 
     resumed = second.wait_registered(timeout=40)
     assert (resumed["agent_id"], resumed["cluster_id"]) == (identity["agent_id"],
@@ -121,7 +121,7 @@ def test_an_api_outage_at_start_never_replaces_the_identity_stored_in_the_cluste
     assert not [r for r in second.records() if r.get("msg") == "generated a new agent id"]
     assert len(controlplane.clusters()) == clusters, "a second cluster was registered"
     cluster_with_beats(controlplane, identity["cluster_id"], 1)
-    after = _secret(kubesim, namespace)
+    after = _secret(cluster, namespace)
     assert after is not None
     assert (after["agent_id"], after["cluster_id"]) == (identity["agent_id"],
                                                         identity["cluster_id"])
@@ -165,9 +165,9 @@ def test_a_reply_echoing_the_request_headers_never_shows_a_token(
 
 
 def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
-        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        start_registrar: StartRegistrar, controlplane: ControlPlane, cluster: Cluster,
         namespace: str) -> None:
-    old = registered_and_stopped(start_registrar(), kubesim, namespace)
+    old = registered_and_stopped(start_registrar(), cluster, namespace)
 
     # Same volume and Secret, but an install token of another workspace: the stored
     # cluster id gets 403.
@@ -184,7 +184,7 @@ def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
     view = cluster_with_beats(controlplane, new["cluster_id"], 1)
     old_view = controlplane.cluster(old["cluster_id"])
     assert old_view is not None and view["workspace_id"] != old_view["workspace_id"]
-    stored = wait_for(lambda: (s := _secret(kubesim, namespace))
+    stored = wait_for(lambda: (s := _secret(cluster, namespace))
                       and s["cluster_id"] == new["cluster_id"] and s,
                       what="the Secret to name the new cluster")
     assert stored["agent_id"] == new["agent_id"]
@@ -196,16 +196,16 @@ def test_a_stored_cluster_of_another_workspace_is_dropped_for_a_new_cluster(
     errors = third.warnings(lambda r: r["level"] == "error")
     assert len(errors) == 1, errors
     assert "refused the install token (HTTP 401)" in errors[0]["msg"]
-    kept = _secret(kubesim, namespace)  # kept for when the token is fixed
+    kept = _secret(cluster, namespace)  # kept for when the token is fixed
     assert kept is not None
     assert (kept["agent_id"], kept["cluster_id"]) == (new["agent_id"], new["cluster_id"])
     assert third.identity_file()["cluster_id"] == new["cluster_id"]  # type: ignore[index]
 
 
 def test_a_new_api_url_keeps_the_cluster_copy_until_registered_there(
-        start_registrar: StartRegistrar, controlplane: ControlPlane, kubesim: Kubesim,
+        start_registrar: StartRegistrar, controlplane: ControlPlane, cluster: Cluster,
         namespace: str, tmp_path: Path) -> None:
-    identity = registered_and_stopped(start_registrar(), kubesim, namespace)
+    identity = registered_and_stopped(start_registrar(), cluster, namespace)
 
     # A mistyped api_url (nothing answers there); the container restarts on the same
     # volume, twice.
@@ -221,7 +221,7 @@ def test_a_new_api_url_keeps_the_cluster_copy_until_registered_there(
         assert (written["api_url"], written["cluster_id"], written["state"]) == (
             elsewhere, "", "unregistered"), attempt
         # ...but the cluster copy still names the old plane's cluster.
-        secret, configmap = wait_stored(kubesim, namespace, identity)
+        secret, configmap = wait_stored(cluster, namespace, identity)
         assert secret["cluster_token"] == identity["cluster_token"]
         assert configmap["api_url"] == controlplane.url
         assert wrong.terminate() == 0
