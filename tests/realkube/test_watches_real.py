@@ -1,5 +1,6 @@
 """Watches on the real API server: bookmarks, a 410 after etcd compaction, and the tunnel's
-session status reporter living through compaction and an API server restart.
+session status reporter and the gateway's route sync living through compaction and an API
+server restart.
 
 The cluster here runs without the watch cache, so a watch or an exact list reads etcd and
 a compacted revision is a real 410 from etcd (with the cache, the API server answers 410
@@ -12,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import signal
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +26,21 @@ from agentkit.config import KubernetesConfig, ReconnectConfig
 from agentkit.events import EventBus
 from agentkit.kube import LazyKube
 from agentkit.status import ServiceStatus
+from pipeops_controlplane.testing import ControlPlane
 from pipeops_tunnel.session_status import SessionStatus
 from realkube.testing import RealKube
+from tests.gateway.harness import (
+    GatewayRun,
+    apply,
+    ingress,
+    kubectl,
+    namespace,
+    wait_table,
+    write_identity,
+)
 from tests.realkube.test_harness import _deployment
 from tests.tunnel.agent_helpers import until
+from tests.tunnel.e2e_helpers import register
 
 NS = "watched"
 FAST = ReconnectConfig(backoff_base=0.05, backoff_max=0.2)
@@ -140,3 +156,55 @@ async def test_session_status_loses_nothing_through_compaction_and_a_restart(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_route_sync_loses_nothing_through_compaction_a_restart_and_a_410(
+        rk: RealKube, tmp_path: Path) -> None:
+    """The gateway's table (held by the dev control plane) follows the Ingresses: through
+    a compaction under its open watch; and through an API server restart while the
+    gateway is frozen (SIGSTOP), during which the Ingresses change and etcd is compacted
+    past every revision it saw, so nothing it could resume from is left. The restart
+    ends its watches with an error (not a clean end), so it lists afresh rather than
+    resuming into the 410; the 410 itself is the test above. The periodic resync is out
+    of reach (10 min): only the watch path acts."""
+    ns = f"gw-{uuid.uuid4().hex[:6]}"
+    namespace(rk, ns)  # type: ignore[arg-type]
+    a, b, c, d = (f"{x}.{ns}.example.test" for x in "abcd")
+    apply(rk, {"apiVersion": "v1", "kind": "Service",  # type: ignore[arg-type]
+               "metadata": {"name": "web", "namespace": ns},
+               "spec": {"ports": [{"name": "http", "port": 8080}]}},
+          ingress("web", a, b, namespace=ns, port="http"))
+    state = tmp_path / "state"
+    state.mkdir()
+    with ControlPlane() as cp:
+        reg = register(cp)
+        write_identity(state, reg)
+        cid = reg["cluster_id"]
+        run = GatewayRun(cp, rk.kubeconfig, state, resync=600, watch_timeout=600,
+                         extra=["--log-level", "debug"]).start()
+        try:
+            wait_table(cp, cid, {(a, "/"), (b, "/")}, timeout=30, namespace=ns)
+            # compaction under the open watch, then a change: seen
+            rk.compact()
+            apply(rk, ingress("other", c, namespace=ns, port="http"))  # type: ignore[arg-type]
+            wait_table(cp, cid, {(a, "/"), (b, "/"), (c, "/")}, timeout=30, namespace=ns)
+
+            assert run.proc is not None
+            frozen_at = len(run.records())
+            os.kill(run.proc.pid, signal.SIGSTOP)  # reads nothing until SIGCONT
+            try:
+                rk.restart_apiserver(0.2)  # its watch ends
+                kubectl(rk, "delete", "ingress", "web", "-n", ns)  # type: ignore[arg-type]
+                apply(rk, ingress("late", d, namespace=ns, port="http"))  # type: ignore[arg-type]
+                compacted = rk.compact()  # past every revision the gateway has seen
+            finally:
+                os.kill(run.proc.pid, signal.SIGCONT)
+            held = wait_table(cp, cid, {(c, "/"), (d, "/")}, timeout=60, namespace=ns)
+            assert all(r["duplicates"] == 0 for r in held.values())
+            assert held[(d, "/")]["service_port"] == 8080
+            after = [str(r.get("msg")) for r in run.records()[frozen_at:]]
+            assert "watching Ingress recovered" in after, after  # listed again
+            assert compacted > 0 and run.proc.poll() is None, run.output()
+        finally:
+            run.stop()
+            kubectl(rk, "delete", "namespace", ns, "--wait=false")  # type: ignore[arg-type]
