@@ -84,6 +84,9 @@ class Cluster:
                                     {"apiVersion": "v1", "kind": "Namespace",
                                      "metadata": {"name": name}})
         assert status == 201, body
+        if self.real:  # no Pod is admitted until the controller has made this one
+            self.wait_for(lambda: self.request(
+                "GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200)
         return name
 
     def service_account_token(self, namespace: str, name: str) -> str:
