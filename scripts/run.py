@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -230,18 +231,22 @@ class Stack:
         if token_file.exists():
             common += ["--set", f"kubernetes.service_account_token_path={token_file}"]
         env = {"PIPEOPS_TOKEN": INSTALL_TOKEN}
+        # A fresh dashboard token each run, for the http-api only (it never logs it).
+        dashboard_token = secrets.token_urlsafe(24)
         services = {}
         for name in ("registrar", "tunnel", "gateway", "http-api"):
             extra = ["--host", "127.0.0.1"] if name == "http-api" else []
+            own = {"PIPEOPS_DASHBOARD_TOKEN": dashboard_token} if name == "http-api" else {}
             services[name] = self.start(name, [str(BIN / f"pipeops-{name}"), *common, *extra],
-                                        env)
+                                        {**env, **own})
         grpc = {}
         for name, child in services.items():
             started = child.wait_for(lambda r: r.get("msg") == "started", 30)
             grpc[name.replace("-", "_")] = started["grpc"]
         self.endpoints["grpc"] = {k: v for k, v in grpc.items() if k != "http_api"}
         self.endpoints["http_api"] = {"url": f"http://127.0.0.1:{http_port}",
-                                      "grpc": grpc["http_api"]}
+                                      "grpc": grpc["http_api"], "token": dashboard_token,
+                                      "dashboard": f"http://127.0.0.1:{http_port}/dashboard"}
         self._wait_http(f"http://127.0.0.1:{http_port}/health", 30)
         if "kubesim" in self.endpoints or "realkube" in self.endpoints:
             self.endpoints["tunnel"] = {"kubeconfig": str(self._tunnel_kubeconfig(
@@ -252,8 +257,9 @@ class Stack:
         tmp = self.endpoints_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         tmp.replace(self.endpoints_path)
-        print(f"make run: everything is up; endpoints in {self.endpoints_path}",
-              file=sys.stderr, flush=True)
+        print(f"make run: everything is up; endpoints in {self.endpoints_path}\n"
+              f"make run: dashboard {self.endpoints['http_api']['dashboard']}  "
+              f"token {dashboard_token}", file=sys.stderr, flush=True)
 
     def _start_realkube(self, token_file: Path) -> str:
         """The real control plane (dev/realkube), with the namespaces helm would create;

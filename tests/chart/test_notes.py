@@ -15,7 +15,11 @@ def test_notes_tell_how_to_reach_everything(chart: Chart) -> None:
 
     assert f"kubectl {ns} port-forward {deploy} 8080:8080" in notes
     assert "curl -s http://127.0.0.1:8080/ready" in notes
-    assert "dashboard" not in notes  # the http-api serves no dashboard yet
+    assert "http://127.0.0.1:8080/dashboard" in notes
+    secret = next(o for o in rendered.objects if o["kind"] == "Secret"
+                  and o["metadata"]["name"].endswith("-dashboard"))
+    assert (f"kubectl {ns} get secret {secret['metadata']['name']} -o jsonpath='{{.data.token}}'"
+            " | base64 -d") in notes
     # One `kubectl logs -c` per container, each naming a container the pod really has.
     names = re.findall(rf"kubectl {ns} logs {re.escape(deploy)} -c ([a-z-]+)", notes)
     assert sorted(names) == sorted(AGENT_CONTAINERS)

@@ -83,14 +83,16 @@ def _get(ks: Cluster, token: str, path: str) -> int:
     return ks.request("GET", path, token=token)[0]
 
 
-def _secret_names(rendered: Rendered) -> tuple[str, str]:
-    """(install-token Secret, control-plane token Secret) the chart renders."""
-    install = {s["metadata"]["name"] for s in rendered.of_kind("Secret")
-               if s.get("type") == "Opaque"}
-    control_plane = {s["metadata"]["name"] for s in rendered.of_kind("Secret")
-                     if s.get("type") == "kubernetes.io/service-account-token"}
-    assert len(install) == len(control_plane) == 1, (install, control_plane)
-    return install.pop(), control_plane.pop()
+def _secret_names(rendered: Rendered) -> list[str]:
+    """The token Secrets the chart renders: the install token, the dashboard token (the
+    http-api's, read by the kubelet for its env only) and the control plane's."""
+    opaque = sorted(s["metadata"]["name"] for s in rendered.of_kind("Secret")
+                    if s.get("type") == "Opaque")
+    control_plane = [s["metadata"]["name"] for s in rendered.of_kind("Secret")
+                     if s.get("type") == "kubernetes.io/service-account-token"]
+    assert len(opaque) == 2 and opaque[0].endswith("-dashboard"), opaque
+    assert len(control_plane) == 1, control_plane
+    return [*opaque, *control_plane]
 
 
 def test_the_agent_token_cannot_read_the_token_secrets_beside_its_state(

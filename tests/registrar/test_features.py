@@ -13,11 +13,11 @@ def test_only_served_features_are_reported() -> None:
                                     "GATEWAY_ENABLED": "true", "PIPEOPS_TUNNEL_ENABLED": "true"})
     assert served_features(everything_on) == {
         "tunnel": True, "ingress_sync": True, "gateway": True,
-        "websocket": False, "sse": False}
+        "websocket": True, "sse": True}
     tunnel_off = load(None, env={"PIPEOPS_TUNNEL_ENABLED": "false"})
     assert served_features(tunnel_off) == {
         "tunnel": False, "ingress_sync": False, "gateway": False,
-        "websocket": False, "sse": False}
+        "websocket": True, "sse": True}
 
 
 def test_removed_settings_are_unknown_keys() -> None:

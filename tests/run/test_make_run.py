@@ -40,6 +40,14 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
 
         with urllib.request.urlopen(endpoints["http_api"]["url"] + "/health", timeout=5) as r:
             assert json.load(r)["status"] == "healthy"
+        api = endpoints["http_api"]
+        assert api["dashboard"] == api["url"] + "/dashboard" and len(api["token"]) >= 24
+        with urllib.request.urlopen(api["dashboard"], timeout=5) as r:
+            assert b"pipeops-agent" in r.read()
+        status = urllib.request.Request(api["url"] + "/api/agent/status",
+                                        headers={"Authorization": f"Bearer {api['token']}"})
+        with urllib.request.urlopen(status, timeout=30) as r:
+            assert json.load(r)["identity"]
         def heartbeating() -> list[dict[str, Any]] | None:
             with urllib.request.urlopen(endpoints["controlplane"]["url"] + "/debug/clusters",
                                         timeout=5) as r:

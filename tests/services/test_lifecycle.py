@@ -58,6 +58,10 @@ def test_service_serves_health_reflection_and_stops_on_sigterm(
         assert info["state"] in {"SERVICE_STATE_IDLE", "SERVICE_STATE_READY",
                                  "SERVICE_STATE_DEGRADED", "SERVICE_STATE_STARTING"}
         assert info["detail"]
+        runtime = info["runtime"]  # the process's own cost, measured when asked
+        assert int(runtime["rss_bytes"]) > 10 * 2**20
+        assert runtime["threads"] >= 1 and runtime["open_fds"] >= 3
+        assert runtime["uptime_seconds"] > 0
 
         events = grpcurl("-plaintext", "-max-time", "4", "-d", '{"history": 50}', address,
                          "pipeops.agent.v1.Events/Subscribe")

@@ -55,9 +55,12 @@ def test_an_unimplemented_sibling_is_an_error_in_the_log_and_in_describe(
 
         info = wait_for(described, 10, what="sibling errors in Describe")
 
-        assert info["sibling_errors"] == [{**info["sibling_errors"][0],  # type: ignore[index]
-                                          "sibling": "gateway", "method": "Service/Describe",
-                                          "code": "UNIMPLEMENTED", "count": 3}]
+        # three /ready at least (the event hub and /metrics ask Describe too)
+        first = info["sibling_errors"][0]  # type: ignore[index]
+        assert info["sibling_errors"] == [{**first, "sibling": "gateway",
+                                          "method": "Service/Describe",
+                                          "code": "UNIMPLEMENTED"}]
+        assert first["count"] >= 3
         assert proc.terminate(timeout=10) == 0
     errors = [r for r in proc.records() if r["level"] == "error"]
     assert len(errors) == 1, errors  # once per kind, however often it happens

@@ -139,3 +139,12 @@ the registrar would become an init container that never ends: the pod would hang
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the dashboard token (key: token). */}}
+{{- define "pipeops-agent.dashboardSecretName" -}}
+{{- if .Values.httpApi.existingDashboardSecret }}
+{{- .Values.httpApi.existingDashboardSecret }}
+{{- else }}
+{{- printf "%s-dashboard" (include "pipeops-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}

@@ -8,11 +8,17 @@ also returns ``None`` (the caller degrades the same way), but it is logged at er
 once per kind (sibling, method, code) and kept in the caller's ``Service.Describe``
 (``sibling_errors``) until that call succeeds again. Channels are created once and closed
 by ``Siblings.close``.
+
+``ask`` is ``call`` for a caller that must tell the cases apart (the http-api reports
+them and answers 503, 409 or 504): it returns an :class:`Answer` with the status code.
+Codes a method uses as answers (``HeartbeatNow``'s FAILED_PRECONDITION) are passed as
+``expected``: they are neither logged nor kept as errors.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -38,6 +44,32 @@ STUBS: dict[str, Any] = {
     "Gateway": gateway_pb2_grpc.GatewayStub,
     "Service": service_pb2_grpc.ServiceStub,
 }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A sibling's reply, or the status code and details it failed with."""
+
+    reply: Any = None
+    code: str = "OK"  # the gRPC status code's name
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reply is not None
+
+    @property
+    def down(self) -> bool:
+        """The sibling is down or slow (not an error of the contract)."""
+        return self.code in {code.name for code in DOWN}
+
+    @property
+    def problem(self) -> str:
+        """One line saying why there is no reply (``""`` when there is)."""
+        if self.reply is not None:
+            return ""
+        what = f"unreachable ({self.code})" if self.down else self.code
+        return f"{what}: {self.detail}" if self.detail else what
 
 
 class Siblings:
@@ -75,15 +107,22 @@ class Siblings:
 
         The reply, or ``None`` when the call failed (down, or an error: see the module).
         """
+        return (await self.ask(sibling, method, request, timeout=timeout)).reply
+
+    async def ask(self, sibling: str, method: str, request: Any, *,
+                  timeout: float | None = None,
+                  expected: frozenset[grpc.StatusCode] = frozenset()) -> Answer:
+        """``call``, with the status code of a failure in the :class:`Answer`."""
         rpc = self._rpc(sibling, method)
         try:
             reply = await rpc(request, timeout=timeout or self.deadline)
         except grpc.aio.AioRpcError as exc:
-            self._failed(sibling, method, exc)
-            return None
+            if exc.code() not in expected:
+                self._failed(sibling, method, exc)
+            return Answer(None, exc.code().name, exc.details() or "")
         if self.status is not None:
             self.status.sibling_answered(sibling, method)
-        return reply
+        return Answer(reply)
 
     def _failed(self, sibling: str, method: str, exc: grpc.aio.AioRpcError) -> None:
         code = exc.code()

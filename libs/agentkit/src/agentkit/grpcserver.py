@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentkit.events import EventBus, EventsServicer
+from agentkit.runtime import RuntimeProbe
 from agentkit.status import STOPPING, ServiceStatus
 from pipeops.agent.v1 import events_pb2, events_pb2_grpc, service_pb2, service_pb2_grpc
 
@@ -42,13 +43,17 @@ class ServicerBinding:
 
 
 class ServiceServicer(service_pb2_grpc.ServiceServicer):
-    def __init__(self, status: ServiceStatus) -> None:
+    def __init__(self, status: ServiceStatus, runtime: RuntimeProbe | None = None) -> None:
         self.status = status
+        self.runtime = runtime
 
     async def Describe(
         self, request: service_pb2.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.ServiceInfo:
-        return self.status.to_proto()
+        info = self.status.to_proto()
+        if self.runtime is not None:
+            info.runtime.CopyFrom(self.runtime.snapshot())
+        return info
 
 
 def _bind(server: grpc.aio.Server, address: str, what: str) -> int:
@@ -94,6 +99,7 @@ class GrpcServer:
         *,
         probe_host: str = "",
         probe_port: int = 0,
+        runtime: RuntimeProbe | None = None,
     ) -> None:
         """Bind ``host:port``; with a ``probe_host``, also bind the health-only listener
         on ``probe_host:probe_port`` (port 0: a free port). OSError when either cannot."""
@@ -102,7 +108,8 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(bus), self.server)
-        service_pb2_grpc.add_ServiceServicer_to_server(ServiceServicer(status), self.server)
+        service_pb2_grpc.add_ServiceServicer_to_server(ServiceServicer(status, runtime),
+                                                      self.server)
         names = [
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,

@@ -35,6 +35,7 @@ from agentkit.events import BusLogHandler, EventBus
 from agentkit.grpcclient import Siblings
 from agentkit.grpcserver import GrpcServer, ServicerBinding
 from agentkit.metrics import MetricsServer
+from agentkit.runtime import RuntimeProbe
 from agentkit.status import IDLE, ServiceStatus
 from agentkit.tasks import errors_of
 
@@ -56,6 +57,7 @@ class ServiceContext:
     root_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     died: list[asyncio.Task[Any]] = field(default_factory=list)  # root tasks that raised
     _death: asyncio.Event = field(default_factory=asyncio.Event)
+    runtime: RuntimeProbe = field(default_factory=RuntimeProbe)
 
     def serve(self, binding: ServicerBinding) -> None:
         """Add a contract service; call before the main coroutine starts (in ``setup``)."""
@@ -239,13 +241,15 @@ async def _serve(
             metrics.start()
             ctx.status.metrics_url = metrics.url
         server = GrpcServer(ctx.status, ctx.bus, ctx.bindings, host, port,
-                            probe_host=probe_host, probe_port=probe_port or 0)
+                            probe_host=probe_host, probe_port=probe_port or 0,
+                            runtime=ctx.runtime)
     except OSError as unbound:
         if metrics is not None:
             metrics.stop()
         log.error("%s", unbound)
         log.info("stopped", extra={"exit_code": ConfigError.exit_code})
         return ConfigError.exit_code
+    ctx.spawn(ctx.runtime.run(), name="runtime-probe")  # cancelled with the leftovers
     ctx.grpc_port = server.port
     await server.start()
     log.info("started", extra={"grpc": f"{host}:{server.port}", "version": ctx.status.version,

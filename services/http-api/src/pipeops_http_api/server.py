@@ -15,7 +15,7 @@ import socket
 from collections.abc import Generator
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from agentkit.runner import ServiceFailed
 
@@ -46,9 +46,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(app: FastAPI, sock: socket.socket, graceful_timeout: int = 2) -> None:
+async def serve(app: ASGIApp, sock: socket.socket, graceful_timeout: int = 2,
+                tls: tuple[str, str] | None = None) -> None:
+    """``tls``: (certificate file, key file) to serve HTTPS."""
+    certfile, keyfile = tls or (None, None)
     config = uvicorn.Config(app, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=int(graceful_timeout), lifespan="off")
+                            timeout_graceful_shutdown=int(graceful_timeout), lifespan="off",
+                            ssl_certfile=certfile, ssl_keyfile=keyfile)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:

@@ -10,6 +10,7 @@ from agentkit.grpcserver import ServicerBinding
 from agentkit.identity import IdentityFile
 from agentkit.runner import ServiceContext, run_service
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
+from pipeops_registrar.access import AccessCheck
 from pipeops_registrar.agent import Agent
 from pipeops_registrar.heartbeat import HeartbeatState
 from pipeops_registrar.keeper import IdentityKeeper
@@ -28,9 +29,10 @@ def main() -> None:
     def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
         keeper = IdentityKeeper(IdentityFile(ctx.config.agent.state_dir), None)
         state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
+        access = AccessCheck(ctx.config)
         ctx.serve(ServicerBinding(registrar_pb2_grpc.add_RegistrarServicer_to_server,
-                                  RegistrarServicer(keeper, state), SERVICE_NAME))
-        return Agent(ctx, keeper, state).run
+                                  RegistrarServicer(keeper, state, access), SERVICE_NAME))
+        return Agent(ctx, keeper, state, access).run
 
     code = run_service(
         "registrar",

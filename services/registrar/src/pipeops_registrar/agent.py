@@ -45,6 +45,7 @@ from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext, ServiceFailed
 from agentkit.status import DEGRADED, STARTING
 from agentkit.tls import control_plane_context
+from pipeops_registrar.access import AccessCheck
 from pipeops_registrar.agent_id import choose_agent_id, generate_agent_id
 from pipeops_registrar.cluster import Cluster, StateObjects, count_call
 from pipeops_registrar.facts import FactsSource
@@ -57,8 +58,9 @@ log = logging.getLogger(__name__)
 
 class Agent:
     def __init__(self, ctx: ServiceContext, keeper: IdentityKeeper,
-                 heartbeat_state: HeartbeatState) -> None:
+                 heartbeat_state: HeartbeatState, access: AccessCheck | None = None) -> None:
         self.ctx = ctx
+        self.access = access
         self.config = ctx.config
         self.keeper = keeper
         self.heartbeat_state = heartbeat_state
@@ -170,6 +172,8 @@ class Agent:
                                         control_plane_context, cfg.pipeops.tls),
                                     user_agent=f"pipeops-registrar/{self.version}")
         cluster, problem = await self._connect_cluster()
+        if self.access is not None:
+            self.access.cluster, self.access.problem = cluster, problem
         if cluster is not None:
             self.keeper.objects = StateObjects(cluster, cfg.kubernetes.namespace,
                                                cfg.agent.name)

@@ -6,11 +6,16 @@ beat that failed is not queued: the next one carries the then-current state. A 4
 ("cluster not found") or a refused cluster token ends the loop with ``ClusterGone`` so
 the caller re-registers with the same ids. On shutdown ``final`` sends one last beat
 with status ``disconnected``.
+
+``HeartbeatState.beat_now`` (the gRPC ``HeartbeatNow``) brings the loop's next beat
+forward: the loop wakes, beats, and every caller that asked before that beat began gets
+its outcome. Callers share one beat, so asking many times at once costs one request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -36,6 +41,10 @@ JITTER = 0.1  # each sleep is shortened by up to this fraction of the interval
 # The last heartbeat on shutdown gets this long, so that the process exits within 2 s
 # of SIGTERM even when the control plane does not answer.
 FINAL_TIMEOUT = 1.0
+
+
+class NotBeating(Exception):
+    """No heartbeat loop runs (not registered yet, or registering again)."""
 
 
 class ClusterGone(Exception):
@@ -71,6 +80,36 @@ class HeartbeatState:
     last_error: str = ""
     facts: ClusterFacts = field(default_factory=lambda: ClusterFacts(0, 0, ""))
     gateway: GatewayFacts = field(default_factory=GatewayFacts)
+    beating: bool = False  # the heartbeat loop runs (the cluster is registered)
+    _asked: asyncio.Future[bool] | None = field(default=None, repr=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    async def beat_now(self) -> bool:
+        """A beat now; whether it was delivered. NotBeating while no loop runs."""
+        if not self.beating:
+            raise NotBeating("not registered with the control plane: no heartbeat to send")
+        if self._asked is None or self._asked.done():
+            self._asked = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        return await asyncio.shield(self._asked)
+
+    def take_asked(self) -> asyncio.Future[bool] | None:
+        """The callers waiting for the beat about to start (the loop calls this)."""
+        asked, self._asked = self._asked, None
+        self._wake.clear()
+        return asked
+
+    async def sleep(self, seconds: float) -> None:
+        """The loop's pause between beats; ends early when a beat is asked for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def stop_beating(self, reason: str) -> None:
+        self.beating = False
+        asked = self.take_asked()
+        if asked is not None and not asked.done():
+            asked.set_exception(NotBeating(reason))
 
     def to_proto(self) -> registrar_pb2.Heartbeat:
         return registrar_pb2.Heartbeat(
@@ -177,13 +216,28 @@ class Heartbeater:
     async def run(self, identity: Identity) -> None:
         """Beat until cancelled; raises ClusterGone when the cluster must re-register."""
         interval = self.config.pipeops.heartbeat_interval
-        while True:
-            started = time.monotonic()
-            await self.beat(identity)
-            if self.keeper.cluster_copy_pending:
-                await self.keeper.save_to_cluster()
-            pause = interval * (1 - random.uniform(0, JITTER))
-            await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
+        self.state.beating = True
+        try:
+            while True:
+                started = time.monotonic()
+                asked = self.state.take_asked()
+                try:
+                    delivered = await self.beat(identity)
+                except BaseException as exc:  # refused (ClusterGone), or stopping
+                    if asked is not None and not asked.done():
+                        asked.set_exception(NotBeating(
+                            f"the control plane refused it: {exc}" if isinstance(
+                                exc, ClusterGone) else "the heartbeat loop stopped"))
+                    raise
+                if asked is not None and not asked.done():
+                    asked.set_result(delivered)
+                if self.keeper.cluster_copy_pending:
+                    await self.keeper.save_to_cluster()
+                pause = interval * (1 - random.uniform(0, JITTER))
+                await self.state.sleep(max(0.0, started + pause - time.monotonic()))
+        finally:
+            self.state.stop_beating("the heartbeat loop stopped (registering again or "
+                                    "shutting down)")
 
     async def final(self, identity: Identity) -> None:
         """The last heartbeat, ``disconnected``, if it goes out in time; never raises."""

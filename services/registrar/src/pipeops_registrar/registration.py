@@ -79,11 +79,10 @@ def read_service_token(config: Config) -> str:
 def served_features(cfg: Config) -> dict[str, bool]:
     """What the control plane is told this agent serves: only what a container serves
     now. Route sync (``ingress_sync``) and the gateway's Istio / Gateway API resources
-    (``gateway``) are the gateway's, as configured; the http-api's WebSocket and SSE
-    streams (issue 13) are not built: reported false whatever the config says, until
-    they are."""
+    (``gateway``) are the gateway's, as configured; the http-api always serves its
+    WebSocket and SSE streams."""
     return {"tunnel": cfg.tunnel.enabled, "ingress_sync": cfg.agent.enable_ingress_sync,
-            "gateway": cfg.gateway.enabled, "websocket": False, "sse": False}
+            "gateway": cfg.gateway.enabled, "websocket": True, "sse": True}
 
 
 class Registerer:

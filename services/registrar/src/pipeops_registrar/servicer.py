@@ -1,4 +1,5 @@
-"""The gRPC ``Registrar`` service: identity and heartbeat state for the siblings.
+"""The gRPC ``Registrar`` service: identity and heartbeat state for the siblings, and
+``HeartbeatNow`` (the http-api's ``POST /api/agent/heartbeat``) and ``CheckKubernetes``.
 
 Credentials never travel here. The siblings follow the identity through the state file
 (``agentkit.identity``: it carries the token and outlives a registrar restart);
@@ -15,7 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentkit.identity import Identity
 from pipeops.agent.v1 import registrar_pb2, registrar_pb2_grpc
-from pipeops_registrar.heartbeat import HeartbeatState
+from pipeops_registrar.access import AccessCheck
+from pipeops_registrar.heartbeat import HeartbeatState, NotBeating
 from pipeops_registrar.keeper import IdentityKeeper
 
 _STATES = {"registered": registrar_pb2.REGISTRATION_STATE_REGISTERED,
@@ -39,9 +41,21 @@ def identity_proto(identity: Identity) -> registrar_pb2.Identity:
 
 
 class RegistrarServicer(registrar_pb2_grpc.RegistrarServicer):  # type: ignore[misc]
-    def __init__(self, keeper: IdentityKeeper, heartbeat: HeartbeatState) -> None:
+    def __init__(self, keeper: IdentityKeeper, heartbeat: HeartbeatState,
+                 access: AccessCheck) -> None:
         self.keeper = keeper
         self.heartbeat = heartbeat
+        self.access = access
+
+    async def CheckKubernetes(self, request: registrar_pb2.CheckKubernetesRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> registrar_pb2.KubernetesCheck:
+        return await self.access.check()
+
+    async def GetKubernetesEndpoint(self, request: registrar_pb2.GetKubernetesEndpointRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> registrar_pb2.KubernetesEndpoint:
+        return await self.access.endpoint()
 
     async def GetIdentity(self, request: registrar_pb2.GetIdentityRequest,
                           context: grpc.aio.ServicerContext) -> registrar_pb2.Identity:
@@ -56,3 +70,15 @@ class RegistrarServicer(registrar_pb2_grpc.RegistrarServicer):  # type: ignore[m
     async def GetHeartbeat(self, request: registrar_pb2.GetHeartbeatRequest,
                            context: grpc.aio.ServicerContext) -> registrar_pb2.Heartbeat:
         return self.heartbeat.to_proto()
+
+    async def HeartbeatNow(self, request: registrar_pb2.HeartbeatNowRequest,
+                           context: grpc.aio.ServicerContext
+                           ) -> registrar_pb2.HeartbeatNowResponse:
+        """The loop's next beat, now; FAILED_PRECONDITION while none can be sent."""
+        try:
+            delivered = await self.heartbeat.beat_now()
+        except NotBeating as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return registrar_pb2.HeartbeatNowResponse(
+            delivered=delivered, error="" if delivered else self.heartbeat.last_error,
+            heartbeat=self.heartbeat.to_proto())

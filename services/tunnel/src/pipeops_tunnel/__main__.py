@@ -32,9 +32,11 @@ def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     forwards = resolve_forwards(ctx.config)
     state = TunnelState(ctx.status, [ForwardState(name, addr) for name, addr in forwards.items()])
     metrics.register(state)
+    agent = TunnelAgent(ctx, state, forwards)
     ctx.serve(ServicerBinding(tunnel_pb2_grpc.add_TunnelServicer_to_server,
-                              TunnelServicer(state), SERVICE_NAME))
-    return TunnelAgent(ctx, state, forwards).run
+                              TunnelServicer(state, agent.commands, agent.ping,
+                                             lambda: agent.session_status.latest), SERVICE_NAME))
+    return agent.run
 
 
 def main() -> None:

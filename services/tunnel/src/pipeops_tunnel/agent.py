@@ -163,6 +163,14 @@ class TunnelAgent:
         else:
             log.info("%s; the identity read before stays in use", reason)
 
+    async def ping(self) -> float:
+        """A round trip over the live connection (``Tunnel.Ping``); ConnectionError when
+        the tunnel is not connected."""
+        connection = self.connection
+        if connection is None or self.state.state != CONNECTED:
+            raise ConnectionError(f"the tunnel is not connected: {self.ctx.status.detail}")
+        return await connection.ping()
+
     @property
     def version(self) -> str:
         return self.ctx.status.version

@@ -7,6 +7,12 @@ while it still runs, lets the one outcome follow), so a control plane that resen
 reconnect gets its answer without a second execution. Recent ids are kept in a bounded
 memory (``MEMORY`` entries, oldest finished first out).
 
+The runner has two doors: ``handle`` (a ``command`` message from the tunnel) and ``run``
+(``Tunnel.RunCommand`` over gRPC, from the http-api's ``POST /api/runners/{id}/command``).
+Both share the validation, the id memory and the limit of commands in flight; an outcome
+goes back through the door its command came in by (the caller of ``run`` gets it as the
+return value; it is not sent to the control plane, which did not ask).
+
 A refusal that says nothing about the command itself (too many in flight, no Kubernetes
 client yet) is answered ``failed`` and the id forgotten, so the control plane may resend it.
 
@@ -25,6 +31,7 @@ import asyncio
 import collections
 import functools
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,6 +63,9 @@ class CommandRunner:
         self._outbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=OUTBOX)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reply: Send | None = None  # None: no connection (outcomes wait in the outbox)
+        # the gRPC door: callers waiting for an id's outcome; ids whose outcome is theirs only
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._local: set[str] = set()
 
     # --- the connection -----------------------------------------------------------------
 
@@ -121,11 +131,49 @@ class CommandRunner:
             outcome = self._seen[command_id]
             if outcome is not None:
                 self._outcome(outcome)
+            else:
+                self._local.discard(command_id)  # the control plane now waits for it too
             return
         self._remember(command_id, None)
         self._answer({"type": "ack", "id": command_id})
+        self._admit(command_id, action_name, message.get("payload"), door="tunnel")
+
+    async def run(self, command_id: str, action: str, payload: Any) -> dict[str, Any]:
+        """The gRPC door: carry out a command and return its outcome (``complete`` or
+        ``failed``, as the tunnel would send it). An empty id gets a fresh one; an id seen
+        before is not run again (its outcome, or the running one's, is returned).
+        ValueError for an id that is too long. Cancelling the caller does not cancel the
+        command: the runner owns it, as it owns the tunnel's."""
+        command_id = command_id or f"local-{uuid.uuid4().hex[:16]}"
+        if len(command_id) > MAX_ID:
+            raise ValueError(f"command id longer than {MAX_ID} characters")
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if command_id in self._seen:
+            metrics.COMMANDS.labels(action[:40], "duplicate").inc()
+            peer_log.info("duplicate command", "duplicate command not executed again",
+                          extra={"command_id": command_id, "action": action, "door": "grpc"})
+            outcome = self._seen[command_id]
+            if outcome is not None:
+                return outcome
+        else:
+            self._local.add(command_id)
+            self._remember(command_id, None)
+        self._waiters.setdefault(command_id, []).append(waiter)
         try:
-            payload = validate(action_name, message.get("payload"))
+            if command_id in self._local and command_id not in self._tasks:
+                self._admit(command_id, action, payload, door="grpc")
+            return await waiter
+        finally:
+            waiting = self._waiters.get(command_id)
+            if waiting is not None and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[command_id]
+
+    def _admit(self, command_id: str, action_name: str, raw: Any, *, door: str) -> None:
+        """Validate and start a new command (its id already remembered as running)."""
+        try:
+            payload = validate(action_name, raw)
         except ValueError as exc:
             self._finish(command_id, action_name, None, str(exc), refused=True)
             return
@@ -134,7 +182,7 @@ class CommandRunner:
                          f"too many commands in flight ({self._max_running})", transient=True)
             return
         peer_log.info("command received", "command received",
-                      extra={"command_id": command_id, "action": action_name})
+                      extra={"command_id": command_id, "action": action_name, "door": door})
         task = asyncio.create_task(self._execute(command_id, action_name, payload),
                                    name=f"command:{command_id}")
         self._tasks[command_id] = task
@@ -184,7 +232,13 @@ class CommandRunner:
             self._seen.pop(command_id, None)
         else:
             self._remember(command_id, outcome)
-        self._outcome(outcome)
+        for waiter in self._waiters.get(command_id, []):
+            if not waiter.done():
+                waiter.set_result(outcome)
+        if command_id in self._local:
+            self._local.discard(command_id)  # came in through gRPC: answered there
+        else:
+            self._outcome(outcome)
 
     def _remember(self, command_id: str, outcome: dict[str, Any] | None) -> None:
         self._seen[command_id] = outcome

@@ -130,6 +130,16 @@ class Connection:
         self._abandoned = ""
         self.retiring: asyncio.Task[None] | None = None  # the drained multiplexer, closing
 
+    async def ping(self) -> float:
+        """A WebSocket ping to the control plane now: seconds until its pong.
+        ConnectionError when this connection is not up."""
+        ws = self._ws
+        if ws is None or self.mux is None:
+            raise ConnectionError("the tunnel is not connected")
+        started = time.perf_counter()  # not the pong's own latency: uvloop's clock is in ms
+        await (await ws.ping())
+        return time.perf_counter() - started
+
     async def abandon(self, reason: str) -> None:
         """End this connection (or make its handshake end it) with close code 1000."""
         self._abandoned = reason

@@ -13,6 +13,7 @@ from agentkit.config.loader import (
 )
 from agentkit.config.schema import (
     AgentConfig,
+    ApiConfig,
     Config,
     Duration,
     ForwardConfig,
@@ -27,6 +28,7 @@ from agentkit.config.schema import (
     MetricsConfig,
     PipeopsConfig,
     Port,
+    RealtimeConfig,
     ReconnectConfig,
     TLSConfig,
     TunnelConfig,
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_VARS",
     "AgentConfig",
+    "ApiConfig",
     "Config",
     "ConfigError",
     "Duration",
@@ -51,6 +54,7 @@ __all__ = [
     "MetricsConfig",
     "PipeopsConfig",
     "Port",
+    "RealtimeConfig",
     "ReconnectConfig",
     "TLSConfig",
     "TunnelConfig",

@@ -34,6 +34,7 @@ DEFAULT_CONFIG_PATH = Path("~/.pipeops-agent.yaml")
 ENV_VARS: dict[str, str] = {
     "PIPEOPS_API_URL": "pipeops.api_url",
     "PIPEOPS_TOKEN": "pipeops.token",
+    "PIPEOPS_DASHBOARD_TOKEN": "api.token",
     "PIPEOPS_TIMEOUT": "pipeops.timeout",
     "PIPEOPS_HEARTBEAT_INTERVAL": "pipeops.heartbeat_interval",
     "PIPEOPS_CLUSTER_NAME": "agent.cluster_name",

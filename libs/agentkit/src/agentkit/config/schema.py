@@ -341,6 +341,31 @@ class MetricsConfig(_Section):
     gateway: Port = 9103
 
 
+class ApiConfig(_Section):
+    token: SecretStr = Field(SecretStr(""), description="the dashboard/API bearer token "
+                             "(never logged); empty: generated once into the state dir")
+    tls_cert_file: str = Field("", description="serve HTTPS with this certificate (PEM); "
+                               "kubectl sends a token only over TLS")
+    tls_key_file: str = Field("", description="its private key (PEM)")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiConfig:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("api.tls_cert_file and api.tls_key_file go together")
+        return self
+
+
+class RealtimeConfig(_Section):
+    max_connections: int = Field(100, ge=1, le=10000,
+                                 description="SSE and WebSocket clients at once; more get 503")
+    buffer: int = Field(2000, ge=10, le=100000,
+                        description="recent events kept for Last-Event-ID resume")
+    client_queue: int = Field(1000, ge=10, le=100000,
+                              description="events queued for one client; a client that "
+                              "falls this far behind is dropped")
+    keepalive: Duration = Field(15.0, gt=0, description="seconds between SSE keep-alives")
+
+
 class Config(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     pipeops: PipeopsConfig = Field(default_factory=PipeopsConfig)
@@ -350,10 +375,13 @@ class Config(_Section):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     grpc: GrpcConfig = Field(default_factory=GrpcConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
 
     def secrets(self) -> list[str]:
         """Values that must never be printed."""
-        return [s for s in (self.pipeops.token.get_secret_value(),) if s]
+        return [s for s in (self.pipeops.token.get_secret_value(),
+                            self.api.token.get_secret_value()) if s]
 
 
 # --- TCP/UDP exposure: the seed's validation rules ---------------------------------------

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pipeops/agent/v1/registrar.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x08Identity\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63luster_name\x18\x03 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61pi_url\x18\x05 \x01(\t\x12\x12\n\ntunnel_url\x18\x06 \x01(\t\x12\x13\n\x0bgateway_url\x18\x07 \x01(\t\x12\x32\n\x05state\x18\x08 \x01(\x0e\x32#.pipeops.agent.v1.RegistrationState\x12\x31\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\n \x01(\x04\"\x14\n\x12GetIdentityRequest\"\x16\n\x14WatchIdentityRequest\"\x15\n\x13GetHeartbeatRequest\"\xec\x02\n\tHeartbeat\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x15\n\rtunnel_status\x18\x02 \x01(\t\x12\x18\n\x10interval_seconds\x18\x03 \x01(\r\x12\x12\n\nsent_total\x18\x04 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x05 \x01(\x04\x12\x30\n\x0clast_attempt\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_success\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x12\n\nnode_count\x18\t \x01(\r\x12\x11\n\tpod_count\x18\n \x01(\r\x12\x13\n\x0bk8s_version\x18\x0b \x01(\t\x12\x12\n\nis_private\x18\x0c \x01(\x08\x12\x14\n\x0crouting_mode\x18\r \x01(\t\x12\x16\n\x0egateway_routes\x18\x0e \x01(\r*\xa0\x01\n\x11RegistrationState\x12\"\n\x1eREGISTRATION_STATE_UNSPECIFIED\x10\x00\x12#\n\x1fREGISTRATION_STATE_UNREGISTERED\x10\x01\x12!\n\x1dREGISTRATION_STATE_REGISTERED\x10\x02\x12\x1f\n\x1bREGISTRATION_STATE_REJECTED\x10\x03\x32\x87\x02\n\tRegistrar\x12O\n\x0bGetIdentity\x12$.pipeops.agent.v1.GetIdentityRequest\x1a\x1a.pipeops.agent.v1.Identity\x12U\n\rWatchIdentity\x12&.pipeops.agent.v1.WatchIdentityRequest\x1a\x1a.pipeops.agent.v1.Identity0\x01\x12R\n\x0cGetHeartbeat\x12%.pipeops.agent.v1.GetHeartbeatRequest\x1a\x1b.pipeops.agent.v1.Heartbeatb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pipeops/agent/v1/registrar.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x08Identity\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63luster_name\x18\x03 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61pi_url\x18\x05 \x01(\t\x12\x12\n\ntunnel_url\x18\x06 \x01(\t\x12\x13\n\x0bgateway_url\x18\x07 \x01(\t\x12\x32\n\x05state\x18\x08 \x01(\x0e\x32#.pipeops.agent.v1.RegistrationState\x12\x31\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\n \x01(\x04\"\x14\n\x12GetIdentityRequest\"\x16\n\x14WatchIdentityRequest\"\x15\n\x13GetHeartbeatRequest\"\xec\x02\n\tHeartbeat\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x15\n\rtunnel_status\x18\x02 \x01(\t\x12\x18\n\x10interval_seconds\x18\x03 \x01(\r\x12\x12\n\nsent_total\x18\x04 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x05 \x01(\x04\x12\x30\n\x0clast_attempt\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_success\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x12\n\nnode_count\x18\t \x01(\r\x12\x11\n\tpod_count\x18\n \x01(\r\x12\x13\n\x0bk8s_version\x18\x0b \x01(\t\x12\x12\n\nis_private\x18\x0c \x01(\x08\x12\x14\n\x0crouting_mode\x18\r \x01(\t\x12\x16\n\x0egateway_routes\x18\x0e \x01(\r\"\x15\n\x13HeartbeatNowRequest\"h\n\x14HeartbeatNowResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x1b.pipeops.agent.v1.Heartbeat\"\x18\n\x16\x43heckKubernetesRequest\"\x82\x01\n\x0fPermissionCheck\x12\x0c\n\x04verb\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\"\xa5\x01\n\x0fKubernetesCheck\x12\x11\n\treachable\x18\x01 \x01(\x08\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x17\n\x0flatency_seconds\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x36\n\x0bpermissions\x18\x06 \x03(\x0b\x32!.pipeops.agent.v1.PermissionCheck\"\x1e\n\x1cGetKubernetesEndpointRequest\"z\n\x12KubernetesEndpoint\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\t\x12\x1c\n\x14insecure_skip_verify\x18\x03 \x01(\x08\x12\x17\n\x0ftls_server_name\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t*\xa0\x01\n\x11RegistrationState\x12\"\n\x1eREGISTRATION_STATE_UNSPECIFIED\x10\x00\x12#\n\x1fREGISTRATION_STATE_UNREGISTERED\x10\x01\x12!\n\x1dREGISTRATION_STATE_REGISTERED\x10\x02\x12\x1f\n\x1bREGISTRATION_STATE_REJECTED\x10\x03\x32\xb5\x04\n\tRegistrar\x12O\n\x0bGetIdentity\x12$.pipeops.agent.v1.GetIdentityRequest\x1a\x1a.pipeops.agent.v1.Identity\x12U\n\rWatchIdentity\x12&.pipeops.agent.v1.WatchIdentityRequest\x1a\x1a.pipeops.agent.v1.Identity0\x01\x12R\n\x0cGetHeartbeat\x12%.pipeops.agent.v1.GetHeartbeatRequest\x1a\x1b.pipeops.agent.v1.Heartbeat\x12]\n\x0cHeartbeatNow\x12%.pipeops.agent.v1.HeartbeatNowRequest\x1a&.pipeops.agent.v1.HeartbeatNowResponse\x12^\n\x0f\x43heckKubernetes\x12(.pipeops.agent.v1.CheckKubernetesRequest\x1a!.pipeops.agent.v1.KubernetesCheck\x12m\n\x15GetKubernetesEndpoint\x12..pipeops.agent.v1.GetKubernetesEndpointRequest\x1a$.pipeops.agent.v1.KubernetesEndpointb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pipeops.agent.v1.registrar_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTRATIONSTATE']._serialized_start=800
-  _globals['_REGISTRATIONSTATE']._serialized_end=960
+  _globals['_REGISTRATIONSTATE']._serialized_start=1412
+  _globals['_REGISTRATIONSTATE']._serialized_end=1572
   _globals['_IDENTITY']._serialized_start=88
   _globals['_IDENTITY']._serialized_end=361
   _globals['_GETIDENTITYREQUEST']._serialized_start=363
@@ -44,6 +44,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHEARTBEATREQUEST']._serialized_end=430
   _globals['_HEARTBEAT']._serialized_start=433
   _globals['_HEARTBEAT']._serialized_end=797
-  _globals['_REGISTRAR']._serialized_start=963
-  _globals['_REGISTRAR']._serialized_end=1226
+  _globals['_HEARTBEATNOWREQUEST']._serialized_start=799
+  _globals['_HEARTBEATNOWREQUEST']._serialized_end=820
+  _globals['_HEARTBEATNOWRESPONSE']._serialized_start=822
+  _globals['_HEARTBEATNOWRESPONSE']._serialized_end=926
+  _globals['_CHECKKUBERNETESREQUEST']._serialized_start=928
+  _globals['_CHECKKUBERNETESREQUEST']._serialized_end=952
+  _globals['_PERMISSIONCHECK']._serialized_start=955
+  _globals['_PERMISSIONCHECK']._serialized_end=1085
+  _globals['_KUBERNETESCHECK']._serialized_start=1088
+  _globals['_KUBERNETESCHECK']._serialized_end=1253
+  _globals['_GETKUBERNETESENDPOINTREQUEST']._serialized_start=1255
+  _globals['_GETKUBERNETESENDPOINTREQUEST']._serialized_end=1285
+  _globals['_KUBERNETESENDPOINT']._serialized_start=1287
+  _globals['_KUBERNETESENDPOINT']._serialized_end=1409
+  _globals['_REGISTRAR']._serialized_start=1575
+  _globals['_REGISTRAR']._serialized_end=2140
 # @@protoc_insertion_point(module_scope)

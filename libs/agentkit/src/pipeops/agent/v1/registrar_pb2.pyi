@@ -1,10 +1,11 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -87,3 +88,73 @@ class Heartbeat(_message.Message):
     routing_mode: str
     gateway_routes: int
     def __init__(self, status: _Optional[str] = ..., tunnel_status: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., sent_total: _Optional[int] = ..., errors_total: _Optional[int] = ..., last_attempt: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., node_count: _Optional[int] = ..., pod_count: _Optional[int] = ..., k8s_version: _Optional[str] = ..., is_private: bool = ..., routing_mode: _Optional[str] = ..., gateway_routes: _Optional[int] = ...) -> None: ...
+
+class HeartbeatNowRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HeartbeatNowResponse(_message.Message):
+    __slots__ = ("delivered", "error", "heartbeat")
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    delivered: bool
+    error: str
+    heartbeat: Heartbeat
+    def __init__(self, delivered: bool = ..., error: _Optional[str] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class CheckKubernetesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PermissionCheck(_message.Message):
+    __slots__ = ("verb", "group", "resource", "namespace", "allowed", "reason", "name")
+    VERB_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    verb: str
+    group: str
+    resource: str
+    namespace: str
+    allowed: bool
+    reason: str
+    name: str
+    def __init__(self, verb: _Optional[str] = ..., group: _Optional[str] = ..., resource: _Optional[str] = ..., namespace: _Optional[str] = ..., allowed: bool = ..., reason: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class KubernetesCheck(_message.Message):
+    __slots__ = ("reachable", "server", "version", "latency_seconds", "error", "permissions")
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    reachable: bool
+    server: str
+    version: str
+    latency_seconds: float
+    error: str
+    permissions: _containers.RepeatedCompositeFieldContainer[PermissionCheck]
+    def __init__(self, reachable: bool = ..., server: _Optional[str] = ..., version: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., error: _Optional[str] = ..., permissions: _Optional[_Iterable[_Union[PermissionCheck, _Mapping]]] = ...) -> None: ...
+
+class GetKubernetesEndpointRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KubernetesEndpoint(_message.Message):
+    __slots__ = ("server", "ca_pem", "insecure_skip_verify", "tls_server_name", "error")
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    INSECURE_SKIP_VERIFY_FIELD_NUMBER: _ClassVar[int]
+    TLS_SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    server: str
+    ca_pem: str
+    insecure_skip_verify: bool
+    tls_server_name: str
+    error: str
+    def __init__(self, server: _Optional[str] = ..., ca_pem: _Optional[str] = ..., insecure_skip_verify: bool = ..., tls_server_name: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...

@@ -49,6 +49,21 @@ class RegistrarStub(object):
                 request_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.GetHeartbeatRequest.SerializeToString,
                 response_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.Heartbeat.FromString,
                 _registered_method=True)
+        self.HeartbeatNow = channel.unary_unary(
+                '/pipeops.agent.v1.Registrar/HeartbeatNow',
+                request_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.HeartbeatNowRequest.SerializeToString,
+                response_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.HeartbeatNowResponse.FromString,
+                _registered_method=True)
+        self.CheckKubernetes = channel.unary_unary(
+                '/pipeops.agent.v1.Registrar/CheckKubernetes',
+                request_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.CheckKubernetesRequest.SerializeToString,
+                response_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.KubernetesCheck.FromString,
+                _registered_method=True)
+        self.GetKubernetesEndpoint = channel.unary_unary(
+                '/pipeops.agent.v1.Registrar/GetKubernetesEndpoint',
+                request_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.GetKubernetesEndpointRequest.SerializeToString,
+                response_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.KubernetesEndpoint.FromString,
+                _registered_method=True)
 
 
 class RegistrarServicer(object):
@@ -73,6 +88,28 @@ class RegistrarServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HeartbeatNow(self, request, context):
+        """Send a heartbeat now (the heartbeat loop's next beat, brought forward) and return
+        its outcome. FAILED_PRECONDITION while the cluster is not registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckKubernetes(self, request, context):
+        """Ask the Kubernetes API now, with the agent's own credentials: reachable, version,
+        and the permissions the agent needs (SelfSubjectAccessReview each).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKubernetesEndpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +127,21 @@ def add_RegistrarServicer_to_server(servicer, server):
                     servicer.GetHeartbeat,
                     request_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.GetHeartbeatRequest.FromString,
                     response_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.Heartbeat.SerializeToString,
+            ),
+            'HeartbeatNow': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatNow,
+                    request_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.HeartbeatNowRequest.FromString,
+                    response_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.HeartbeatNowResponse.SerializeToString,
+            ),
+            'CheckKubernetes': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckKubernetes,
+                    request_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.CheckKubernetesRequest.FromString,
+                    response_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.KubernetesCheck.SerializeToString,
+            ),
+            'GetKubernetesEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKubernetesEndpoint,
+                    request_deserializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.GetKubernetesEndpointRequest.FromString,
+                    response_serializer=pipeops_dot_agent_dot_v1_dot_registrar__pb2.KubernetesEndpoint.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +225,87 @@ class Registrar(object):
             '/pipeops.agent.v1.Registrar/GetHeartbeat',
             pipeops_dot_agent_dot_v1_dot_registrar__pb2.GetHeartbeatRequest.SerializeToString,
             pipeops_dot_agent_dot_v1_dot_registrar__pb2.Heartbeat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatNow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeops.agent.v1.Registrar/HeartbeatNow',
+            pipeops_dot_agent_dot_v1_dot_registrar__pb2.HeartbeatNowRequest.SerializeToString,
+            pipeops_dot_agent_dot_v1_dot_registrar__pb2.HeartbeatNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckKubernetes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeops.agent.v1.Registrar/CheckKubernetes',
+            pipeops_dot_agent_dot_v1_dot_registrar__pb2.CheckKubernetesRequest.SerializeToString,
+            pipeops_dot_agent_dot_v1_dot_registrar__pb2.KubernetesCheck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKubernetesEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeops.agent.v1.Registrar/GetKubernetesEndpoint',
+            pipeops_dot_agent_dot_v1_dot_registrar__pb2.GetKubernetesEndpointRequest.SerializeToString,
+            pipeops_dot_agent_dot_v1_dot_registrar__pb2.KubernetesEndpoint.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,8 +45,24 @@ class SiblingError(_message.Message):
     last_at: _timestamp_pb2.Timestamp
     def __init__(self, sibling: _Optional[str] = ..., method: _Optional[str] = ..., code: _Optional[str] = ..., detail: _Optional[str] = ..., count: _Optional[int] = ..., last_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class Runtime(_message.Message):
+    __slots__ = ("rss_bytes", "cpu_seconds", "threads", "open_fds", "loop_lag_seconds", "uptime_seconds")
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FDS_FIELD_NUMBER: _ClassVar[int]
+    LOOP_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    rss_bytes: int
+    cpu_seconds: float
+    threads: int
+    open_fds: int
+    loop_lag_seconds: float
+    uptime_seconds: float
+    def __init__(self, rss_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., open_fds: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
 class ServiceInfo(_message.Message):
-    __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url", "sibling_errors")
+    __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url", "sibling_errors", "runtime")
     class ChecksEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +78,7 @@ class ServiceInfo(_message.Message):
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     METRICS_URL_FIELD_NUMBER: _ClassVar[int]
     SIBLING_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     started_at: _timestamp_pb2.Timestamp
@@ -70,4 +87,5 @@ class ServiceInfo(_message.Message):
     checks: _containers.ScalarMap[str, str]
     metrics_url: str
     sibling_errors: _containers.RepeatedCompositeFieldContainer[SiblingError]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ServiceState, str]] = ..., detail: _Optional[str] = ..., checks: _Optional[_Mapping[str, str]] = ..., metrics_url: _Optional[str] = ..., sibling_errors: _Optional[_Iterable[_Union[SiblingError, _Mapping]]] = ...) -> None: ...
+    runtime: Runtime
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ServiceState, str]] = ..., detail: _Optional[str] = ..., checks: _Optional[_Mapping[str, str]] = ..., metrics_url: _Optional[str] = ..., sibling_errors: _Optional[_Iterable[_Union[SiblingError, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ...) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpipeops/agent/v1/tunnel.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x07\x46orward\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nlocal_addr\x18\x02 \x01(\t\x12\x13\n\x0bremote_port\x18\x03 \x01(\r\"\xc7\x02\n\x0cTunnelStatus\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.pipeops.agent.v1.TunnelState\x12\x12\n\ntunnel_url\x18\x02 \x01(\t\x12+\n\x08\x66orwards\x18\x03 \x03(\x0b\x32\x19.pipeops.agent.v1.Forward\x12\x16\n\x0e\x61\x63tive_streams\x18\x04 \x01(\r\x12\x16\n\x0estreams_opened\x18\x05 \x01(\x04\x12\x16\n\x0estreams_closed\x18\x06 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\x07 \x01(\x04\x12\x11\n\tbytes_out\x18\x08 \x01(\x04\x12\x12\n\nreconnects\x18\t \x01(\x04\x12\x33\n\x0f\x63onnected_since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0b \x01(\t\"\xbf\x01\n\nStreamInfo\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x11\n\tbytes_out\x18\x05 \x01(\x04\x12\x13\n\x0bsend_credit\x18\x06 \x01(\r\x12\x16\n\x0e\x62uffered_bytes\x18\x07 \x01(\r\x12-\n\topened_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16GetTunnelStatusRequest\"\x1a\n\x18WatchTunnelStatusRequest\"\x14\n\x12ListStreamsRequest\"D\n\x13ListStreamsResponse\x12-\n\x07streams\x18\x01 \x03(\x0b\x32\x1c.pipeops.agent.v1.StreamInfo*\x9e\x01\n\x0bTunnelState\x12\x1c\n\x18TUNNEL_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TUNNEL_STATE_DISCONNECTED\x10\x01\x12\x1b\n\x17TUNNEL_STATE_CONNECTING\x10\x02\x12\x1a\n\x16TUNNEL_STATE_CONNECTED\x10\x03\x12\x19\n\x15TUNNEL_STATE_DISABLED\x10\x04\x32\x98\x02\n\x06Tunnel\x12U\n\tGetStatus\x12(.pipeops.agent.v1.GetTunnelStatusRequest\x1a\x1e.pipeops.agent.v1.TunnelStatus\x12[\n\x0bWatchStatus\x12*.pipeops.agent.v1.WatchTunnelStatusRequest\x1a\x1e.pipeops.agent.v1.TunnelStatus0\x01\x12Z\n\x0bListStreams\x12$.pipeops.agent.v1.ListStreamsRequest\x1a%.pipeops.agent.v1.ListStreamsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpipeops/agent/v1/tunnel.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x07\x46orward\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nlocal_addr\x18\x02 \x01(\t\x12\x13\n\x0bremote_port\x18\x03 \x01(\r\"\xc7\x02\n\x0cTunnelStatus\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.pipeops.agent.v1.TunnelState\x12\x12\n\ntunnel_url\x18\x02 \x01(\t\x12+\n\x08\x66orwards\x18\x03 \x03(\x0b\x32\x19.pipeops.agent.v1.Forward\x12\x16\n\x0e\x61\x63tive_streams\x18\x04 \x01(\r\x12\x16\n\x0estreams_opened\x18\x05 \x01(\x04\x12\x16\n\x0estreams_closed\x18\x06 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\x07 \x01(\x04\x12\x11\n\tbytes_out\x18\x08 \x01(\x04\x12\x12\n\nreconnects\x18\t \x01(\x04\x12\x33\n\x0f\x63onnected_since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0b \x01(\t\"\xbf\x01\n\nStreamInfo\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x11\n\tbytes_out\x18\x05 \x01(\x04\x12\x13\n\x0bsend_credit\x18\x06 \x01(\r\x12\x16\n\x0e\x62uffered_bytes\x18\x07 \x01(\r\x12-\n\topened_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16GetTunnelStatusRequest\"\x1a\n\x18WatchTunnelStatusRequest\"\x14\n\x12ListStreamsRequest\"D\n\x13ListStreamsResponse\x12-\n\x07streams\x18\x01 \x03(\x0b\x32\x1c.pipeops.agent.v1.StreamInfo\"E\n\x11RunCommandRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0cpayload_json\x18\x03 \x01(\t\"N\n\x0e\x43ommandOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x15\n\x13ListSessionsRequest\"[\n\x0cSessionState\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x16\n\x0eready_replicas\x18\x04 \x01(\r\"H\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.pipeops.agent.v1.SessionState\"\r\n\x0bPingRequest\"*\n\x0cPingResponse\x12\x1a\n\x12round_trip_seconds\x18\x01 \x01(\x01*\x9e\x01\n\x0bTunnelState\x12\x1c\n\x18TUNNEL_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TUNNEL_STATE_DISCONNECTED\x10\x01\x12\x1b\n\x17TUNNEL_STATE_CONNECTING\x10\x02\x12\x1a\n\x16TUNNEL_STATE_CONNECTED\x10\x03\x12\x19\n\x15TUNNEL_STATE_DISABLED\x10\x04\x32\x93\x04\n\x06Tunnel\x12U\n\tGetStatus\x12(.pipeops.agent.v1.GetTunnelStatusRequest\x1a\x1e.pipeops.agent.v1.TunnelStatus\x12[\n\x0bWatchStatus\x12*.pipeops.agent.v1.WatchTunnelStatusRequest\x1a\x1e.pipeops.agent.v1.TunnelStatus0\x01\x12Z\n\x0bListStreams\x12$.pipeops.agent.v1.ListStreamsRequest\x1a%.pipeops.agent.v1.ListStreamsResponse\x12S\n\nRunCommand\x12#.pipeops.agent.v1.RunCommandRequest\x1a .pipeops.agent.v1.CommandOutcome\x12\x45\n\x04Ping\x12\x1d.pipeops.agent.v1.PingRequest\x1a\x1e.pipeops.agent.v1.PingResponse\x12]\n\x0cListSessions\x12%.pipeops.agent.v1.ListSessionsRequest\x1a&.pipeops.agent.v1.ListSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pipeops.agent.v1.tunnel_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TUNNELSTATE']._serialized_start=821
-  _globals['_TUNNELSTATE']._serialized_end=979
+  _globals['_TUNNELSTATE']._serialized_start=1221
+  _globals['_TUNNELSTATE']._serialized_end=1379
   _globals['_FORWARD']._serialized_start=84
   _globals['_FORWARD']._serialized_end=148
   _globals['_TUNNELSTATUS']._serialized_start=151
@@ -48,6 +48,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSTREAMSREQUEST']._serialized_end=748
   _globals['_LISTSTREAMSRESPONSE']._serialized_start=750
   _globals['_LISTSTREAMSRESPONSE']._serialized_end=818
-  _globals['_TUNNEL']._serialized_start=982
-  _globals['_TUNNEL']._serialized_end=1262
+  _globals['_RUNCOMMANDREQUEST']._serialized_start=820
+  _globals['_RUNCOMMANDREQUEST']._serialized_end=889
+  _globals['_COMMANDOUTCOME']._serialized_start=891
+  _globals['_COMMANDOUTCOME']._serialized_end=969
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=971
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=992
+  _globals['_SESSIONSTATE']._serialized_start=994
+  _globals['_SESSIONSTATE']._serialized_end=1085
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1087
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1159
+  _globals['_PINGREQUEST']._serialized_start=1161
+  _globals['_PINGREQUEST']._serialized_end=1174
+  _globals['_PINGRESPONSE']._serialized_start=1176
+  _globals['_PINGRESPONSE']._serialized_end=1218
+  _globals['_TUNNEL']._serialized_start=1382
+  _globals['_TUNNEL']._serialized_end=1913
 # @@protoc_insertion_point(module_scope)

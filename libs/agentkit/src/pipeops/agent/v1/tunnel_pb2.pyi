@@ -96,3 +96,57 @@ class ListStreamsResponse(_message.Message):
     STREAMS_FIELD_NUMBER: _ClassVar[int]
     streams: _containers.RepeatedCompositeFieldContainer[StreamInfo]
     def __init__(self, streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ...) -> None: ...
+
+class RunCommandRequest(_message.Message):
+    __slots__ = ("id", "action", "payload_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    action: str
+    payload_json: str
+    def __init__(self, id: _Optional[str] = ..., action: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+
+class CommandOutcome(_message.Message):
+    __slots__ = ("id", "type", "result_json", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    result_json: str
+    error: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SessionState(_message.Message):
+    __slots__ = ("session_id", "state", "replicas", "ready_replicas")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    state: str
+    replicas: int
+    ready_replicas: int
+    def __init__(self, session_id: _Optional[str] = ..., state: _Optional[str] = ..., replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionState]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[SessionState, _Mapping]]] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PingResponse(_message.Message):
+    __slots__ = ("round_trip_seconds",)
+    ROUND_TRIP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    round_trip_seconds: float
+    def __init__(self, round_trip_seconds: _Optional[float] = ...) -> None: ...

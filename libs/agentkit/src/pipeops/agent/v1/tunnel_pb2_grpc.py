@@ -49,6 +49,21 @@ class TunnelStub(object):
                 request_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListStreamsRequest.SerializeToString,
                 response_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListStreamsResponse.FromString,
                 _registered_method=True)
+        self.RunCommand = channel.unary_unary(
+                '/pipeops.agent.v1.Tunnel/RunCommand',
+                request_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.RunCommandRequest.SerializeToString,
+                response_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.CommandOutcome.FromString,
+                _registered_method=True)
+        self.Ping = channel.unary_unary(
+                '/pipeops.agent.v1.Tunnel/Ping',
+                request_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.PingRequest.SerializeToString,
+                response_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.PingResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/pipeops.agent.v1.Tunnel/ListSessions',
+                request_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class TunnelServicer(object):
@@ -73,6 +88,28 @@ class TunnelServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunCommand(self, request, context):
+        """Run a command and wait for its outcome (bounded by the caller's deadline).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Ping(self, request, context):
+        """A round trip over the live tunnel connection now. FAILED_PRECONDITION when there is
+        none; DEADLINE_EXCEEDED when the pong does not come within the caller's deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """The live sessions, from the watch of the session Deployments (empty until it listed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TunnelServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +127,21 @@ def add_TunnelServicer_to_server(servicer, server):
                     servicer.ListStreams,
                     request_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListStreamsRequest.FromString,
                     response_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListStreamsResponse.SerializeToString,
+            ),
+            'RunCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunCommand,
+                    request_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.RunCommandRequest.FromString,
+                    response_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.CommandOutcome.SerializeToString,
+            ),
+            'Ping': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ping,
+                    request_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.PingRequest.FromString,
+                    response_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.PingResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListSessionsRequest.FromString,
+                    response_serializer=pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +225,87 @@ class Tunnel(object):
             '/pipeops.agent.v1.Tunnel/ListStreams',
             pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListStreamsRequest.SerializeToString,
             pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListStreamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeops.agent.v1.Tunnel/RunCommand',
+            pipeops_dot_agent_dot_v1_dot_tunnel__pb2.RunCommandRequest.SerializeToString,
+            pipeops_dot_agent_dot_v1_dot_tunnel__pb2.CommandOutcome.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeops.agent.v1.Tunnel/Ping',
+            pipeops_dot_agent_dot_v1_dot_tunnel__pb2.PingRequest.SerializeToString,
+            pipeops_dot_agent_dot_v1_dot_tunnel__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeops.agent.v1.Tunnel/ListSessions',
+            pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListSessionsRequest.SerializeToString,
+            pipeops_dot_agent_dot_v1_dot_tunnel__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,286 @@
+"""http-api benchmark: SSE fan-out to 500 clients, the whole pod's /metrics, idle RSS
+(bench/results/http-api.md).
+
+    .venv/bin/python bench/http_api.py [--clients 500] [--events 40]
+
+Starts the whole pod as real processes (kubesim, dev control plane, the four services:
+tests/httpapi/pod.py), then:
+
+* idle RSS of each container (Describe's runtime, read from /proc by each process), the
+  http-api's against the cost issue's budget of 65 MiB;
+* ``GET /metrics`` of the whole pod (four containers scraped and merged): p50/p99 of
+  sequential scrapes;
+* SSE: ``--clients`` clients on ``/api/realtime/logs?service=tunnel&level=warning`` of a
+  second http-api (``realtime.max_connections`` raised for them, ``client_queue`` 100).
+  Each timed event is a tunnel warning (a command with an unknown action through
+  ``POST /api/runners/sessions/command``); its delivery time at a client is the client's
+  receive time minus the event's own timestamp (set by the tunnel when it logged it: the
+  gRPC hop to the http-api is included). Three phases: the readers alone; while one more
+  client, which never reads (its receive buffer shrunk), is flooded with info lines only
+  it subscribes to until the http-api drops it; after the drop.
+
+Never part of the tests (tests/httpapi assert behaviour, not timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.httpapi.pod import HttpApi, Pod  # noqa: E402
+
+RESULTS = HERE / "results" / "http-api.md"
+NOTES = """## Reading these numbers
+
+* RSS: the http-api's floor is its imports. Measured with `ru_maxrss` after importing
+  alone: `agentkit.runner` (grpcio, protobuf, pydantic, prometheus-client, uvloop) about
+  50 MiB, FastAPI and uvicorn on top about 61 MiB; the rest is the event ring, the gRPC
+  channels and uvicorn's state. The 65 MiB budget is the cost issue's (issue 15): the same
+  floor is in every container (registrar and tunnel are above 80 MiB).
+* SSE: each reading client has its own writer task and bounded queue; publishing never
+  waits, so the stalled client cannot hold the others up. What slows the middle phase is
+  CPU: the flood itself (a command, two log lines and a Kubernetes call per flood
+  command) runs on the same two shared CPUs as the pod, the 500 clients and this script.
+  The stalled client's connection has a fixed 64 KiB kernel send buffer, so it is dropped
+  after a few hundred lines.
+"""
+
+FLOOD_LIMIT = 90.0  # seconds of flooding at most
+BUDGET_MIB = 65
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class SseClient:
+    def __init__(self, api: HttpApi, path: str) -> None:
+        self.api, self.path = api, path
+        self.received: dict[str, float] = {}  # marker -> delivery seconds
+        self.ended = False
+
+    async def run(self, ready: asyncio.Event, count: list[int]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.api.port)
+        writer.write(f"GET {self.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     f"{self.api.token}\r\n\r\n".encode())
+        await writer.drain()
+        status = await reader.readline()
+        assert b" 200 " in status, status
+        count[0] += 1
+        if count[0] == count[1]:
+            ready.set()
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                if line.startswith(b"data: ") and b"bench-" in line:
+                    now = time.time()
+                    data = json.loads(line[6:])
+                    marker = data["attributes"].get("command_id", "")
+                    if marker.startswith("bench-"):
+                        sent = dt.datetime.fromisoformat(data["time"].replace("Z", "+00:00"))
+                        self.received[marker] = now - sent.timestamp()
+        finally:
+            self.ended = True
+            writer.close()
+
+
+async def stalled(api: HttpApi) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", api.port))
+    sock.sendall(f"GET /api/realtime/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 f"{api.token}\r\n\r\n".encode())
+    return sock  # never read
+
+
+async def command(http: httpx.AsyncClient, api: HttpApi, marker: str) -> None:
+    """A tunnel warning line carrying ``marker`` (an unknown action fails at once)."""
+    reply = await http.post(api.url + "/api/runners/sessions/command",
+                            json={"action": "bench_no_such_action", "payload": {},
+                                  "id": marker},
+                            headers={"Authorization": f"Bearer {api.token}"})
+    reply.raise_for_status()
+
+
+async def timed_events(http: httpx.AsyncClient, api: HttpApi, clients: list[SseClient],
+                       events: int, prefix: str) -> list[float]:
+    markers = []
+    for n in range(events):
+        marker = f"bench-{prefix}-{n}"
+        markers.append(marker)
+        await command(http, api, marker)
+        await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(  # noqa: ASYNC110 -- polling clients
+            m in c.received for c in clients for m in markers):
+        await asyncio.sleep(0.1)
+    latencies = [c.received[m] for c in clients for m in markers if m in c.received]
+    missing = len(clients) * len(markers) - len(latencies)
+    if missing:
+        print(f"  {missing} deliveries missing", flush=True)
+    return latencies
+
+
+async def flood_until_dropped(http: httpx.AsyncClient, api: HttpApi) -> tuple[int, float]:
+    """Info-level tunnel lines (a command that completes: "command received", "command
+    complete"), which the reading clients do not subscribe to and the stalled one does,
+    until the stalled one is dropped. (commands sent, seconds)"""
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < FLOOD_LIMIT:
+        await asyncio.gather(*(run(http, api, "wake_session", {"sessionId": "bench"})
+                               for _ in range(20)))
+        sent += 20
+        if any(r.get("msg") == "realtime client dropped" for r in api.records()):
+            return sent, time.monotonic() - started
+    return 0, time.monotonic() - started
+
+
+async def run(http: httpx.AsyncClient, api: HttpApi, action: str,
+              payload: dict[str, Any]) -> dict[str, Any]:
+    reply = await http.post(api.url + "/api/runners/sessions/command",
+                            json={"action": action, "payload": payload},
+                            headers={"Authorization": f"Bearer {api.token}"})
+    reply.raise_for_status()
+    outcome: dict[str, Any] = reply.json()
+    return outcome
+
+
+async def fanout(pod: Pod, clients_n: int, events: int) -> dict[str, Any]:
+    api = pod.http_api("--set", f"realtime.max_connections={clients_n + 10}",
+                       "--set", "realtime.client_queue=100")
+    http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20))
+    started = await run(http, api, "start_session", {"sessionId": "bench",
+                                                     "template": "nginx"})
+    assert started["type"] == "complete", started
+    clients = [SseClient(api, "/api/realtime/logs?service=tunnel&level=warning")
+               for _ in range(clients_n)]
+    ready, count = asyncio.Event(), [0, clients_n]
+    tasks = [asyncio.create_task(c.run(ready, count)) for c in clients]
+    await asyncio.wait_for(ready.wait(), 60)
+    await asyncio.sleep(1)
+    alone = await timed_events(http, api, clients, events, "alone")
+    stuck = await stalled(api)
+    flood = asyncio.create_task(flood_until_dropped(http, api))
+    during = await timed_events(http, api, clients, events, "during")
+    dropped_after, flood_seconds = await flood
+    after = await timed_events(http, api, clients, events, "after")
+    alive = sum(not c.ended for c in clients)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await http.aclose()
+    stuck.close()
+    api.stop()
+    return {"alone": alone, "during": during, "after": after,
+            "dropped_after": dropped_after, "flood_seconds": flood_seconds, "alive": alive}
+
+
+def scrape_times(api: HttpApi, rounds: int) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(api.url + "/metrics", timeout=10) as reply:
+            reply.read()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--events", type=int, default=40)
+    parser.add_argument("--scrapes", type=int, default=200)
+    args = parser.parse_args()
+    pod = Pod(Path(tempfile.mkdtemp(prefix="bench-http-api-")), heartbeat_interval=5).start()
+    try:
+        time.sleep(10)  # settle: start-up allocations done, a few heartbeats sent
+        runtime = pod.api.get("/api/metrics/runtime")
+        rss = {name: int(r["rss_bytes"]) / 2**20 for name, r in runtime.items()}
+        pod.api.get("/metrics", token="")  # warm
+        scrapes = scrape_times(pod.api, args.scrapes)
+        series = sum(1 for line in pod.api.get("/metrics", token="").splitlines()
+                     if line and not line.startswith("#"))
+        fan = asyncio.run(fanout(pod, args.clients, args.events))
+    finally:
+        pod.stop()
+
+    ms = lambda v: f"{v * 1000:.1f}"  # noqa: E731
+    lines = [
+        "# http-api benchmark",
+        "",
+        f"`bench/http_api.py` on {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}. The whole pod runs as "
+        "real processes on this machine together with the clients (shared CPUs: the "
+        "numbers are upper bounds).",
+        "",
+        "## Idle RSS (after start-up and 10 s idle)",
+        "",
+        "| container | RSS (MiB) |",
+        "| --- | --- |",
+        *(f"| {name} | {value:.1f} |" for name, value in rss.items()),
+        "",
+        f"Budget for the http-api (cost issue): {BUDGET_MIB} MiB: "
+        + ("within." if rss["http-api"] <= BUDGET_MIB else
+           f"**over by {rss['http-api'] - BUDGET_MIB:.1f} MiB** (see the notes)."),
+        "",
+        f"## GET /metrics of the whole pod ({args.scrapes} sequential scrapes, "
+        f"{series} series)",
+        "",
+        f"p50 {ms(statistics.median(scrapes))} ms, p99 {ms(pct(scrapes, 99))} ms, "
+        f"max {ms(max(scrapes))} ms (target: p99 under 50 ms).",
+        "",
+        f"## SSE: {args.clients} clients, {args.events} timed events, one stalled client",
+        "",
+        "Delivery = the client's receive time minus the event's timestamp (the tunnel's, "
+        "when it logged the line): includes the gRPC Events hop to the http-api.",
+        "",
+        "| phase | deliveries | p50 ms | p99 ms | max ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    phases = {"alone": "500 reading clients only",
+              "during": "a stalled client filling up (flood of lines it alone wants)",
+              "after": "after the stalled client was dropped"}
+    for phase, title in phases.items():
+        values = fan[phase]
+        lines.append(f"| {title} | {len(values)} | {ms(statistics.median(values))} | "
+                     f"{ms(pct(values, 99))} | {ms(max(values))} |" if values
+                     else f"| {title} | 0 | - | - | - |")
+    lines += [
+        "",
+        (f"The stalled client was dropped after {fan['dropped_after']} flood commands "
+         f"({fan['flood_seconds']:.1f} s);" if fan["dropped_after"] else
+         f"The stalled client was NOT dropped within {fan['flood_seconds']:.0f} s;")
+        + f" {fan['alive']} of {args.clients} reading clients were still connected at "
+        "the end.",
+        "",
+        NOTES,
+    ]
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The whole pod as real processes, for the http-api tests.
+
+kubesim, the dev control plane, then the registrar, tunnel, gateway and http-api, each
+on its own free loopback ports, wired as in the chart (the same gRPC and metrics ports
+for every container). ``http_api(...)`` starts a further http-api on the same siblings,
+with its own settings: one whose ``grpc.<sibling>`` points where nothing listens sees
+that sibling down, without disturbing the pod the other tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubesim.testing import Kubesim
+from pipeops_controlplane.testing import ControlPlane
+from tests.helpers import BIN, ServiceProcess, free_port, wait_for
+from tests.registrar.harness import sa_token_file
+
+AGENT_NAMESPACE = "pipeops-system"
+SESSION_NAMESPACE = "pipeops-sessions"
+SIBLINGS = ("registrar", "tunnel", "gateway")
+
+
+class HttpApi(ServiceProcess):
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, token: str,
+                 ca_file: str = "") -> None:
+        super().__init__(argv, env)
+        self.port = port
+        self.token = token
+        self.context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30
+                ) -> tuple[int, Any, dict[str, str]]:
+        """(status, decoded JSON or text, headers); ``token=""`` sends none."""
+        data = json.dumps(body).encode() if body is not None else None
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        use = self.token if token is None else token
+        if use:
+            sent["Authorization"] = f"Bearer {use}"
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={**sent, **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.context) as reply:
+                status, raw, got = reply.status, reply.read(), dict(reply.headers)
+        except urllib.error.HTTPError as exc:
+            status, raw, got = exc.code, exc.read(), dict(exc.headers)
+        text = raw.decode()
+        try:
+            return status, json.loads(text), got
+        except ValueError:
+            return status, text, got
+
+    def get(self, path: str, **kw: Any) -> Any:
+        status, body, _ = self.request("GET", path, **kw)
+        assert status == 200, (path, status, body)
+        return body
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = self.get("/metrics", token="")
+        out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in self.metrics().items()
+                   if n == name and set(labels.items()) <= set(ls))
+
+    def wait_serving(self, timeout: float = 30) -> HttpApi:
+        def serving() -> bool:
+            with contextlib.suppress(OSError):
+                return self.request("GET", "/health", token="", timeout=2)[0] == 200
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("the http-api exited:\n" + "\n".join(
+                    self.lines[-20:] + self.stderr_lines[-20:]))
+            return False
+
+        wait_for(serving, timeout, what="the http-api to serve")
+        return self
+
+
+class Pod:
+    def __init__(self, folder: Path, heartbeat_interval: float = 0.5) -> None:
+        self.folder = folder
+        self.interval = heartbeat_interval
+        self.token = "dash-" + secrets.token_hex(16)
+        self.grpc = {name: free_port() for name in (*SIBLINGS, "http_api")}
+        self.metrics_ports = {name: free_port() for name in SIBLINGS}
+        self.started: list[Any] = []
+        self.services: dict[str, ServiceProcess] = {}
+
+    def start(self) -> Pod:
+        try:
+            seed = self.folder / "namespaces.yaml"
+            seed.write_text("".join(
+                f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+                for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE)))
+            self.kubesim = Kubesim(demo=True, seeds=[seed]).start()
+            self.started.append(self.kubesim)
+            self.cp = ControlPlane(extra_args=["--tunnel-ping-interval", "1",
+                                               "--tunnel-ping-timeout", "5"]).start()
+            self.started.append(self.cp)
+            self.state = self.folder / "state"
+            self.state.mkdir()
+            self.sa_token = sa_token_file(self.folder, self.kubesim.token)
+            for name in SIBLINGS:
+                self.services[name] = self.service(name)
+            self.api = self.http_api()
+            self.identity = wait_for(self._registered, 30, what="registration")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _registered(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.state / "identity.json").read_text())["data"]
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if data.get("state") == "registered" else None
+
+    def argv(self, name: str, grpc: dict[str, int] | None = None) -> list[str]:
+        ports = {**self.grpc, **(grpc or {})}
+        return [
+            str(BIN / f"pipeops-{name}"), "--api-url", self.cp.url,
+            "--state-dir", str(self.state), "--kubeconfig", self.kubesim.kubeconfig,
+            "--cluster-name", "httpapi-test",
+            "--set", "kubernetes.in_cluster=false",
+            "--set", f"kubernetes.service_account_token_path={self.sa_token}",
+            "--set", f"kubernetes.namespace={AGENT_NAMESPACE}",
+            "--set", f"kubernetes.session_namespace={SESSION_NAMESPACE}",
+            "--set", f"pipeops.heartbeat_interval={self.interval}",
+            "--set", "pipeops.reconnect.backoff_base=0.1",
+            "--set", "pipeops.reconnect.backoff_max=1",
+            *(a for n, p in ports.items() for a in ("--set", f"grpc.{n}={p}")),
+            *(a for n, p in self.metrics_ports.items() for a in ("--set", f"metrics.{n}={p}")),
+            "--set", "grpc.probe_host=",
+        ]
+
+    def service(self, name: str) -> ServiceProcess:
+        proc = ServiceProcess(self.argv(name), env={"PIPEOPS_TOKEN": self.cp.token}).start()
+        self.started.append(proc)
+        proc.wait_started(30)
+        return proc
+
+    def http_api(self, *extra: str, grpc: dict[str, int] | None = None,
+                 token: str | None = None, env: dict[str, str] | None = None,
+                 ca_file: str = "") -> HttpApi:
+        """A further http-api (``ca_file``: it serves HTTPS with a certificate of that CA,
+        given in ``extra``)."""
+        port = free_port()
+        use = self.token if token is None else token
+        ports = dict(grpc or {})
+        if hasattr(self, "api"):
+            ports.setdefault("http_api", free_port())  # a further http-api: its own gRPC port
+        proc = HttpApi([*self.argv("http-api", ports), "--host", "127.0.0.1",
+                        "--port", str(port), *extra],
+                       {"PIPEOPS_TOKEN": self.cp.token, "PIPEOPS_DASHBOARD_TOKEN": use,
+                        **(env or {})}, port, use, ca_file)
+        proc.start()
+        self.started.append(proc)
+        return proc.wait_serving()
+
+    def stop(self) -> None:
+        for thing in reversed(self.started):
+            with contextlib.suppress(Exception):
+                thing.stop()
+        self.started.clear()
+
+    @property
+    def cluster_id(self) -> str:
+        return str(self.identity["cluster_id"])
+
+    @property
+    def agent_id(self) -> str:
+        return str(self.identity["agent_id"])
