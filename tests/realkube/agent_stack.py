@@ -94,6 +94,9 @@ class ChartedAgent:
             "--set", "grpc.tunnel_probe=0", "--set", "metrics.tunnel=0",
             "--set", f"grpc.gateway={free_port()}"]))
         self.tunnel.wait_started(timeout=30)
+        # commands need the tunnel up: a test that runs alone must not race its connect
+        wait_for(lambda: (self.tunnel_view() or {}).get("connected"), timeout=30,
+                 what="the tunnel connected at the control plane")
 
     def _registered(self) -> dict[str, Any] | None:
         try:

@@ -132,8 +132,10 @@ def _session_pods(agent: ChartedAgent, session_id: str) -> list[dict[str, Any]]:
 
 
 class StateRecorder:
-    """Every distinct state the control plane shows for each session, polled every 20 ms
-    from a thread, from before the first command on."""
+    """Every distinct state in a row the control plane heard for each session: its
+    bounded per-session history (a state that lasted less than a poll is kept there),
+    polled every 20 ms from a thread, from before the first command on. The history
+    restarts when the session is dropped (stopped) or the tunnel reconnects."""
 
     def __init__(self, agent: ChartedAgent) -> None:
         self.agent = agent
@@ -144,9 +146,7 @@ class StateRecorder:
     def _poll(self) -> None:
         while not self._stop.wait(0.02):
             for sid, session in self.agent.sessions().items():
-                states = self.seen.setdefault(sid, [])
-                if not states or states[-1] != session["state"]:
-                    states.append(session["state"])
+                self.seen[sid] = list(session["history"])
 
     def __enter__(self) -> StateRecorder:
         self._thread.start()

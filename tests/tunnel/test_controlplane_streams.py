@@ -297,8 +297,8 @@ async def test_unknown_messages_get_an_error_and_status_is_kept(
                         "replicas": int(state != "hibernated"), "readyReplicas": 0})
         view = await _until(lambda: (v := _view_now(controlplane, reg["cluster_id"]))
                             and v["last_status"].get("state") == "stopped" and v)
-        assert view["sessions"] == {"s2": {"state": "hibernated", "replicas": 0,
-                                           "readyReplicas": 0}}
+        assert view["sessions"] == {"s2": {"state": "hibernated", "history": ["hibernated"],
+                                           "replicas": 0, "readyReplicas": 0}}
         # ill-formed ones are not kept
         agent.send({"type": "status", "sessionId": "x" * 64, "state": "running"})
         agent.send({"type": "status", "sessionId": "s3", "state": "exploded"})

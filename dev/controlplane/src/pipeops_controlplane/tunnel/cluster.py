@@ -28,6 +28,7 @@ PORT_CONFIG_FORWARDS = {"kubernetes_api": "kubernetes-api", "kubelet": "kubelet"
 MAX_LISTENERS = 64  # per cluster: forwards from the hello plus Service listeners
 MAX_FORWARD_NAME = 63
 MAX_SESSIONS = 4096  # session states kept per cluster (the agent reports as many)
+MAX_HISTORY = 16  # distinct states in a row kept per session (tests see short-lived ones)
 SESSION_STATES = ("starting", "running", "hibernated", "stopped")
 
 
@@ -187,8 +188,12 @@ class ClusterTunnel:
         if message.get("state") == "stopped":
             self.sessions.pop(session_id, None)
         elif session_id in self.sessions or len(self.sessions) < MAX_SESSIONS:
+            history = self.sessions.get(session_id, {}).get("history", [])
+            if not history or history[-1] != message["state"]:
+                history = [*history, message["state"]][-MAX_HISTORY:]
             self.sessions[session_id] = {
                 "state": message["state"],
+                "history": history,
                 **{k: v if isinstance(v := message.get(k), int) else None
                    for k in ("replicas", "readyReplicas")}}
         self.notify()
