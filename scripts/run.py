@@ -204,11 +204,14 @@ class Stack:
             self.endpoints["kubesim"] = {"url": ready["url"], "kubeconfig": kubeconfig}
             point_demo_ingress(kubeconfig)
 
+        tls = ["--tunnel-tls-dir", str(self.run_dir / "controlplane")] if self.args.tunnel_tls \
+            else []
         controlplane = self.start("controlplane", [
             str(BIN / "pipeops-dev-controlplane"), "--host", "127.0.0.1", "--port", "0",
-            "--public-port", str(self.port(self.args.public_port)), "--token", INSTALL_TOKEN])
+            "--public-port", str(self.port(self.args.public_port)), "--token", INSTALL_TOKEN,
+            *tls])
         cp = controlplane.wait_for(lambda r: r.get("event") == "ready", 30)
-        self.endpoints["controlplane"] = {"url": cp["url"]}
+        self.endpoints["controlplane"] = {"url": cp["url"], "tunnel_url": cp["tunnel_url"]}
 
         http_port = self.port(self.args.http_port)
         common = [
@@ -230,6 +233,9 @@ class Stack:
         ]
         if token_file.exists():
             common += ["--set", f"kubernetes.service_account_token_path={token_file}"]
+        if cp.get("tunnel_ca_file"):  # wss://: the agent trusts the control plane's CA
+            common += ["--set", f"pipeops.tls.ca_file={cp['tunnel_ca_file']}"]
+            self.endpoints["controlplane"]["tunnel_ca_file"] = cp["tunnel_ca_file"]
         env = {"PIPEOPS_TOKEN": INSTALL_TOKEN}
         # A fresh dashboard token each run, for the http-api only (it never logs it).
         dashboard_token = secrets.token_urlsafe(24)
@@ -362,6 +368,10 @@ def main() -> int:
     parser.add_argument("--run-dir", default=str(ROOT / ".run"))
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--quiet", action="store_true", help="logs only to .run/logs")
+    parser.add_argument("--tunnel-tls", action="store_true",
+                        help="the production path: the control plane's tunnel endpoint serves "
+                             "wss:// with a throwaway CA (.run/controlplane/ca.crt), which the "
+                             "agent trusts through pipeops.tls.ca_file")
     args = parser.parse_args()
 
     stop = threading.Event()

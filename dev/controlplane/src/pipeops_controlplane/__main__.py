@@ -1,7 +1,9 @@
 """Entry point of ``pipeops-dev-controlplane``: serve the app on loopback.
 
-Prints one JSON line to stdout once it listens, ``{"event": "ready", "url": ...}``, so
-tests and ``make run`` find it with ``--port 0``; everything else is logged as JSON
+Prints one JSON line to stdout once it listens, ``{"event": "ready", "url": ...,
+"tunnel_url": ..., "tunnel_ca_file": ...}`` (the CA is empty unless
+``--tunnel-tls-dir`` makes the tunnel endpoint ``wss://``), so tests and ``make run``
+find it with ``--port 0``; everything else is logged as JSON
 lines (tokens masked).
 """
 
@@ -52,6 +54,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tunnel-public-host", default="", metavar="HOST[:PORT]",
                         help="host put in the tunnel_url handed to agents (default: the "
                              "bound address)")
+    parser.add_argument("--tunnel-tls-dir", type=Path, metavar="DIR",
+                        help="serve the tunnel endpoint as wss:// with a throwaway CA written "
+                             "into DIR (ca.crt, server.crt, server.key); agents trust ca.crt "
+                             "with pipeops.tls.ca_file")
     parser.add_argument("--tunnel-ping-interval", type=float, default=15.0, metavar="SECONDS",
                         help="WebSocket keepalive ping on tunnel connections")
     parser.add_argument("--tunnel-ping-timeout", type=float, default=20.0, metavar="SECONDS",
@@ -111,8 +117,10 @@ async def serve(settings: Settings, tokens: InstallTokens, log_level: str,
     ready.cancel()
     if server.started:
         url = f"http://{host}:{port}"
+        tls = app.state.tunnels.tls
         print(json.dumps({"event": "ready", "url": url, "tunnel_url": tunnel_url,
-                          "public_url": public_url}), flush=True)
+                          "public_url": public_url,
+                          "tunnel_ca_file": str(tls.ca_cert) if tls else ""}), flush=True)
         log.info("listening", extra={"url": url, "install_tokens": len(tokens)})
     try:
         await task
@@ -146,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         tunnel_url=args.tunnel_url, gateway_url=args.gateway_url)
     tunnel_settings = TunnelSettings(
         bind_host=args.host, port=args.tunnel_port, public_host=args.tunnel_public_host,
+        tls_dir=args.tunnel_tls_dir,
         ping_interval=args.tunnel_ping_interval, ping_timeout=args.tunnel_ping_timeout,
         connect_wait=args.tunnel_connect_wait)
     try:

@@ -36,6 +36,8 @@ class ControlPlane:
         self.start_timeout = start_timeout
         self.url = ""
         self.public_url = ""  # the public listener of the gateway routes
+        self.tunnel_url = ""  # from the ready line: ws:// or, with --tunnel-tls-dir, wss://
+        self.tunnel_ca_file = ""  # the CA agents trust for wss:// ("" without TLS)
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -71,6 +73,8 @@ class ControlPlane:
                 ready = json.loads(line)
                 self.url = ready["url"]
                 self.public_url = ready.get("public_url", "")
+                self.tunnel_url = ready.get("tunnel_url", "")
+                self.tunnel_ca_file = ready.get("tunnel_ca_file", "")
                 self._ready.set()
         self._ready.set()
 

@@ -35,6 +35,7 @@ from pipeops_controlplane.tunnel.cluster import (
 )
 from pipeops_controlplane.tunnel.commands import CommandRecord
 from pipeops_controlplane.tunnel.settings import TUNNEL_PATH, TunnelSettings
+from pipeops_controlplane.tunnel.tls import TunnelTls, write_tunnel_tls
 
 log = logging.getLogger("pipeops_controlplane.tunnel")
 
@@ -63,6 +64,7 @@ class TunnelHub:
         self.tunnels: dict[str, ClusterTunnel] = {}
         self.url = ""  # the tunnel_url handed to agents, once the server listens
         self._server: Server | None = None
+        self.tls: TunnelTls | None = None  # the throwaway CA's files, serving wss://
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sockets: dict[str, ServerConnection] = {}  # the live connection per cluster
 
@@ -71,6 +73,11 @@ class TunnelHub:
     async def start(self) -> str:
         """Start the WebSocket server; returns its URL."""
         s = self.settings
+        context = None
+        if s.tls_dir is not None:
+            hosts = [s.bind_host, s.public_host.rpartition(":")[0] or s.public_host]
+            self.tls = await asyncio.to_thread(write_tunnel_tls, s.tls_dir, hosts)
+            context = await asyncio.to_thread(self.tls.server_context)
         self._server = await serve(
             self._connection, s.bind_host, s.port, process_request=self._check_request,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
@@ -78,11 +85,11 @@ class TunnelHub:
             max_size=s.max_message, max_queue=s.max_queue, write_limit=s.write_limit,
             # A peer whose pong is late is dead: do not wait the default 10 s for the
             # close handshake it will never answer.
-            close_timeout=2.0, server_header=None,
+            close_timeout=2.0, server_header=None, ssl=context,
         )
         port = next(iter(self._server.sockets)).getsockname()[1]
         public = s.public_host or f"{s.bind_host}:{port}"
-        self.url = f"ws://{public}{TUNNEL_PATH}"
+        self.url = f"{'wss' if context else 'ws'}://{public}{TUNNEL_PATH}"
         log.info("tunnel endpoint listening", extra={"url": self.url})
         return self.url
 

@@ -10,6 +10,7 @@ limits). Every timeout on the path of a stream is here, so tests can shorten the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentkit.mux import DEFAULT_MAX_FRAME, DEFAULT_WINDOW
 
@@ -26,6 +27,8 @@ class TunnelSettings:
     """Port of the WebSocket server; 0 picks a free one."""
     public_host: str = ""
     """``host[:port]`` put in ``tunnel_url``; empty: the bound address."""
+    tls_dir: Path | None = None
+    """Serve ``wss://`` with a throwaway CA written here (``tls.py``); None: ``ws://``."""
     ping_interval: float = 15.0
     """WebSocket keepalive ping (PROTOCOL.md: 15 s) ..."""
     ping_timeout: float = 20.0
