@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -240,11 +241,18 @@ class Stack:
         # A fresh dashboard token each run, for the http-api only (it never logs it).
         dashboard_token = secrets.token_urlsafe(24)
         services = {}
+        # As in a pod, the tunnel finds the API server in KUBERNETES_SERVICE_HOST/PORT (its
+        # kubernetes-api forward then needs no kubeconfig read, and no `kubernetes` import).
+        api_env = {}
+        if "kubesim" in self.endpoints:
+            api = urllib.parse.urlsplit(self.endpoints["kubesim"]["url"])
+            api_env = {"KUBERNETES_SERVICE_HOST": api.hostname or "127.0.0.1",
+                       "KUBERNETES_SERVICE_PORT": str(api.port or 443)}
         for name in ("registrar", "tunnel", "gateway", "http-api"):
             extra = ["--host", "127.0.0.1"] if name == "http-api" else []
             own = {"PIPEOPS_DASHBOARD_TOKEN": dashboard_token} if name == "http-api" else {}
             services[name] = self.start(name, [str(BIN / f"pipeops-{name}"), *common, *extra],
-                                        {**env, **own})
+                                        {**env, **own, **(api_env if name == "tunnel" else {})})
         grpc = {}
         for name, child in services.items():
             started = child.wait_for(lambda r: r.get("msg") == "started", 30)

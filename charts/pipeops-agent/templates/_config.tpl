@@ -38,6 +38,7 @@ PIPEOPS_TOKEN from a Secret.
     "tls" (dict "insecure_skip_verify" $v.pipeops.insecureSkipVerify))
   "tunnel" (dict
     "enabled" $v.tunnel.enabled
+    "sessions" (dict "enabled" $v.tunnel.sessions)
     "forwards" $forwards)
   "kubernetes" (dict
     "in_cluster" true

@@ -9,3 +9,10 @@ says about itself), ``grpcserver`` and ``grpcclient`` (the localhost contract), 
 container's process life).
 The generated contract stubs live in ``pipeops.agent.v1`` (``make proto``).
 """
+
+import sys as _sys
+
+# httpx imports its command-line tool (click and pygments, ~5 MiB of RSS) whenever click
+# is importable, as it is beside uvicorn, and then drops it when `rich` is missing. No
+# container runs that tool: its import fails at once instead (httpx falls back by itself).
+_sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

@@ -20,6 +20,12 @@ The identity and the allocation survive a reconnect; streams do not (the mux res
 when the connection ends). Commands and their outcomes outlive connections, and so does
 the watch of the session Deployments whose state changes go out as ``status`` messages
 (``session_status``; every live session's state again on each new connection).
+
+Session management (``tunnel.sessions.enabled``, on by default) costs nothing until it is
+used: the Kubernetes client (``kubernetes``, ~13 MiB of a ~55 MiB process) and the status
+watch start with the first session command, or at start when the state volume's marker
+(``session_status.MARKER``) says the last watch saw live sessions, so a restarted tunnel
+reports them again at once. Off, session commands fail with the reason and nothing loads.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from pipeops_tunnel.connection import (
     HandshakeRefused,
     HelloAck,
 )
-from pipeops_tunnel.session_status import SessionStatus
+from pipeops_tunnel.session_status import MARKER, SessionStatus
 from pipeops_tunnel.sessions import CommandFailed, Sessions
 from pipeops_tunnel.state import CONNECTED, CONNECTING, DISABLED, DISCONNECTED, TunnelState
 from pipeops_tunnel.targets import Dialer, TargetPolicy, out_of_cluster_api
@@ -77,7 +83,9 @@ class TunnelAgent:
         self.kube = LazyKube(ctx.config.kubernetes, ctx.status)
         self.commands = CommandRunner(self._sessions)
         self.session_status = SessionStatus(self.kube, ctx.config.kubernetes.session_namespace,
-                                            ctx.config.pipeops.reconnect)
+                                            ctx.config.pipeops.reconnect,
+                                            marker=ctx.config.agent.state_dir / MARKER)
+        self._statuses: asyncio.Task[None] | None = None  # the status watch, once started
         policy = TargetPolicy(forwards, self._check_target, self.kube.get)
         self.dialer = Dialer(policy, ctx.config.tunnel.dial_timeout)
         self.connection: Connection | None = None
@@ -87,10 +95,20 @@ class TunnelAgent:
         self.tls: ssl.SSLContext | None = None
 
     async def _sessions(self) -> Sessions:
+        if not self.config.tunnel.sessions.enabled:
+            raise CommandFailed("session management is disabled on this agent "
+                                "(tunnel.sessions.enabled is false)")
         client = await self.kube.get()
         if client is None:
             raise CommandFailed(self.kube.problem)
+        self._watch_sessions()
         return Sessions(client, self.config.kubernetes.session_namespace)
+
+    def _watch_sessions(self) -> None:
+        """Start the session status watch once (a root task: it dies, the service stops)."""
+        if self._statuses is None and self.config.tunnel.sessions.enabled:
+            self._statuses = self.ctx.spawn(self.session_status.run(),
+                                            name="tunnel:session-status")
 
     async def _check_target(self, namespace: str, service: str, port: int) -> tuple[bool, str]:
         reply = await self.ctx.siblings.call("gateway", "Gateway/CheckTarget",
@@ -118,7 +136,8 @@ class TunnelAgent:
         self.state.set_state(DISCONNECTED, "waiting for the registrar's identity file at "
                              f"{self.identity.file.path}")
         watcher = self.ctx.spawn(self.identity.run(), name="tunnel:identity")
-        statuses = self.ctx.spawn(self.session_status.run(), name="tunnel:session-status")
+        if await asyncio.to_thread(self.session_status.marked):
+            self._watch_sessions()  # live sessions when we last looked: report them again
         try:
             await self.identity.wait_ready()
             allocations = AllocationClient(self.config, plane)
@@ -136,7 +155,7 @@ class TunnelAgent:
                             log.warning("%s; asking for the allocation again now", exc)
                             self.state.set_state(DISCONNECTED, str(exc), error=str(exc))
         finally:
-            await asyncio.shield(self._shutdown(watcher, statuses, plane))
+            await asyncio.shield(self._shutdown(watcher, plane))
 
     async def _allocate_and_connect(self, allocations: AllocationClient) -> None:
         """Ask for the allocation, then stay connected; HandshakeRefused ends it."""
@@ -275,11 +294,11 @@ class TunnelAgent:
             self.state.set_state(DISCONNECTED, "the tunnel connection was lost")
             self.ctx.bus.publish(KIND_EVENT, "tunnel disconnected", level="warning")
 
-    async def _shutdown(self, watcher: asyncio.Task[None], statuses: asyncio.Task[None],
-                        plane: ControlPlaneClient) -> None:
+    async def _shutdown(self, watcher: asyncio.Task[None], plane: ControlPlaneClient) -> None:
         await self.commands.close()
-        statuses.cancel()
-        await asyncio.gather(statuses, return_exceptions=True)
+        if self._statuses is not None:
+            self._statuses.cancel()
+            await asyncio.gather(self._statuses, return_exceptions=True)
         for task in self._retiring:
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)

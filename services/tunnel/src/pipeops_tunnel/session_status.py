@@ -13,6 +13,11 @@ connection's control queue, so command acks and outcomes always find room. Each 
 connection gets every live session's state again (the control plane starts its picture
 afresh there), so a control plane that restarted or missed messages (a ``stopped`` lost
 with a dying connection) catches up. Both maps are bounded (``MAX_SESSIONS``).
+
+While the last list or change showed live sessions, the file ``MARKER`` exists in the state
+volume; the tunnel starts the watch at once when it finds it (``agent``), and otherwise
+only with the first session command, so an agent without sessions never loads
+``kubernetes``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agentkit.config import ReconnectConfig
@@ -37,6 +43,7 @@ MAX_SESSIONS = 4096  # sessions whose state is kept; more are not reported (said
 RETRY_TICK = 1.0  # seconds between attempts to send what the control plane did not take
 MAX_QUEUED = 256  # control messages queued on the connection above which none is added
 WATCH_SECONDS = 300  # one watch request, then another from where it ended
+MARKER = "tunnel-sessions-live"  # in the state dir while live sessions are known
 
 Send = Callable[[dict[str, Any]], bool]
 Queued = Callable[[], int]
@@ -69,8 +76,10 @@ def stopped(session_id: str) -> dict[str, Any]:
 
 class SessionStatus:
     def __init__(self, kube: LazyKube, namespace: str, policy: ReconnectConfig, *,
-                 max_sessions: int = MAX_SESSIONS) -> None:
+                 max_sessions: int = MAX_SESSIONS, marker: Path | None = None) -> None:
         self.kube = kube
+        self.marker = marker
+        self._marked: bool | None = None  # what the marker file says, once we know
         self.namespace = namespace
         self.policy = policy
         self.max_sessions = max_sessions
@@ -116,6 +125,31 @@ class SessionStatus:
         self._unsent[session_id] = message  # latest wins, at the back
         while len(self._unsent) > 2 * self.max_sessions:  # stopped ones piled up offline
             self._unsent.popitem(last=False)
+
+    # --- the marker -------------------------------------------------------------------
+
+    def marked(self) -> bool:
+        """Blocking: whether the marker says live sessions were known (call off the loop)."""
+        return self.marker is not None and self.marker.exists()
+
+    def _write_marker(self, live: bool) -> None:
+        assert self.marker is not None
+        if live:
+            self.marker.touch()
+        else:
+            self.marker.unlink(missing_ok=True)
+
+    async def _mark(self) -> None:
+        """Keep the marker in step with whether live sessions are known."""
+        live = bool(self.latest)
+        if self.marker is None or live == self._marked:
+            return
+        try:
+            await asyncio.to_thread(self._write_marker, live)
+        except OSError as exc:  # the state volume: the watch still works without it
+            log.warning("cannot update %s: %s", self.marker, exc)
+            return
+        self._marked = live
 
     # --- the sessions -------------------------------------------------------------------
 
@@ -189,8 +223,10 @@ class SessionStatus:
                     self._listed(change.items)
                     report.recovered()
                     self._lists += 1
+                    await self._mark()
                     continue
                 message = status_of(change.object)
                 if message is not None:
                     self._seen(stopped(message["sessionId"]) if change.type == "DELETED"
                                else message)
+                    await self._mark()

@@ -32,6 +32,7 @@ from agentkit.config.schema import (
     ReconnectConfig,
     TLSConfig,
     TunnelConfig,
+    TunnelSessionsConfig,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "ReconnectConfig",
     "TLSConfig",
     "TunnelConfig",
+    "TunnelSessionsConfig",
     "load",
     "parse_set",
 ]

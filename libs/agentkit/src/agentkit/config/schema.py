@@ -184,8 +184,15 @@ class ForwardConfig(_Section):
         return value
 
 
+class TunnelSessionsConfig(_Section):
+    enabled: bool = Field(
+        True, description="session commands (start/stop/hibernate/wake) and their status "
+                          "reports; the Kubernetes client is loaded on the first command")
+
+
 class TunnelConfig(_Section):
     enabled: bool = True
+    sessions: TunnelSessionsConfig = Field(default_factory=TunnelSessionsConfig)
     forwards: list[ForwardConfig] = Field(
         default_factory=list, max_length=64,  # a control plane keeps 64 listeners a cluster
         description="what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), "
