@@ -5,6 +5,7 @@
     .venv/bin/python bench/tunnel.py --latency-only 3    # just the latency, printed
     .venv/bin/python bench/tunnel.py --bulk-only 5       # one-stream MB/s, wss vs ssh, printed
     BENCH_PROFILE=DIR .venv/bin/python bench/tunnel.py --bulk-only 3   # + cProfile both ends
+    BENCH_PYSPY=DIR .venv/bin/python bench/tunnel.py --bulk-only 3     # + py-spy --native
 
 The tunnel path is the product's: a TCP client connects to the control plane's listener,
 which opens a mux stream over the WebSocket; the agent's ``on_open`` dials the target and
@@ -272,15 +273,24 @@ class Child:
 
     @classmethod
     async def start(cls, *args: str) -> Child:
+        argv = [sys.executable, __file__, *args]
+        spy = os.environ.get("BENCH_PYSPY")  # a directory: py-spy (native frames) each end
+        if spy:
+            role = "cp" if args[0] == "--controlplane" else "agent"
+            tag = "tls" if any(a.startswith("wss://") for a in args) or (
+                "--tls-dir" in args and args[args.index("--tls-dir") + 1]) else "ws"
+            argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--native",
+                    "--format", "raw", "--rate", "250", "--output",
+                    str(Path(spy) / f"{role}-{tag}.txt"), "--", *argv]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, *args,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )
+            *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         return cls(proc)
 
     async def line(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         raw = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        while raw and not raw.startswith(b"{"):  # py-spy's own lines (BENCH_PYSPY)
+            raw = await asyncio.wait_for(self.proc.stdout.readline(), 30)
         if not raw:
             raise RuntimeError("tunnel process ended early")
         result: dict[str, Any] = json.loads(raw)
@@ -467,6 +477,11 @@ async def ssh_both(ports: dict[str, int], notes: list[str]
         yield out
 
 
+async def cpu_of(*ends: Child) -> float:
+    """CPU seconds used so far by the tunnel ends (less load-dependent than MB/s)."""
+    return sum([(await end.ask())["cpu"] for end in ends])
+
+
 async def bulk_only(mb: int, reps: int) -> None:
     """One stream, wss vs ws vs ssh (both ciphers), interleaved; prints the ratios."""
     sink_server = await asyncio.start_server(sink, "127.0.0.1", 0)
@@ -475,13 +490,17 @@ async def bulk_only(mb: int, reps: int) -> None:
              "echo": echo_server.sockets[0].getsockname()[1]}
     notes: list[str] = []
     runs: dict[str, list[float]] = {}
-    async with tunnel(ports) as (wss, _, _), tunnel(ports, tls=False) as (ws, _, _), \
+    async with tunnel(ports) as (wss, cp, agent), tunnel(ports, tls=False) as (ws, cp2, ag2), \
             ssh_both(ports, notes) as ssh:
         await bulk(wss["sink"], 16)
         await bulk(ws["sink"], 16)
         for _ in range(reps):
-            runs.setdefault("tunnel_MBps", []).append(await bulk(wss["sink"], mb))
-            runs.setdefault("tunnel_ws_MBps", []).append(await bulk(ws["sink"], mb))
+            for name, port, ends in (("tunnel", wss["sink"], (cp, agent)),
+                                     ("tunnel_ws", ws["sink"], (cp2, ag2))):
+                cpu = await cpu_of(*ends)
+                runs.setdefault(f"{name}_MBps", []).append(await bulk(port, mb))
+                runs.setdefault(f"{name}_cpu_ms_per_MiB", []).append(
+                    (await cpu_of(*ends) - cpu) * 1e3 / mb)
             for name, (fwd, _) in ssh.items():
                 runs.setdefault(f"ssh_R_{name}_MBps", []).append(await bulk(fwd, mb))
     sink_server.close()
@@ -489,7 +508,7 @@ async def bulk_only(mb: int, reps: int) -> None:
     out: dict[str, float] = {}
     paired(runs, out)
     for name, values in runs.items():
-        print(f"{name}: {' '.join(f'{v:.0f}' for v in values)}")
+        print(f"{name}: {' '.join(f'{v:.1f}' for v in values)}")
     for name, value in out.items():
         print(f"{name}: {value:.2f}")
     for note in notes:
@@ -519,7 +538,9 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
 
         for _ in range(reps):
             note("tcp_MBps", await bulk(ports["sink"], mb))
+            cpu = await cpu_of(cp, agent)
             note("tunnel_MBps", await bulk(listen["sink"], mb))
+            note("tunnel_cpu_ms_per_MiB", (await cpu_of(cp, agent) - cpu) * 1e3 / mb)
             note("tunnel_ws_MBps", await bulk(listen_ws["sink"], mb))
             for name, (fwd, _) in ssh.items():
                 note(f"ssh_R_{name}_MBps", await bulk(fwd, mb))
@@ -686,6 +707,8 @@ def render(notes: list[str], r: dict[str, float], mb: int, reps: int, command: s
         "# ratios: medians of rep-by-rep pairs",
         *[f"{name}: {r[name]:.2f}" for name, _, _ in RATIOS if name in r],
         "# medians of the runs, MB/s",
+        f"tunnel_cpu_ms_per_MiB: {r['tunnel_cpu_ms_per_MiB']:.2f}  (CPU of both wss tunnel"
+        " ends per MiB of one stream: less load-dependent than MB/s)",
         *[f"{k}: {r[k]:.0f}" for k in (
             "tcp_MBps", "tunnel_MBps", "tunnel_ws_MBps", "ssh_R_default_MBps",
             "ssh_R_aes128gcm_MBps", "parallel_100_MBps", "isolation_alone_MBps",
