@@ -12,13 +12,14 @@ range below, :class:`FastPath` does instead:
   (fragments, the messages after them, text that is not UTF-8) takes websockets' own path
   to ``recv()``, in order.
 * sending: while the multiplexer's writer pump is idle, frames are written synchronously
-  (what ``send()`` does before it awaits ``drain()``: ``protocol.send_*`` + ``send_data``),
+  (what ``send()`` does before it awaits ``drain()``: ``protocol.send_*``, then the bytes
+  to the transport, up to :data:`BATCH` bytes of frames in one ``writelines``),
   only while the connection is open, not paused (its write buffer under the high-water
   mark) and no fragmented message is being sent; otherwise the pump ``await``s ``send()``
   and so honours the transport's backpressure.
 
 Those internals (``process_event``, ``recv_messages.frames``, ``send_data``, ``paused``,
-``send_in_progress``) are not a public API, so the fast path is used only when the
+``send_in_progress``, ``protocol.data_to_send``/``writes``) are not a public API, so the fast path is used only when the
 installed websockets is within :data:`SUPPORTED` (the same range agentkit's dependency
 pins; a test checks both) and has them. Otherwise, or with ``AGENTKIT_MUX_FAST_PATH=0``
 in the environment, the multiplexer uses ``send()``/``recv()`` alone: same behaviour,
@@ -45,6 +46,9 @@ SUPPORTED = (">=17.4", "<17.5")
 pyproject pins ``websockets>=17.4,<17.5`` to match."""
 ENV_SWITCH = "AGENTKIT_MUX_FAST_PATH"
 """Set to ``0`` to force the public path (send()/recv() only)."""
+
+BATCH = 256 * 1024
+"""Bytes of frames handed to the transport in one ``writelines`` by :meth:`FastPath.write`."""
 
 _NEEDED = ("protocol", "paused", "send_in_progress", "send_data", "transport", "process_event")
 
@@ -109,17 +113,31 @@ class FastPath:
             or ws.transport.is_closing()
         ):
             return False
+        transport = ws.transport
         try:
             while not ws.paused:
-                message = conn.next_frame()
-                if message is None:
+                # Up to BATCH bytes of frames go to the transport in one writelines(): over
+                # TLS one encryption pass and one send for several frames, not one each.
+                # Backpressure is looked at between batches, as send() would after each.
+                size = 0
+                while size < BATCH:
+                    message = conn.next_frame()
+                    if message is None:
+                        break
+                    if isinstance(message, str):
+                        protocol.send_text(message.encode())
+                    else:
+                        protocol.send_binary(message)
+                    size += len(message)
+                    self.sent += 1
+                if not size:
                     break
-                if isinstance(message, str):
-                    protocol.send_text(message.encode())
-                else:
-                    protocol.send_binary(message)
-                ws.send_data()
-                self.sent += 1
+                chunks = protocol.data_to_send()
+                if all(chunks):
+                    transport.writelines(chunks)
+                else:  # an end-of-stream marker among them: websockets' own handling
+                    protocol.writes[:0] = chunks
+                    ws.send_data()
         except Exception as exc:  # the connection is failing: the pumps will see it
             log.debug("direct send failed: %r", exc)
             return False
