@@ -48,6 +48,9 @@ NOTES = HERE / "tunnel_notes.md"  # what each data-path change bought: appended 
 MiB = 1 << 20
 CHUNK = os.urandom(MiB)
 WS_MAX_SIZE = 1 << 20  # one tunnel frame per message: 64 KiB + 8 fits with room to spare
+# as the products' ends set them (the dev control plane's hub, pipeops_tunnel.connection)
+WS_WRITE_LIMIT = 128 * 1024
+WS_MAX_QUEUE = 32
 
 
 def rss_bytes() -> int:
@@ -139,7 +142,8 @@ async def run_controlplane(forwards: list[str], tls_dir: str) -> None:
         context, ca_file = files.server_context(), str(files.ca_cert)
     async with serve(
         on_ws, "127.0.0.1", 0, subprotocols=[Subprotocol(SUBPROTOCOL)], compression=None,
-        max_size=WS_MAX_SIZE, ping_interval=None, ssl=context,
+        max_size=WS_MAX_SIZE, max_queue=WS_MAX_QUEUE, write_limit=WS_WRITE_LIMIT,
+        ping_interval=None, ssl=context,
     ) as ws:
         print(json.dumps({"ws": ws.sockets[0].getsockname()[1], "listeners": ports,
                           "ca_file": ca_file}), flush=True)
@@ -169,7 +173,8 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]], ca_file: str)
     extra = {"ssl": control_plane_context(TLSConfig(ca_file=ca_file))} if ca_file else {}
     async with connect(
         url, subprotocols=[Subprotocol(SUBPROTOCOL)], compression=None,
-        max_size=WS_MAX_SIZE, ping_interval=None, **extra,  # type: ignore[arg-type]
+        max_size=WS_MAX_SIZE, max_queue=WS_MAX_QUEUE, write_limit=WS_WRITE_LIMIT,
+        ping_interval=None, **extra,  # type: ignore[arg-type]
     ) as ws:
         async with Multiplexer(ws, Role.AGENT, on_open=on_open, name="agent") as session:
             print(json.dumps({"connected": True}), flush=True)
@@ -479,7 +484,7 @@ async def ssh_both(ports: dict[str, int], notes: list[str]
 
 async def cpu_of(*ends: Child) -> float:
     """CPU seconds used so far by the tunnel ends (less load-dependent than MB/s)."""
-    return sum([(await end.ask())["cpu"] for end in ends])
+    return float(sum([(await end.ask())["cpu"] for end in ends]))
 
 
 async def bulk_only(mb: int, reps: int) -> None:
