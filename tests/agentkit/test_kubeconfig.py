@@ -35,3 +35,52 @@ def test_in_cluster_outside_a_pod_is_the_clients_clear_error(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigException, match="Service host/port is not set"):
         load_configuration(KubernetesConfig(in_cluster=True))
+
+
+LEAN_PROBE = """
+import json, sys
+from agentkit.config import KubernetesConfig
+from agentkit.kube.client import api_client
+try:
+    client = api_client(KubernetesConfig(in_cluster=sys.argv[1] == "pod",
+                                         kubeconfig=sys.argv[2]))
+    outcome = client.configuration.host
+except Exception as exc:
+    outcome = type(exc).__name__
+print(json.dumps({"outcome": outcome, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("where", ["kubeconfig", "pod"])
+def test_only_the_parts_of_kubernetes_in_use_are_imported(tmp_path: Path, where: str) -> None:
+    """agentkit.kube.lean: a fresh process (as a service is) imports the client, the
+    config loader it needs and nothing else of the package's eager imports."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "here",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "here", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    env = {**os.environ, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+           "KUBERNETES_SERVICE_PORT": "6443"}
+    done = subprocess.run([sys.executable, "-c", LEAN_PROBE, where, str(path)], env=env,
+                          capture_output=True, text=True, check=True, timeout=60)
+    report = json.loads(done.stdout)
+    modules = set(report["modules"])
+    if where == "kubeconfig":
+        assert report["outcome"] == "https://127.0.0.1:6443"
+        assert "kubernetes.config.kube_config" in modules
+    else:  # no ServiceAccount files here: the client's own error, from the in-pod loader
+        assert report["outcome"] == "ConfigException"
+        assert "kubernetes.config.incluster_config" in modules
+        assert not {"kubernetes.config.kube_config", "requests_oauthlib", "oauthlib"} & modules
+    assert "kubernetes.client.api_client" in modules
+    assert not {"kubernetes.dynamic", "kubernetes.stream", "kubernetes.informer",
+                "kubernetes.leaderelection", "kubernetes.utils.create_from_yaml",
+                "jsonschema", "websocket"} & modules

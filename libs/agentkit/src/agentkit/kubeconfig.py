@@ -13,20 +13,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-
 from agentkit.config import KubernetesConfig
+from agentkit.kube.lean import bare_packages
+
+bare_packages()  # only the parts of `kubernetes` used here (agentkit.kube.lean says why)
+
+from kubernetes.client import Configuration  # noqa: E402
 
 
 def load_configuration(cfg: KubernetesConfig) -> Any:
     """The official client's ``Configuration`` for ``cfg``; the client's own errors
     (``ConfigException``, ``OSError``) propagate."""
-    configuration = k8s.Configuration()
+    configuration = Configuration()
     if cfg.in_cluster:
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+        from kubernetes.config.incluster_config import load_incluster_config
+
+        load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)
     else:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+        from kubernetes.config.kube_config import load_kube_config
+
+        load_kube_config(  # type: ignore[no-untyped-call]
             config_file=cfg.kubeconfig or None, client_configuration=configuration)
     return configuration

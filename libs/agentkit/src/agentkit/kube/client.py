@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import importlib
 import json
 import threading
 import uuid
@@ -82,9 +83,10 @@ async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
 def api_client(cfg: KubernetesConfig) -> Any:
     """The official ``ApiClient`` for ``cfg`` (blocking: reads files, may run a
     credential plugin, imports the client). The client's errors propagate."""
-    from kubernetes.client import ApiClient
-
     from agentkit.kubeconfig import load_configuration
+
+    # after agentkit.kubeconfig, which imports only the parts of `kubernetes` it needs
+    ApiClient = importlib.import_module("kubernetes.client").ApiClient
 
     configuration = load_configuration(cfg)
     configuration.retries = False

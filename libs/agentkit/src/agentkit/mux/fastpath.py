@@ -19,11 +19,11 @@ range below, :class:`FastPath` does instead:
   and so honours the transport's backpressure.
 
 Those internals (``process_event``, ``recv_messages.frames``, ``send_data``, ``paused``,
-``send_in_progress``, ``protocol.data_to_send``/``writes``) are not a public API, so the fast path is used only when the
-installed websockets is within :data:`SUPPORTED` (the same range agentkit's dependency
-pins; a test checks both) and has them. Otherwise, or with ``AGENTKIT_MUX_FAST_PATH=0``
-in the environment, the multiplexer uses ``send()``/``recv()`` alone: same behaviour,
-more latency.
+``send_in_progress``, ``protocol.data_to_send``/``writes``) are not a public API, so the
+fast path is used only when the installed websockets is within :data:`SUPPORTED` (the
+same range agentkit's dependency pins; a test checks both) and has them. Otherwise, or
+with ``AGENTKIT_MUX_FAST_PATH=0`` in the environment, the multiplexer uses
+``send()``/``recv()`` alone: same behaviour, more latency.
 """
 
 from __future__ import annotations
