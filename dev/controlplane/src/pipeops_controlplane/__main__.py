@@ -1,7 +1,7 @@
 """Entry point of ``pipeops-dev-controlplane``: serve the app on loopback.
 
 Prints one JSON line to stdout once it listens, ``{"event": "ready", "url": ...,
-"tunnel_url": ..., "tunnel_ca_file": ...}`` (the CA is empty unless
+"tunnel_url": ..., "public_url": ..., "tunnel_ca_file": ...}`` (the CA is empty unless
 ``--tunnel-tls-dir`` makes the tunnel endpoint ``wss://``), so tests and ``make run``
 find it with ``--port 0``; everything else is logged as JSON
 lines (tokens masked).
