@@ -33,6 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "memory.md"
+NOTES = HERE / "memory_notes.md"  # where the memory goes: appended to the results
 BIN = Path(sys.executable).parent
 KUBECTL = shutil.which("kubectl", path=str(ROOT / ".tools" / "bin")) or shutil.which("kubectl")
 POD = ("registrar", "tunnel", "gateway", "http-api")  # the pod's containers
@@ -206,6 +207,8 @@ def render(result: dict[str, Any], floors: dict[str, float], done: list[str], ar
     met = "yes" if pod_idle <= POD_BUDGET_MIB else "**no**"
     lines += [f"| **pod** (the four) | {pod_idle:.1f} | {POD_BUDGET_MIB} | {met} | | |"
               f" {pod_loaded:.1f} | |", "", "Load: " + "; ".join(done) + "."]
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
