@@ -281,6 +281,11 @@ async def test_a_command_id_is_never_executed_twice(
     payload = {"sessionId": "s4", "template": "nginx"}
     first = await cp.command("c-dup", "start_session", payload)
     assert first["type"] == "complete"
+    # the session status watch starts with the first session command: once it reported
+    # s4 running, its list and its (long) watch request are made and not counted below
+    await until(lambda: any(m.get("type") == "status" and m.get("sessionId") == "s4"
+                            and m.get("state") == "running" for m in cp.messages),
+                what="s4 reported by the status watch")
     await asyncio.to_thread(kubesim.reset_stats)
     # the same id again: acked, the stored outcome repeated, nothing executed (a second
     # create would have failed with AlreadyExists)
