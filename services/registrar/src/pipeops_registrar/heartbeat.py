@@ -10,6 +10,10 @@ with status ``disconnected``.
 ``HeartbeatState.beat_now`` (the gRPC ``HeartbeatNow``) brings the loop's next beat
 forward: the loop wakes, beats, and every caller that asked before that beat began gets
 its outcome. Callers share one beat, so asking many times at once costs one request.
+
+Each beat's outcome is an event on the registrar's Events stream (``heartbeat delivered``,
+or ``heartbeat failed`` at warning), so the dashboard's timeline shows every beat live;
+beats are paced by the interval and by one request at a time, so these are too.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentkit.config import Config
 from agentkit.controlplane import ControlPlaneClient, ControlPlaneError, NotFound, Unauthorized
+from agentkit.events import KIND_EVENT
 from agentkit.identity import Identity
 from agentkit.retry import FailureReport
 from agentkit.status import DEGRADED, READY, ServiceStatus
@@ -188,10 +193,10 @@ class Heartbeater:
             await self.client.heartbeat(identity.cluster_id, identity.cluster_token, payload,
                                         timeout=timeout or self.timeout)
         except (NotFound, Unauthorized) as exc:
-            self._failed(exc)
+            self._failed(exc, identity)
             raise ClusterGone(str(exc), exc.kind) from None
         except ControlPlaneError as exc:
-            self._failed(exc)
+            self._failed(exc, identity)
             self.report.failed(exc, cluster_id=identity.cluster_id)
             self.status.set(DEGRADED, f"heartbeats failing: {exc}")
             return False
@@ -204,9 +209,16 @@ class Heartbeater:
         metrics.CLUSTER_NODES.set(payload["metadata"]["node_count"])
         metrics.CLUSTER_PODS.set(payload["metadata"]["pod_count"])
         self.status.set(READY, f"registered as cluster {identity.cluster_id}; heartbeating")
+        self.status.bus.publish(KIND_EVENT, "heartbeat delivered", attributes={
+            "cluster_id": identity.cluster_id, "status": payload["status"],
+            "nodes": payload["metadata"]["node_count"],
+            "pods": payload["metadata"]["pod_count"], "sent_total": self.state.sent_total})
         return True
 
-    def _failed(self, exc: ControlPlaneError) -> None:
+    def _failed(self, exc: ControlPlaneError, identity: Identity) -> None:
+        self.status.bus.publish(KIND_EVENT, "heartbeat failed", level="warning", attributes={
+            "cluster_id": identity.cluster_id, "kind": exc.kind, "error": str(exc)[:300],
+            "sent_total": self.state.sent_total})
         self.state.errors_total += 1
         self.state.last_error = str(exc)
         self.status.check("heartbeat", str(exc))
