@@ -315,6 +315,9 @@ class RealKube:
         self.pod_log = self.dir / "pod.log"
         self.pod_log.write_text("")
         docs = [yaml.safe_load(p.read_text()) for p in stages]
+        for doc in docs:
+            if doc.get("metadata", {}).get("name") == "node-heartbeat-with-lease":
+                _steady_node_heartbeat(doc)
         docs += [
             {"kind": "ClusterLogs", "apiVersion": "kwok.x-k8s.io/v1alpha1",
              "metadata": {"name": "logs"},
@@ -501,3 +504,31 @@ def _https_ok(url: str) -> bool:
     context.verify_mode = ssl.CERT_NONE
     with urllib.request.urlopen(url, timeout=5, context=context) as resp:
         return int(resp.status) == 200
+
+
+HEARTBEAT_ADDRESSES = """
+      addresses:
+      {{ with NodeIP }}
+      - address: {{ . | Quote }}
+        type: InternalIP
+      {{ end }}
+      {{ with NodeName }}
+      - address: {{ . | Quote }}
+        type: Hostname
+      {{ end }}
+"""
+
+
+def _steady_node_heartbeat(stage: dict[str, Any]) -> None:
+    """kwok's node status heartbeat, every 2-5 s instead of every 10-20 minutes, writing the
+    node's addresses afresh. Its own template re-emits ``.status.addresses`` with
+    ``YAML . 1``, and a run that lasted past its first beat (10+ minutes in) saw every
+    node lose its addresses (kubectl logs/exec then fail: "no preferred addresses").
+    Beating early puts that path in every test of the harness, not only the late ones."""
+    spec = stage["spec"]
+    spec["delay"] = {"durationMilliseconds": 2000, "jitterDurationMilliseconds": 5000}
+    template: str = spec["next"]["statusTemplate"]
+    start = template.index("addresses:")
+    end = template.index("{{ with NodePort }}")
+    spec["next"]["statusTemplate"] = (template[:start] + HEARTBEAT_ADDRESSES.strip() + "\n\n"
+                                      + template[end:])
