@@ -5,7 +5,8 @@ One catch-all route parses Kubernetes paths (`/api/v1/namespaces/NS/pods/NAME/lo
 optional name, optional subresource, cluster-scoped kinds) is easier to read as code
 than as a route table. The verbs live in api.py; this module only translates HTTP to
 them and their answers (or `ApiError`s) back to HTTP, in JSON, Table or
-PartialObjectMetadata form as the client asked.
+PartialObjectMetadata form as the client asked. Over 400 lines because the path grammar,
+the negotiation and the streaming replies are one translation, read top to bottom.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ certificate. kwok marks the nodes Ready (leases renewed) and the Pods the schedu
 to them Running and Ready, and serves logs, exec and port-forward for them as a kubelet
 (logs from a file, exec as a local process, port-forward to an echo).
 A missing binary raises RealKubeError naming it and `make setup`.
+Over 400 lines because starting, configuring and talking to the five processes is one
+harness with one lifetime; its PKI and ports already live in pki.py and ports.py.
 """
 
 from __future__ import annotations
