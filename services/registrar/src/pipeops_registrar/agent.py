@@ -209,7 +209,15 @@ class Agent:
                         delivered = heartbeater.delivered_total
                         try:
                             identity = await self._register(registerer, identity, facts)
-                            await self.keeper.update(identity)
+                            # registered from here on: a beat asked for while the identity
+                            # is stored waits for the loop's first beat, it is not refused
+                            self.heartbeat_state.beating = True
+                            try:
+                                await self.keeper.update(identity)
+                            except BaseException:
+                                self.heartbeat_state.stop_beating("the identity could not "
+                                                                  "be stored")
+                                raise
                             self.ctx.bus.publish(KIND_EVENT, "registered", attributes={
                                 "agent_id": identity.agent_id,
                                 "cluster_id": identity.cluster_id})
