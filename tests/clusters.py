@@ -26,6 +26,9 @@ kubectl_args, env(), request(), wait_for(), plus what differs between the worlds
   so a 410 there is not guaranteed: what a test can assert is that nothing is lost.
 * `demo_pods`: pods that exist in namespace "demo" (kubesim's demo seed; on the real one,
   three pods created at start and scheduled onto the kwok nodes).
+* `loopback_services()`: a context in which a Service may have clusterIP 127.0.0.1, so
+  the tunnel, which dials a Service's clusterIP, reaches a process of the test (kubesim
+  takes any address; the real one gets a ServiceCIDR 127.0.0.0/30 for the while).
 
 A missing real binary fails the test at setup with RealKubeError naming `make setup`:
 it is never a skip.
@@ -47,6 +50,7 @@ from realkube.testing import RealKube
 T = TypeVar("T")
 WORLDS = ("kubesim", "real")
 DEMO_NAMESPACE = "demo"
+LOOPBACK_IP = "127.0.0.1"
 
 
 class Cluster:
@@ -185,6 +189,32 @@ class Cluster:
         return sum(int(counter["requests"])
                    for key, counter in self.server.stats()["paths"].items()
                    if key.split("?")[0].endswith(f"/{plural}") and "watch=" not in key)
+
+    @contextlib.contextmanager
+    def loopback_services(self) -> Iterator[str]:
+        """Yields the clusterIP to give a Service: 127.0.0.1. On the real API server a
+        clusterIP must lie in a ServiceCIDR: one of 127.0.0.0/30 is made for the while
+        (tiny, so other tests' Services rarely draw from it) and deleted on exit, which
+        the API server completes once no Service holds an address in it."""
+        if not self.real:
+            yield LOOPBACK_IP
+            return
+        name = f"loopback-{secrets.token_hex(4)}"
+        status, body = self.request("POST", "/apis/networking.k8s.io/v1/servicecidrs", {
+            "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+            "metadata": {"name": name}, "spec": {"cidrs": ["127.0.0.0/30"]}})
+        assert status == 201, body
+
+        def ready() -> bool:
+            _, cidr = self.request("GET", f"/apis/networking.k8s.io/v1/servicecidrs/{name}")
+            return any(c.get("type") == "Ready" and c.get("status") == "True"
+                       for c in (cidr.get("status") or {}).get("conditions", []))
+
+        try:
+            self.wait_for(ready)
+            yield LOOPBACK_IP
+        finally:
+            self.request("DELETE", f"/apis/networking.k8s.io/v1/servicecidrs/{name}")
 
     def demo_pods(self) -> list[str]:
         status, body = self.request("GET", f"/api/v1/namespaces/{DEMO_NAMESPACE}/pods")

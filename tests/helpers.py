@@ -3,11 +3,15 @@
 ``ServiceProcess`` starts one of the agent's console scripts as a real process, reads
 its JSON log lines from stdout in a background thread, and finds the bound gRPC
 address from the ``started`` line. ``wait_for`` polls a condition with a deadline: no
-test sleeps a fixed time.
+test sleeps a fixed time. ``Lines`` is a running command (``kubectl get -w``, ``logs -f``)
+whose output lines a test waits for. ``child_pids``, ``alive`` and ``listening_ports`` read
+/proc: what a process started and what it listens on, to show a stopped one left nothing
+behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -179,3 +183,95 @@ class ServiceProcess:
 def grpcurl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool("grpcurl"), *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+class Lines:
+    """A running command whose stdout and stderr lines are collected in threads."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
+                         for s, sink in ((self.proc.stdout, self.lines),
+                                         (self.proc.stderr, self.errors))]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump(self, stream: IO[str], sink: list[str]) -> None:
+        with stream:
+            for line in stream:
+                sink.append(line.rstrip("\n"))
+
+    def wait_line(self, text: str, timeout: float = 15.0) -> None:
+        def seen() -> bool:
+            if any(text in line for line in self.lines):
+                return True
+            assert self.proc.poll() is None, f"ended: {self.lines} {self.errors}"
+            return False
+
+        wait_for(seen, timeout, what=f"{text!r} from {Path(self.proc.args[0]).name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        for thread in self._threads:
+            thread.join(5)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) \
+                and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _listening() -> dict[str, int]:
+    """Socket inode -> port of every TCP socket listening on this machine."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    out[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    return out
+
+
+def listening_ports(pid: int | None = None) -> set[int]:
+    """The TCP ports ``pid`` listens on (every listening port on the machine if None)."""
+    listening = _listening()
+    if pid is None:
+        return set(listening.values())
+    mine = _socket_inodes(pid)
+    return {port for inode, port in listening.items() if inode in mine}

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.browser import browser, page  # noqa: F401 (fixtures)
 from tests.httpapi.pod import Pod
 
 

@@ -1,10 +1,13 @@
-"""The whole pod as real processes, for the http-api tests.
+"""The whole pod as real processes: the http-api tests and the user journey (tests/e2e).
 
-kubesim, the dev control plane, then the registrar, tunnel, gateway and http-api, each
+A cluster, the dev control plane, then the registrar, tunnel, gateway and http-api, each
 on its own free loopback ports, wired as in the chart (the same gRPC and metrics ports
-for every container). ``http_api(...)`` starts a further http-api on the same siblings,
-with its own settings: one whose ``grpc.<sibling>`` points where nothing listens sees
-that sibling down, without disturbing the pod the other tests use.
+for every container, one config file). The cluster is a kubesim of the pod's own, or a
+``world`` of tests/clusters.py (the session's kubesim or real control plane), where the
+agent's and the sessions' namespaces are the pod's own. ``http_api(...)`` starts a
+further http-api on the same siblings, with its own settings: one whose ``grpc.<sibling>``
+points where nothing listens sees that sibling down, without disturbing the pod the other
+tests use.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubesim.testing import Kubesim
 from pipeops_controlplane.testing import ControlPlane
+from tests.clusters import Cluster
 from tests.helpers import BIN, ServiceProcess, free_port, wait_for
 from tests.registrar.harness import sa_token_file
 
@@ -95,29 +100,43 @@ class HttpApi(ServiceProcess):
 
 
 class Pod:
-    def __init__(self, folder: Path, heartbeat_interval: float = 0.5) -> None:
+    """``config``: more of the agent's config file (merged over the tunnel's forwards)."""
+
+    def __init__(self, folder: Path, heartbeat_interval: float = 0.5, *,
+                 world: Cluster | None = None, config: dict[str, Any] | None = None,
+                 cp_args: list[str] | None = None) -> None:
         self.folder = folder
         self.interval = heartbeat_interval
+        self.world = world
+        self.extra_config = config or {}
+        self.cp_args = cp_args or ["--tunnel-ping-interval", "1", "--tunnel-ping-timeout", "5"]
         self.token = "dash-" + secrets.token_hex(16)
         self.grpc = {name: free_port() for name in (*SIBLINGS, "http_api")}
         self.metrics_ports = {name: free_port() for name in SIBLINGS}
+        self.http_port = free_port()
+        self.agent_namespace, self.session_namespace = AGENT_NAMESPACE, SESSION_NAMESPACE
         self.started: list[Any] = []
         self.services: dict[str, ServiceProcess] = {}
 
     def start(self) -> Pod:
         try:
-            seed = self.folder / "namespaces.yaml"
-            seed.write_text("".join(
-                f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
-                for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE)))
-            self.kubesim = Kubesim(demo=True, seeds=[seed]).start()
-            self.started.append(self.kubesim)
-            self.cp = ControlPlane(extra_args=["--tunnel-ping-interval", "1",
-                                               "--tunnel-ping-timeout", "5"]).start()
+            if self.world is None:
+                seed = self.folder / "namespaces.yaml"
+                seed.write_text("".join(
+                    f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+                    for ns in (AGENT_NAMESPACE, SESSION_NAMESPACE)))
+                self.kubesim = Kubesim(demo=True, seeds=[seed]).start()
+                self.started.append(self.kubesim)
+                self.world = Cluster("kubesim", self.kubesim)
+            else:  # a shared cluster: namespaces of the pod's own, deleted at stop
+                self.agent_namespace = self.world.create_namespace("agent")
+                self.session_namespace = self.world.create_namespace("sessions")
+            self.cp = ControlPlane(extra_args=self.cp_args).start()
             self.started.append(self.cp)
             self.state = self.folder / "state"
             self.state.mkdir()
-            self.sa_token = sa_token_file(self.folder, self.kubesim.token)
+            self.sa_token = sa_token_file(self.folder, self.world.token)
+            self.config = self._write_config()
             for name in SIBLINGS:
                 self.services[name] = self.service(name)
             self.api = self.http_api()
@@ -126,6 +145,18 @@ class Pod:
             self.stop()
             raise
         return self
+
+    def _write_config(self) -> Path:
+        """The tunnel's forwards as in the chart: the API server and this pod's HTTP API."""
+        assert self.world is not None
+        forwards = [{"name": "kubernetes-api", "local_addr": f"127.0.0.1:{self.world.port}"},
+                    {"name": "agent-http", "local_addr": f"127.0.0.1:{self.http_port}"}]
+        config: dict[str, Any] = {"tunnel": {"forwards": forwards}}
+        for section, values in self.extra_config.items():
+            config[section] = {**config.get(section, {}), **values}
+        path = self.folder / "agent.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
 
     def _registered(self) -> dict[str, Any] | None:
         try:
@@ -136,14 +167,15 @@ class Pod:
 
     def argv(self, name: str, grpc: dict[str, int] | None = None) -> list[str]:
         ports = {**self.grpc, **(grpc or {})}
+        assert self.world is not None
         return [
-            str(BIN / f"pipeops-{name}"), "--api-url", self.cp.url,
-            "--state-dir", str(self.state), "--kubeconfig", self.kubesim.kubeconfig,
+            str(BIN / f"pipeops-{name}"), "--config", str(self.config), "--api-url", self.cp.url,
+            "--state-dir", str(self.state), "--kubeconfig", self.world.kubeconfig,
             "--cluster-name", "httpapi-test",
             "--set", "kubernetes.in_cluster=false",
             "--set", f"kubernetes.service_account_token_path={self.sa_token}",
-            "--set", f"kubernetes.namespace={AGENT_NAMESPACE}",
-            "--set", f"kubernetes.session_namespace={SESSION_NAMESPACE}",
+            "--set", f"kubernetes.namespace={self.agent_namespace}",
+            "--set", f"kubernetes.session_namespace={self.session_namespace}",
             "--set", f"pipeops.heartbeat_interval={self.interval}",
             "--set", "pipeops.reconnect.backoff_base=0.1",
             "--set", "pipeops.reconnect.backoff_max=1",
@@ -163,11 +195,12 @@ class Pod:
                  ca_file: str = "") -> HttpApi:
         """A further http-api (``ca_file``: it serves HTTPS with a certificate of that CA,
         given in ``extra``)."""
-        port = free_port()
         use = self.token if token is None else token
         ports = dict(grpc or {})
-        if hasattr(self, "api"):
-            ports.setdefault("http_api", free_port())  # a further http-api: its own gRPC port
+        port = self.http_port
+        if hasattr(self, "api"):  # a further http-api: its own HTTP and gRPC ports
+            port = free_port()
+            ports.setdefault("http_api", free_port())
         proc = HttpApi([*self.argv("http-api", ports), "--host", "127.0.0.1",
                         "--port", str(port), *extra],
                        {"PIPEOPS_TOKEN": self.cp.token, "PIPEOPS_DASHBOARD_TOKEN": use,
@@ -181,6 +214,10 @@ class Pod:
             with contextlib.suppress(Exception):
                 thing.stop()
         self.started.clear()
+        if self.world is not None and self.agent_namespace != AGENT_NAMESPACE:
+            for namespace in (self.agent_namespace, self.session_namespace):
+                with contextlib.suppress(Exception):  # what the agent made goes with it
+                    self.world.request("DELETE", f"/api/v1/namespaces/{namespace}")
 
     @property
     def cluster_id(self) -> str:

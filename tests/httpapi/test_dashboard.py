@@ -7,54 +7,18 @@ is written to test-artifacts/dashboard.png."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
+from tests.browser import login
 from tests.helpers import ROOT
 from tests.httpapi.pod import Pod
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "chromium is missing: run `make setup`"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS,
-                                              headless=True)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1800})
-    opened = context.new_page()
-    outside: list[str] = []
-    opened.on("request", lambda r: outside.append(r.url)
-              if not r.url.startswith(("http://127.0.0.1", "data:")) else None)
-    yield opened
-    context.close()
-    assert outside == [], f"the page fetched from outside the pod: {outside}"
-
-
-def login(page: Page, pod: Pod) -> None:
-    page.goto(pod.api.url + "/dashboard")
-    page.wait_for_selector("#login:not([hidden])")
-    assert page.is_hidden("#main")
-    page.fill("#token", pod.api.token)
-    page.click("#login button")
-    page.wait_for_selector("#main:not([hidden])")
-
-
 def test_live_heartbeats_and_logs(pod: Pod, page: Page) -> None:
-    login(page, pod)
+    login(page, pod.api.url, pod.api.token)
     page.wait_for_function("() => /^\\d+$/.test(document.getElementById('hb-sent').textContent)",
                            timeout=20000)
     first = int(page.text_content("#hb-sent") or 0)
@@ -87,7 +51,7 @@ def test_live_heartbeats_and_logs(pod: Pod, page: Page) -> None:
 
 
 def test_ten_thousand_events_keep_the_page_responsive(pod: Pod, page: Page) -> None:
-    login(page, pod)
+    login(page, pod.api.url, pod.api.token)
     started = time.monotonic()
     page.evaluate("""() => {
         for (let i = 0; i < 10000; i++) {

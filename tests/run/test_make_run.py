@@ -4,7 +4,6 @@ Ctrl-C stops every process it started and removes the file."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT, grpcurl, tool, wait_for
+from tests.helpers import ROOT, alive, child_pids, grpcurl, tool, wait_for
 
 
 def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
@@ -95,12 +94,12 @@ def test_run_writes_endpoints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
             ("demo.example.test", 1, 0)]
         assert_no_token_in_logs(run_dir)
 
-        children = _children(proc.pid)
+        children = child_pids(proc.pid)
         assert len(children) >= 7  # kubesim, control plane, demo app, four services
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not endpoints_path.exists()
-        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=10,
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=10,
                  what="every child to exit")
     finally:
         if proc.poll() is None:
@@ -127,25 +126,3 @@ def assert_no_token_in_logs(run_dir: Path) -> None:
             assert token not in text, f"the {name} token is in {path.name}"
     kubesim_log = (run_dir / "logs" / "kubesim.log").read_text()
     assert '"event": "ready"' in kubesim_log  # the line is there, its token masked
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"

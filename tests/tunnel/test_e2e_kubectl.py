@@ -25,52 +25,14 @@ so the process still running and still printing events is the proof.
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 import yaml
 
-from tests.helpers import wait_for
+from tests.helpers import Lines
 from tests.tunnel.e2e_helpers import LONGEST_TIMEOUT, E2EStack
-
-
-class Lines:
-    """A running command whose stdout lines are collected in a thread."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
-                         for s, sink in ((self.proc.stdout, self.lines),
-                                         (self.proc.stderr, self.errors))]
-        for thread in self._threads:
-            thread.start()
-
-    def _pump(self, stream: IO[str], sink: list[str]) -> None:
-        with stream:
-            for line in stream:
-                sink.append(line.rstrip("\n"))
-
-    def wait_line(self, text: str, timeout: float = 15.0) -> None:
-        def seen() -> bool:
-            if any(text in line for line in self.lines):
-                return True
-            assert self.proc.poll() is None, f"ended: {self.lines} {self.errors}"
-            return False
-
-        wait_for(seen, timeout, what=f"{text!r} from kubectl")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        for thread in self._threads:
-            thread.join(5)
 
 
 def _run(e2e: E2EStack, *args: str, kubeconfig: Path | None = None,
