@@ -137,9 +137,12 @@ class Pod:
             self.state.mkdir()
             self.sa_token = sa_token_file(self.folder, self.world.token)
             self.config = self._write_config()
+            # all four at once, as the kubelet starts a pod's containers
             for name in SIBLINGS:
-                self.services[name] = self.service(name)
+                self.services[name] = self.service(name, wait=False)
             self.api = self.http_api()
+            for proc in self.services.values():
+                proc.wait_started(30)
             self.identity = wait_for(self._registered, 30, what="registration")
         except BaseException:
             self.stop()
@@ -184,10 +187,11 @@ class Pod:
             "--set", "grpc.probe_host=",
         ]
 
-    def service(self, name: str) -> ServiceProcess:
+    def service(self, name: str, *, wait: bool = True) -> ServiceProcess:
         proc = ServiceProcess(self.argv(name), env={"PIPEOPS_TOKEN": self.cp.token}).start()
         self.started.append(proc)
-        proc.wait_started(30)
+        if wait:
+            proc.wait_started(30)
         return proc
 
     def http_api(self, *extra: str, grpc: dict[str, int] | None = None,

@@ -22,6 +22,7 @@ class SseReader:
         self.events: list[dict[str, Any]] = []
         self.comments: list[str] = []
         self.ended = False
+        self.error = ""  # why the stream broke off, when it did not end cleanly
         self._thread = threading.Thread(target=self._read, daemon=True)
         if self.status == 200:
             self._thread.start()
@@ -42,9 +43,9 @@ class SseReader:
                 elif not line and event:
                     self.events.append(event)
                     event = {}
-        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+        except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
             # AttributeError: http.client reading a connection that close() took away
-            pass
+            self.error = repr(exc)
         self.ended = True
 
     def wait(self, predicate: Any, timeout: float = 20, what: str = "an event"

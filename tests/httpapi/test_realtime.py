@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -167,3 +168,31 @@ def test_websocket(pod: Pod) -> None:
     assert got["event"]["attributes"]["state"] in ("degraded", "ready")
     wait_for(lambda: pod.api.metric("pipeops_websocket_connections") == 0, 10,
              what="the WebSocket gauge back to 0")
+
+
+def test_open_streams_do_not_hold_the_shutdown(pod: Pod) -> None:
+    """SIGTERM with a dashboard's SSE streams and a WebSocket open: the http-api stops at
+    once (its own log: "stopping on signal" to "stopped" well under uvicorn's 2 s graceful
+    timeout), each SSE response ended cleanly (no broken chunked body), the WebSocket
+    closed by the server."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect as sync_connect
+
+    api = pod.http_api()
+    with SseReader(api.port, "/api/realtime/events", api.token) as events, \
+            SseReader(api.port, "/api/realtime/logs", api.token) as logs, \
+            sync_connect(api.url.replace("http", "ws") + "/ws", additional_headers={
+                "Authorization": f"Bearer {api.token}"}) as ws:
+        wait_for(lambda: "connected" in events.comments and "connected" in logs.comments, 10,
+                 what="both streams open")
+        ws.send(json.dumps({"type": "ping", "request_id": "p"}))
+        while json.loads(ws.recv(timeout=10))["type"] != "ping_response":
+            pass
+        assert api.terminate(timeout=10) == 0
+        assert api.stop_seconds() < 1.0
+        wait_for(lambda: events.ended and logs.ended, 5, what="both streams to end")
+        assert (events.error, logs.error) == ("", "")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012

@@ -10,7 +10,9 @@ as a status event. The http-api's own bus joins directly. Every event gets a hub
 A client that falls a whole queue behind is dropped (its ``dropped`` event is set and its
 stream ends), so a reader that stopped reading never grows memory and never slows
 anyone else: publishing never waits. At most ``realtime.max_connections`` clients are
-connected at once; ``join`` raises :class:`Full` beyond that.
+connected at once; ``join`` raises :class:`Full` beyond that. When the hub stops (the
+http-api shutting down), ``closing`` is set and every client's stream ends cleanly at
+once, so an open dashboard never holds the server's shutdown for its graceful timeout.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Hub:
         self.clients: set[Client] = set()
         self.following: dict[str, bool] = dict.fromkeys(SIBLINGS, False)
         self.dropped_clients = 0
+        self.closing = asyncio.Event()
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -171,11 +174,15 @@ class Hub:
     # --- following the containers ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Follow every container's events until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._follow_own(), name="hub:http-api")
-            for name in SIBLINGS:
-                group.create_task(self._follow(name), name=f"hub:{name}")
+        """Follow every container's events until cancelled; then no more events come:
+        every client's stream ends (``closing``)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._follow_own(), name="hub:http-api")
+                for name in SIBLINGS:
+                    group.create_task(self._follow(name), name=f"hub:{name}")
+        finally:
+            self.closing.set()
 
     async def _follow_own(self) -> None:
         with self.bus.subscribe(history=HISTORY) as sub:

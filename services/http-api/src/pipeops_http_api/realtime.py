@@ -2,10 +2,13 @@
 
 Each client is a :class:`~pipeops_http_api.hub.Client` with a bounded queue. Its stream
 is written by one task; a second watches for the client going away, a third for the hub
-dropping it (too far behind). Whichever ends first ends the others. A dropped client's
-connection is aborted at once (its unsent bytes discarded), so a reader that stopped
-reading holds neither a task nor memory; the others never wait for it because the hub
-only ever puts into queues without waiting.
+dropping it (too far behind), an SSE stream's fourth for the hub closing (the server
+shutting down). Whichever ends first ends the others. A dropped client's connection is
+aborted at once (its unsent bytes discarded), so a reader that stopped reading holds
+neither a task nor memory; the others never wait for it because the hub only ever puts
+into queues without waiting. On shutdown an SSE response ends cleanly at once (the
+client resumes with ``Last-Event-ID``) instead of holding uvicorn's graceful shutdown
+until its timeout; a WebSocket is closed by uvicorn itself (1012, service restart).
 
 SSE: ``id:`` is the hub's event id; a reconnecting client's ``Last-Event-ID`` resumes
 from the ring (an ``event: reset`` says how many were lost when the ring no longer has
@@ -119,10 +122,14 @@ class EventStream(Response):
             if lost:
                 head += (f"event: reset\ndata: {json.dumps({'lost': lost})}\n\n").encode()
             await send({"type": "http.response.body", "body": head, "more_body": True})
-            await _first(scope, self._write(send, client, backlog), _disconnected(receive),
-                         client.dropped.wait())
+            disconnected = asyncio.Event()
+            await _first(scope, self._write(send, client, backlog),
+                         _disconnected(receive, disconnected), client.dropped.wait(),
+                         self.hub.closing.wait())
             if client.dropped.is_set():
                 _abort(scope)
+            elif not disconnected.is_set():  # the server stops: the response ends cleanly
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             SSE_CONNECTIONS.dec()
             self.hub.leave(client)
@@ -145,9 +152,10 @@ class EventStream(Response):
                         "body": b"".join(i.frame for i in items), "more_body": True})
 
 
-async def _disconnected(receive: Receive) -> None:
+async def _disconnected(receive: Receive, seen: asyncio.Event) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    seen.set()
 
 
 async def refuse(websocket: WebSocket, status: int, reason: str) -> None:
