@@ -8,9 +8,10 @@ heartbeat saying so) -> kubectl through the tunnel: get, apply, watch, logs -f -
 Ingress applied through the tunnel -> its host answers on the control plane's public URL
 -> a session command completes and the session's state arrives at the control plane ->
 the dashboard shows the cluster registered, heartbeats rising, the tunnel connected, the
-route and the session -> SIGTERM to each container in turn (the browser still
-following the http-api's streams): each exits 0 within its grace, by its own log well
-inside the runner's shutdown grace, and leaves no child process and no listening port.
+route (its host, Service and Ingress) and the session running -> SIGTERM to each
+container in turn (the browser still following the http-api's streams): each exits 0
+within its grace, by its own log well inside the runner's shutdown grace, and leaves no
+child process and no listening port.
 
 The pod runs in namespaces of its own in the session's cluster; its gateway publishes only
 Ingresses of this test's class, so other tests' Ingresses in the shared cluster do not
@@ -260,6 +261,9 @@ def _the_dashboard_shows_it_all(j: Journey, page: Page) -> None:
     assert _text(page, "#gw-state") == "route sync on"
     page.wait_for_selector("#containers tr:has(td:text-is('gateway'))"
                            f":has-text('{routes} routes published')", timeout=ms)
+    shown = page.wait_for_selector(f"#route-list tr:has(td:text-is('{j.host}/'))", timeout=ms)
+    assert shown is not None and [c.strip() for c in shown.inner_text().split("\t")] == [
+        f"{j.host}/", f"web:{j.app.port}", f"Ingress {j.namespace}/web"]
     row = page.wait_for_selector(f"#session-list tr:has(td:text-is('{j.session}'))",
                                  timeout=ms)
     assert row is not None

@@ -85,6 +85,7 @@ def test_parts_of_the_missing_sibling_say_why(without: tuple[str, HttpApi]) -> N
         assert connectivity["kubernetes"]["ok"] is True
     else:
         assert "unreachable" in detailed["gateway"]["error"]
+        assert "unreachable" in detailed["routes"]["error"]
         assert "unreachable" in features["ingress_sync"]["detail"]
         assert connectivity["tunnel"]["ok"] and connectivity["kubernetes"]["ok"]
     assert connectivity["control_plane"]["ok"] is True

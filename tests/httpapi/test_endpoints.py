@@ -156,6 +156,7 @@ def test_agent_status(pod: Pod) -> None:
     assert body["identity"]["agent_id"] == pod.agent_id
     assert set(body["containers"]) == set(CONTAINERS)
     assert body["tunnel"]["state"] == "TUNNEL_STATE_CONNECTED"
+    assert body["routes"] == {"total": 0, "routes": []}  # route sync is off in this pod
 
 
 def test_heartbeat_now(pod: Pod) -> None:

@@ -27,6 +27,7 @@ from pipeops.agent.v1 import (
 from pipeops_http_api.sibling import SIBLINGS, as_dict, to_dict
 
 SELF = "http-api"
+ROUTES_SHOWN = 100  # routes listed in the status (the dashboard polls it every 2 s)
 STATE_PREFIX = "SERVICE_STATE_"
 
 
@@ -80,18 +81,26 @@ async def containers(ctx: ServiceContext) -> dict[str, dict[str, Any]]:
 
 
 async def agent_parts(ctx: ServiceContext) -> dict[str, dict[str, Any]]:
-    """Identity, heartbeat, tunnel, sessions and gateway state, each as answered or why
-    not."""
+    """Identity, heartbeat, tunnel, sessions, gateway state and the published routes
+    (the first ``ROUTES_SHOWN``, and how many there are), each as answered or why not."""
     s = ctx.siblings
-    identity, heartbeat, tunnel, sessions, gateway = await asyncio.gather(
+    identity, heartbeat, tunnel, sessions, gateway, routes = await asyncio.gather(
         s.ask("registrar", "Registrar/GetIdentity", registrar_pb2.GetIdentityRequest()),
         s.ask("registrar", "Registrar/GetHeartbeat", registrar_pb2.GetHeartbeatRequest()),
         s.ask("tunnel", "Tunnel/GetStatus", tunnel_pb2.GetTunnelStatusRequest()),
         s.ask("tunnel", "Tunnel/ListSessions", tunnel_pb2.ListSessionsRequest()),
-        s.ask("gateway", "Gateway/GetStatus", gateway_pb2.GetGatewayStatusRequest()))
+        s.ask("gateway", "Gateway/GetStatus", gateway_pb2.GetGatewayStatusRequest()),
+        s.ask("gateway", "Gateway/ListRoutes", gateway_pb2.ListRoutesRequest()))
     return {"identity": as_dict(identity), "heartbeat": as_dict(heartbeat),
             "tunnel": as_dict(tunnel), "sessions": as_dict(sessions),
-            "gateway": as_dict(gateway)}
+            "gateway": as_dict(gateway), "routes": _routes(routes)}
+
+
+def _routes(answer: Answer) -> dict[str, Any]:
+    if not answer.ok:
+        return {"error": answer.problem}
+    listed = answer.reply.routes
+    return {"total": len(listed), "routes": [to_dict(r) for r in listed[:ROUTES_SHOWN]]}
 
 
 def overall(parts: dict[str, dict[str, Any]]) -> str:
