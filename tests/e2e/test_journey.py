@@ -255,6 +255,9 @@ def _the_dashboard_shows_it_all(j: Journey, page: Page) -> None:
                            f" > {first}", timeout=ms)  # live: the next heartbeat shows
     page.wait_for_selector("#tn-state.state-connected", timeout=ms)
     assert _text(page, "#tn-state").startswith("connected")
+    # every kubectl run and the curl above was a stream of its own through the tunnel
+    opened = int(_text(page, "#tn-streams").split(", ")[1].split()[0])
+    assert opened >= 6, _text(page, "#tn-streams")
     routes = len(j.cp.routes(j.cluster_id))
     assert routes == 1
     page.wait_for_selector(f"#gw-routes:text-is('{routes}')", timeout=ms)
