@@ -280,8 +280,20 @@ def _the_dashboard_shows_it_all(j: Journey, page: Page) -> None:
 
 
 def _sigterm_each_container_in_turn(j: Journey) -> None:
-    """The http-api first, the browser still following its event and log streams."""
+    """The http-api first, the browser still following its event and log streams; the
+    tunnel with a kubectl watch open through it, which ends with the tunnel."""
     containers = j.containers()
+    watch = Lines(j.kubectl("get", "configmaps", "-n", j.namespace, "-w", "-o", "name"))
+    try:
+        watch.wait_line("configmap/first", timeout=30)
+        _sigterm_in_turn(containers)
+        wait_for(lambda: watch.proc.poll() is not None, 30,
+                 what="the watch through the tunnel to end with the tunnel")
+    finally:
+        watch.stop()
+
+
+def _sigterm_in_turn(containers: dict[str, ServiceProcess]) -> None:
     for name in ("http-api", "gateway", "tunnel", "registrar"):
         proc = containers.pop(name)
         assert proc.proc is not None
