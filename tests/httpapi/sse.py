@@ -3,12 +3,24 @@ comment, and lets the test wait for one with a timeout."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import threading
 from typing import Any
 
 from tests.helpers import wait_for
+
+
+def close_now(conn: http.client.HTTPConnection) -> None:
+    """Close a connection another thread is reading from. The socket is shut down first:
+    closing the response alone waits for the reader's buffer lock, held by a read blocked
+    until data or the connection's timeout (a quiet stream cost a test its whole timeout)."""
+    if conn.sock is not None:
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
 
 
 class SseReader:
@@ -59,7 +71,7 @@ class SseReader:
         return json.loads(self.response.read())
 
     def close(self) -> None:
-        self.conn.close()
+        close_now(self.conn)
 
     def __enter__(self) -> SseReader:
         return self

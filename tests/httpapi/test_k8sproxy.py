@@ -18,6 +18,7 @@ import pytest
 from kubesim.tls import write_tls
 from tests.helpers import free_port, tool, wait_for
 from tests.httpapi.pod import HttpApi, Pod
+from tests.httpapi.sse import close_now
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_a_watch_streams_as_it_happens(pod: Pod) -> None:
         assert event["type"] == "ADDED"
         assert event["at"] - created_at < 10  # generous: it came while the stream was open
     finally:
-        conn.close()
+        close_now(conn)
 
 
 def test_a_body_streams_up(pod: Pod) -> None:
