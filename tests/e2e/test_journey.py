@@ -53,8 +53,8 @@ from tests.httpapi.pod import Pod
 
 CHART_VALUES = ROOT / "charts" / "pipeops-agent" / "values.yaml"
 # What the kubelet gives a container after SIGTERM (the chart's value), and what the runner
-# gives the main task to finish (--shutdown-grace, default 3 s): a clean stop is well
-# inside the second, by the service's own clock.
+# gives the main task to finish (--shutdown-grace, default 3 s): a clean stop is inside
+# the latter, by the service's own clock.
 POD_GRACE = float(yaml.safe_load(CHART_VALUES.read_text())["agent"]
                   ["terminationGracePeriodSeconds"])
 SHUTDOWN_GRACE = 3.0
@@ -72,6 +72,7 @@ class Journey:
         self.ingress_class = f"journey-{self.suffix}"
         self.host = f"journey-{self.suffix}.example.test"
         self.session = f"journey-{self.suffix}"
+        self.kubeconfig = folder / "tunnel.kubeconfig"  # written once the tunnel is up
         self.stack = contextlib.ExitStack()
 
     def start(self) -> Journey:
@@ -159,8 +160,8 @@ def _registered_heartbeating_and_connected(j: Journey) -> None:
 
 
 def _kubectl_through_the_tunnel(j: Journey) -> None:
-    j.kubeconfig = kubeconfig_through_tunnel(
-        j.cp.url, j.world.kubeconfig, j.folder / "tunnel.kubeconfig",
+    kubeconfig_through_tunnel(
+        j.cp.url, j.world.kubeconfig, j.kubeconfig,
         cluster_id=j.cluster_id, tls_server_name="kubernetes" if j.world.real
         else "kubesim.local", wait=30)
     opened = j.tunnel_view()["stats_total"]["streams_opened"]
