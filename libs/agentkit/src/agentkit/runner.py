@@ -105,10 +105,27 @@ def package_version(dist: str) -> str:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """A command-line mistake is one line on stderr and exit 2 (not the whole usage)."""
+    """A command-line mistake is one line on stderr and exit 2 (not the whole usage).
+
+    Unrecognized arguments are named only when they are options: a value there may be a
+    token (``--token pit_...``, a flag we do not have), so values are counted, not shown.
+    """
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            options = [arg for arg in extras if arg.startswith("-")]
+            hidden = len(extras) - len(options)
+            self.error("unrecognized arguments: " + " ".join(option.partition("=")[0]
+                                                            for option in options)
+                       + (f" (and {hidden} value{'s' * (hidden > 1)} not shown)"
+                          if hidden else ""))
+        return parsed
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+        self.exit(2, f"{self.prog}: error: {line[:300]} (see --help)\n")
 
 
 def _grace(text: str) -> float:

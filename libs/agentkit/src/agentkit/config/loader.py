@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,19 @@ ENV_VARS: dict[str, str] = {
 
 
 class ConfigError(Exception):
-    """Invalid configuration: ``str(err)`` is the one line to print before exiting 2."""
+    """Invalid configuration: ``str(err)`` is the one line to print before exiting 2.
+
+    One line by construction: whatever a message quotes (a key with a newline in it, a
+    value with control characters) is escaped, and the line is bounded."""
 
     exit_code = 2
+    MAX_LINE = 500
+
+    def __init__(self, message: str) -> None:
+        line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+        if len(line) > self.MAX_LINE:
+            line = line[:self.MAX_LINE - 3] + "..."
+        super().__init__(line)
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any,
@@ -112,20 +123,61 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _MAP_KEYS = {"agent.labels"}  # dict-valued leaves: replaced whole, not merged key by key
 
 
-def _scalar(text: str, dotted: str) -> Any:
-    """A string from env or a flag: JSON for structured keys, else the string itself."""
+def _scalar(text: str, dotted: str, source: str) -> Any:
+    """A string from env or a flag: JSON for structured keys, else the string itself.
+    Text that is not JSON stays a string (the schema then says what it expected); JSON
+    nested past ``MAX_NESTING`` or with a number too long to read is a ConfigError."""
     if text.strip().startswith(("[", "{")) or dotted in _MAP_KEYS:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+            why = "nested too deeply" if isinstance(exc, RecursionError) \
+                else "a number too long to read"
+            raise ConfigError(f"config error: {dotted} (from {source}): {why}") from None
     return text
+
+
+# No setting of the agent nests deeper than a few levels or needs thousands of values:
+# past these a document is a mistake (or a YAML alias bomb: ``&a [*a, *a, ...]`` repeated
+# makes a few lines stand for billions of nodes) and is refused before anything walks it.
+MAX_NESTING = 32
+MAX_NODES = 20_000
+
+
+def _check_size(document: Any, where: str) -> None:
+    """ConfigError if ``document`` nests deeper than MAX_NESTING or has more than
+    MAX_NODES nodes, counting a node reached through several aliases each time (so a
+    mapping that contains itself is refused too). Iterative: no recursion to overflow."""
+    todo: list[tuple[Any, int]] = [(document, 0)]
+    seen = 0
+    while todo:
+        node, depth = todo.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ConfigError(f"{where}: more than {MAX_NODES} values (a YAML alias "
+                              "repeated too often?)")
+        if isinstance(node, dict):
+            children: list[Any] = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            raise ConfigError(f"{where}: nested too deeply (more than {MAX_NESTING} levels)")
+        todo.extend((child, depth + 1) for child in children)
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel = 3
 
 
 def _describe_value(value: Any, secret: bool) -> str:
     if secret:
         return "'***'"
-    shown = repr(value)
+    shown = _SHOW.repr(value)  # bounded however large or self-containing the value is
     return shown if len(shown) <= 80 else shown[:77] + "...'"
 
 
@@ -162,20 +214,27 @@ def load(
             raise ConfigError(f"config file {file_path}: not valid YAML{where}") from None
         except RecursionError:
             raise ConfigError(f"config file {file_path}: nested too deeply") from None
+        except ValueError as exc:  # a value YAML recognises but cannot build: a number
+            # past Python's digit limit, a timestamp of month 13
+            reason = str(exc).split(":", 1)[0][:80]
+            raise ConfigError(f"config file {file_path}: a value cannot be read "
+                              f"({reason})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {file_path}: expected a mapping of sections")
+        _check_size(data, f"config file {file_path}")
         for dotted, value in _flatten(data).items():
             _set(raw, dotted, value)
             sources[dotted] = f"file {file_path}"
 
     for name, dotted in ENV_VARS.items():
         if name in env:
-            _set(raw, dotted, _scalar(env[name], dotted), sources, f"env {name}")
+            _set(raw, dotted, _scalar(env[name], dotted, f"env {name}"), sources,
+                 f"env {name}")
             sources[dotted] = f"env {name}"
 
     for dotted, value in (overrides or {}).items():
         flag = f"flag {(flag_names or {}).get(dotted, '--set ' + dotted)}"
-        _set(raw, dotted, _scalar(value, dotted) if isinstance(value, str) else value,
+        _set(raw, dotted, _scalar(value, dotted, flag) if isinstance(value, str) else value,
              sources, flag)
         sources[dotted] = flag
 

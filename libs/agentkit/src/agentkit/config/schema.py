@@ -57,6 +57,18 @@ def _parse_duration(value: Any) -> Any:
     return seconds
 
 
+def _header_token(value: SecretStr) -> SecretStr:
+    """A bearer token as a header can carry it. One read with --from-file often ends
+    with a newline: dropped. Anything else a header cannot carry is refused here rather
+    than retried forever (the install token) or never matched (the dashboard token)."""
+    token = value.get_secret_value().strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ValueError("the token contains whitespace or control characters")
+    if not token.isascii():
+        raise ValueError("the token contains non-ASCII characters")
+    return SecretStr(token)
+
+
 def _not_bool(value: Any) -> Any:
     """YAML's ``true`` is an int to pydantic (port 1): a number must be written as one."""
     if isinstance(value, bool):
@@ -95,9 +107,13 @@ class AgentConfig(_Section):
         # Found at use, a file here would be a traceback in the registrar and a tunnel
         # waiting for ever; the nearest existing ancestor must be a directory too.
         probe = value
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if probe.exists() and not probe.is_dir():
+        try:
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            is_file = probe.exists() and not probe.is_dir()
+        except OSError as exc:  # a name too long, a directory we may not search
+            raise ValueError(f"cannot be checked: {exc.strerror or exc}") from None
+        if is_file:
             where = "is" if probe == value else f"is under {probe}, which is"
             raise ValueError(f"expected a directory, but it {where} a file")
         return value
@@ -155,19 +171,14 @@ class PipeopsConfig(_Section):
                              f"port ({exc})") from None
         if not host:
             raise ValueError("expected an http:// or https:// URL with a host")
+        if _port == 0:
+            raise ValueError("expected an http:// or https:// URL with a port of 1-65535")
         return value.rstrip("/")
 
     @field_validator("token")
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        # A token read with --from-file often ends with a newline: drop it. Anything
-        # else a header cannot carry is refused here rather than retried forever.
-        token = value.get_secret_value().strip()
-        if any(ch.isspace() or not ch.isprintable() for ch in token):
-            raise ValueError("the token contains whitespace or control characters")
-        if not token.isascii():  # an HTTP header cannot carry it: refused, not retried
-            raise ValueError("the token contains non-ASCII characters")
-        return SecretStr(token)
+        return _header_token(value)
 
 
 class ForwardConfig(_Section):
@@ -355,6 +366,11 @@ class ApiConfig(_Section):
                                "kubectl sends a token only over TLS")
     tls_key_file: str = Field("", description="its private key (PEM)")
 
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        return _header_token(value)
+
     @model_validator(mode="after")
     def _both_or_neither(self) -> ApiConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -363,11 +379,11 @@ class ApiConfig(_Section):
 
 
 class RealtimeConfig(_Section):
-    max_connections: int = Field(100, ge=1, le=10000,
+    max_connections: Int = Field(100, ge=1, le=10000,
                                  description="SSE and WebSocket clients at once; more get 503")
-    buffer: int = Field(2000, ge=10, le=100000,
+    buffer: Int = Field(2000, ge=10, le=100000,
                         description="recent events kept for Last-Event-ID resume")
-    client_queue: int = Field(1000, ge=10, le=100000,
+    client_queue: Int = Field(1000, ge=10, le=100000,
                               description="events queued for one client; a client that "
                               "falls this far behind is dropped")
     keepalive: Duration = Field(15.0, gt=0, description="seconds between SSE keep-alives")
