@@ -13,6 +13,9 @@ import pytest
 from tests.clusters import cluster, demo_kubesim, real_kube  # noqa: F401 (fixtures)
 from tests.helpers import ROOT
 
+# tests.secretscan: no token the tests use in any log or output (pytester: its own test)
+pytest_plugins = ["tests.secretscan", "pytester"]
+
 
 def live_tasks() -> set[asyncio.Task[object]]:
     """The event loop's unfinished tasks, except the one asking."""

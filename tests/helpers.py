@@ -89,6 +89,10 @@ class ServiceProcess:
         self._pumps: list[threading.Thread] = []
 
     def start(self) -> ServiceProcess:
+        # imported here: conftest imports this module before pytest loads the plugin
+        from tests import secretscan  # its tokens remembered, its output scanned at the end
+
+        secretscan.watch_process(self.argv, self.env, self)
         self.proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=self.env, cwd=self.cwd,
