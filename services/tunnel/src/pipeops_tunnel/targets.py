@@ -4,13 +4,16 @@ An OPEN payload is ``{forward}`` (a configured forward, by name) or ``{service, 
 port}`` (a Service that a synced route points at: asked of the gateway with
 ``Gateway.CheckTarget``, then resolved to its clusterIP through the Kubernetes API, never
 cluster DNS). Anything else, a gateway that says no, or a gateway that cannot be asked, is
-refused with ``target not allowed`` before anything is dialled. The dial has a timeout
-(``tunnel.dial_timeout``); a refused or timed-out dial is an OPEN_FAIL too.
+refused with ``target not allowed`` before anything is dialled; so is a Service whose
+address is link-local (the cloud metadata service's 169.254.169.254), whatever names it.
+The dial has a timeout (``tunnel.dial_timeout``); a refused or timed-out dial is an
+OPEN_FAIL too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import re
@@ -168,10 +171,21 @@ class TargetPolicy:
         ip = spec.get("clusterIP")
         if not isinstance(ip, str) or not ip or ip == "None":
             raise Refused(f"service {label} has no clusterIP", "resolve_failed")
+        if _link_local(ip):  # the cloud metadata service (169.254.169.254) and its kin:
+            # never a Service's address in a real cluster, so a route naming one is refused
+            raise Refused(f"service {label} resolves to a link-local address",
+                          "not_allowed")
         ports = [p.get("port") for p in spec.get("ports") or [] if isinstance(p, dict)]
         if port not in ports:
             raise Refused(f"service {label} has no port {port}", "resolve_failed")
         return Target(ip, port, label)
+
+
+def _link_local(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_link_local
+    except ValueError:
+        return False
 
 
 class Dialer:
