@@ -127,3 +127,58 @@ def test_the_token_never_reaches_a_log_line(pod: Pod) -> None:
     pod.api.request("GET", "/api/agent/status", token="wrong")
     pod.api.request("GET", "/api/agent/status")
     assert pod.token not in "\n".join(pod.api.lines + pod.api.stderr_lines)
+
+
+def test_the_token_anywhere_but_the_bearer_header_is_refused(pod: Pod) -> None:
+    """A token in the query string (which access logs and proxies keep), under another
+    scheme or in a cookie does not authenticate: every /api/ operation, the SSE streams
+    and the WebSocket say 401."""
+    operations = [(m, p) for m, p in api_operations(pod)
+                  if p.startswith("/api/") and not p.startswith("/api/k8s/")]
+    carriers: list[tuple[str, dict[str, str]]] = [
+        (f"?token={pod.token}", {}), (f"?access_token={pod.token}", {}),
+        ("", {"Authorization": f"Basic {pod.token}"}),
+        ("", {"Authorization": f"Token {pod.token}"}),
+        ("", {"Cookie": f"token={pod.token}"}),
+    ]
+    for method, path in operations:
+        for query, headers in carriers:
+            status, body, _ = pod.api.request(method, path + query,
+                                              {} if method == "POST" else None,
+                                              token="", headers=headers)
+            assert status == 401, (method, path, query, headers.keys(), status)
+            assert pod.token not in str(body)
+    url = pod.api.url.replace("http", "ws") + "/ws"
+
+    async def attempt(suffix: str, headers: dict[str, str]) -> int:
+        try:
+            async with connect(url + suffix, additional_headers=headers, open_timeout=10):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    for query, headers in carriers:
+        assert asyncio.run(attempt(query, headers)) == 401, (query, headers.keys())
+
+
+K8S_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def test_every_method_of_the_kubernetes_proxy_needs_a_kubernetes_token(pod: Pod) -> None:
+    """/api/k8s/ without a token: 401 from us for every method (nothing is sent on with
+    no credentials); with a wrong token: the API server's own 401, for every method."""
+    for method in K8S_METHODS:
+        body = {} if method in ("POST", "PUT", "PATCH") else None
+        status, reply, headers = pod.api.request(method, "/api/k8s/api/v1/namespaces/default"
+                                                 "/configmaps", body, token="")
+        assert status == 401, (method, status, reply)
+        assert headers.get("www-authenticate", "").startswith("Bearer"), method
+        if method != "HEAD":
+            assert "Kubernetes bearer token" in reply["detail"], method
+        status, reply, _ = pod.api.request(method, "/api/k8s/api/v1/namespaces/default"
+                                           "/configmaps", body, token="wrong-" + pod.token)
+        # kubesim routes OPTIONS before it authenticates (405); every other method is the
+        # API server's own 401
+        assert status == (405 if method == "OPTIONS" else 401), (method, status, reply)
+        if method != "HEAD":
+            assert "Kubernetes bearer token" not in str(reply), method  # the API server's
