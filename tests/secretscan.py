@@ -60,7 +60,7 @@ class Finding:
     count: int
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.count} occurrence(s) of a {self.kind}"
+        return f"{self.where}: {self.kind} ({self.count} occurrence{'s' * (self.count > 1)})"
 
 
 @dataclass
