@@ -142,7 +142,9 @@ class Scanner:
         live = []
         for where, source in self.processes:
             proc = getattr(source, "proc", None)
-            ended = proc is None or proc.poll() is not None
+            pumps = [*getattr(source, "_pumps", []), getattr(source, "_pump_thread", None)]
+            ended = (proc is None or proc.poll() is not None) and \
+                not any(pump is not None and pump.is_alive() for pump in pumps)
             if ended or final:
                 lines = list(getattr(source, "lines", [])) + \
                     list(getattr(source, "stderr_lines", []))
