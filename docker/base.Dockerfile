@@ -47,9 +47,13 @@ RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
     && groupadd --system --gid "${UID}" pipeops \
     && useradd --system --uid "${UID}" --gid "${UID}" --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin pipeops
+# One malloc arena: every Kubernetes call and gRPC poller runs in a thread, and glibc
+# gives each thread its own arena (a few MiB resident each); measured 2-5 MiB less per
+# container idle (bench/memory_notes.md).
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=1
 LABEL org.opencontainers.image.vendor="PipeOps" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/PipeOpsHQ/pipeops-agent" \

@@ -237,7 +237,8 @@ class Stack:
         if cp.get("tunnel_ca_file"):  # wss://: the agent trusts the control plane's CA
             common += ["--set", f"pipeops.tls.ca_file={cp['tunnel_ca_file']}"]
             self.endpoints["controlplane"]["tunnel_ca_file"] = cp["tunnel_ca_file"]
-        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN}
+        # MALLOC_ARENA_MAX as the images set it (docker/base.Dockerfile): one malloc arena
+        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN, "MALLOC_ARENA_MAX": "1"}
         # A fresh dashboard token each run, for the http-api only (it never logs it).
         dashboard_token = secrets.token_urlsafe(24)
         services = {}

@@ -33,3 +33,14 @@ async def test_a_blocked_loop_shows_as_lag() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_imported_packages_name_third_party_top_levels_only() -> None:
+    import yaml  # noqa: F401  (imported here so the answer must name it)
+
+    from agentkit.runtime import imported_packages
+
+    packages = imported_packages()
+    assert "yaml" in packages and "agentkit" in packages
+    assert not {"asyncio", "os", "sys", "collections"} & set(packages)
+    assert packages == sorted(packages) and all("." not in p for p in packages)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.harness import PodStack, apply, ingress, kubectl, wait_table
-from tests.helpers import wait_for
+from tests.helpers import grpcurl, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,12 @@ def test_an_ingress_answers_through_the_public_listener(pod: PodStack, tmp_path:
     answer = json.loads(body)
     assert answer["app"] == "backend" and answer["path"] == "/hello"
     assert answer["host"] == "demo.example.test"
+    # the gateway's answer carried the clusterIP: the tunnel dialled without a Kube client
+    tunnel = str(pod.tunnel.wait_started()["grpc"])
+    described = grpcurl("-plaintext", tunnel, "pipeops.agent.v1.Service/Describe")
+    assert described.returncode == 0, described.stderr
+    packages = json.loads(described.stdout)["runtime"]["packages"]
+    assert "grpc" in packages and "kubernetes" not in packages
     # a host edited out of the Ingress: unregistered, so the public listener says 404
     apply(ks, ingress("web", "demo.example.test", port="http"))
     wait_table(pod.cp, cid, {("demo.example.test", "/")})

@@ -267,6 +267,10 @@ def test_list_routes_agrees_with_the_control_plane_and_check_target(
         allowed = run.grpc("CheckTarget", f'{{"namespace": "{ns}", "service": "named", '
                                           '"port": 8081}')
         assert allowed["allowed"] and f"{ns}/one" in allowed["reason"]
+        # resolved from the gateway's watch: the clusterIP kubesim gave the Service
+        status, svc = kubesim.request("GET", f"/api/v1/namespaces/{ns}/services/named")
+        assert status == 200, svc
+        assert allowed["cluster_ip"] == svc["spec"]["clusterIP"] and "unresolved" not in allowed
         refused = run.grpc("CheckTarget", f'{{"namespace": "{ns}", "service": "named", '
                                           '"port": 9999}')
         assert not refused.get("allowed") and "no synced route" in refused["reason"]

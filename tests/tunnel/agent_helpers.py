@@ -40,6 +40,7 @@ from agentkit.mux import Stream as MuxStream
 from agentkit.statefile import identity_file
 from kubesim.testing import Kubesim
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
+from pipeops_gateway.servicer import dial_address
 from tests.helpers import BIN, ServiceProcess, free_port, grpcurl
 
 T = TypeVar("T")
@@ -231,8 +232,13 @@ class FakeControlPlane:
 
 
 class FakeGateway(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
-    def __init__(self, allowed: set[tuple[str, str, int]]) -> None:
+    """Allows the ``allowed`` targets and resolves them from ``services`` ((namespace,
+    name) -> a Service object) with the gateway's own ``dial_address``."""
+
+    def __init__(self, allowed: set[tuple[str, str, int]],
+                 services: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
         self.allowed = allowed
+        self.services = services or {}
         self.calls: list[tuple[str, str, int]] = []
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -242,7 +248,10 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         key = (request.namespace, request.service, request.port)
         self.calls.append(key)
         if key in self.allowed:
-            return gateway_pb2.CheckTargetResponse(allowed=True, reason="route test/route")
+            label = f"{key[0]}/{key[1]}:{key[2]}"
+            ip, why = dial_address(self.services.get(key[:2]), label, key[2])
+            return gateway_pb2.CheckTargetResponse(allowed=True, reason="route test/route",
+                                                   cluster_ip=ip, unresolved=why)
         return gateway_pb2.CheckTargetResponse(allowed=False, reason="no route points at it")
 
     async def start(self) -> FakeGateway:
@@ -471,6 +480,11 @@ class TunnelRun(ServiceProcess):
         assert result.returncode == 0, result.stderr
         parsed: dict[str, Any] = json.loads(result.stdout or "{}")
         return parsed
+
+    async def imported(self) -> list[str]:
+        """The third-party packages the live process has imported (``Describe``)."""
+        info = await self.grpc("pipeops.agent.v1.Service/Describe")
+        return list(info["runtime"].get("packages", []))
 
     async def wait_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
                        what: str = "a log record") -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""OPEN to a Service: allowed by the gateway (a real gRPC CheckTarget server in the test),
-resolved to its clusterIP through the Kubernetes API (real kubesim), then dialled; and the
-dial timeout."""
+"""OPEN to a Service: allowed and resolved to its clusterIP by the gateway (a real gRPC
+CheckTarget server in the test, answering from Service objects as the gateway's watch
+holds them), then dialled, with no Kubernetes client in the tunnel; and the dial
+timeout."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,12 +33,9 @@ def kubesim() -> Iterator[Kubesim]:
         yield ks
 
 
-def create_service(ks: Kubesim, name: str, cluster_ip: str, port: int) -> None:
-    status, body = ks.request("POST", "/api/v1/namespaces/apps/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-        "spec": {"clusterIP": cluster_ip, "ports": [{"port": port, "targetPort": port}],
-                 "selector": {"app": name}}})
-    assert status == 201, body
+def service(cluster_ip: str, port: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "spec": {"clusterIP": cluster_ip, "ports": [{"port": port, "targetPort": port}]}}
 
 
 @pytest.fixture
@@ -46,20 +45,22 @@ async def cp() -> AsyncIterator[FakeControlPlane]:
     await plane.stop()
 
 
-async def test_allowed_service_is_resolved_through_the_api_and_dialled(
-    kubesim: Kubesim, cp: FakeControlPlane, state_dir: Path
+async def test_allowed_service_is_resolved_by_the_gateway_and_dialled(
+    cp: FakeControlPlane, state_dir: Path
 ) -> None:
     target = await TcpServer(echo).start()
     other = await TcpServer(echo).start()
-    # kubesim keeps an explicit clusterIP: 127.0.0.1 makes the resolved address dialable
-    # here, and proves the address came from the API (no DNS name resolves to it)
-    await asyncio.to_thread(create_service, kubesim, "web", "127.0.0.1", target.port)
-    await asyncio.to_thread(create_service, kubesim, "hidden", "127.0.0.1", other.port)
+    # 127.0.0.1 as the clusterIP makes the resolved address dialable here, and proves the
+    # address came from the gateway's answer (no DNS name resolves to it)
     gateway = await FakeGateway({("apps", "web", target.port),
                                  ("apps", "ghost", 80),
-                                 ("apps", "web", 81)}).start()
+                                 ("apps", "web", 81),
+                                 ("apps", "headless", 80)},
+                                {("apps", "web"): service("127.0.0.1", target.port),
+                                 ("apps", "hidden"): service("127.0.0.1", other.port),
+                                 ("apps", "headless"): service("None", 80)}).start()
     run = TunnelRun(cp.url, state_dir, forwards={"agent-http": "127.0.0.1:9"},
-                    gateway_port=gateway.port, kubeconfig=kubesim.kubeconfig).start()
+                    gateway_port=gateway.port).start()
     try:
         await run.started()
         write_identity(state_dir)
@@ -80,6 +81,11 @@ async def test_allowed_service_is_resolved_through_the_api_and_dialled(
         with pytest.raises(OpenFailed) as info:
             await session.open_stream({"service": "web", "namespace": "apps", "port": 81})
         assert "no port 81" in info.value.reason
+        # allowed, but headless: nothing to dial
+        with pytest.raises(OpenFailed) as info:
+            await session.open_stream({"service": "headless", "namespace": "apps",
+                                       "port": 80})
+        assert "has no clusterIP" in info.value.reason
         # exists, but no route points at it: the gateway says no, nothing is dialled
         with pytest.raises(OpenFailed) as info:
             await session.open_stream({"service": "hidden", "namespace": "apps",
@@ -96,7 +102,8 @@ async def test_allowed_service_is_resolved_through_the_api_and_dialled(
         assert info.value.reason == "target not allowed"
         assert target.accepted == 1
         metrics = await run.metrics()
-        assert metrics["pipeops_tunnel_opens_refused_total{reason=resolve_failed}"] == 2
+        assert metrics["pipeops_tunnel_opens_refused_total{reason=resolve_failed}"] == 3
+        assert "kubernetes" not in await run.imported(), "a route's OPEN loaded the client"
     finally:
         await asyncio.to_thread(run.stop)
         await gateway.stop()

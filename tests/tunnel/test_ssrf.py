@@ -13,61 +13,47 @@ test_agent_tunnel.py.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentkit.mux import OpenFailed
-from kubesim.testing import Kubesim
 from tests.tunnel.agent_helpers import (
     FakeControlPlane,
     FakeGateway,
     TcpServer,
     TunnelRun,
     echo,
-    kubesim_with_namespace,
     write_identity,
 )
 
 METADATA = "169.254.169.254"
 
 
-@pytest.fixture(scope="module")
-def kubesim() -> Iterator[Kubesim]:
-    with kubesim_with_namespace("apps") as ks:
-        yield ks
+def service(cluster_ip: str, ports: list[int]) -> dict[str, Any]:
+    """A Service as the gateway's watch holds it (the gateway resolves what it allows)."""
+    return {"apiVersion": "v1", "kind": "Service", "spec": {"clusterIP": cluster_ip, "ports": [
+        {"name": f"p{port}", "port": port, "targetPort": port} for port in ports]}}
 
 
-def create_service(ks: Kubesim, namespace: str, name: str, cluster_ip: str,
-                   ports: list[int]) -> None:
-    status, body = ks.request("POST", f"/api/v1/namespaces/{namespace}/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-        "spec": {"clusterIP": cluster_ip, "ports": [
-            {"name": f"p{port}", "port": port, "targetPort": port} for port in ports]}})
-    assert status == 201, body
-
-
-async def test_ssrf_opens_are_refused_and_nothing_is_dialled(
-    kubesim: Kubesim, state_dir: Path
-) -> None:
+async def test_ssrf_opens_are_refused_and_nothing_is_dialled(state_dir: Path) -> None:
     # the siblings' ports: real listeners that count every connection
     siblings = {name: await TcpServer(echo).start()
                 for name in ("registrar-grpc", "http-api-grpc", "http-api", "api-server-10250")}
     allowed = await TcpServer(echo).start()
     registrar, http_grpc, http_api, other_port = siblings.values()
-    # kubernetes.default: the API server's Service; a port of it a route never names
-    await asyncio.to_thread(create_service, kubesim, "default", "kubernetes", "127.0.0.1",
-                            [other_port.port])
-    # a Service that points at the metadata address (kubesim keeps the clusterIP given)
-    await asyncio.to_thread(create_service, kubesim, "apps", "metadata", METADATA, [80])
-    await asyncio.to_thread(create_service, kubesim, "apps", "web", "127.0.0.1",
-                            [allowed.port])
-    gateway = await FakeGateway({("apps", "web", allowed.port)}).start()
+    services = {
+        # kubernetes.default: the API server's Service; a port of it a route never names
+        ("default", "kubernetes"): service("127.0.0.1", [other_port.port]),
+        # a Service that points at the metadata address
+        ("apps", "metadata"): service(METADATA, [80]),
+        ("apps", "web"): service("127.0.0.1", [allowed.port]),
+    }
+    gateway = await FakeGateway({("apps", "web", allowed.port)}, services).start()
     cp = await FakeControlPlane().start()
     run = TunnelRun(cp.url, state_dir, forwards={"kubernetes-api": "127.0.0.1:9"},
-                    gateway_port=gateway.port, kubeconfig=kubesim.kubeconfig,
+                    gateway_port=gateway.port,
                     extra=["--set", f"grpc.registrar={registrar.port}",
                            "--set", f"grpc.http_api={http_grpc.port}",
                            "--set", f"agent.port={http_api.port}"]).start()

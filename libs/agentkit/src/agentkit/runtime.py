@@ -1,4 +1,5 @@
-"""What a process costs right now: memory, CPU, threads, file descriptors, loop lag.
+"""What a process costs right now: memory, CPU, threads, file descriptors, loop lag, and
+the third-party packages it has imported (what its memory holds).
 
 Every container reports its own (``Service.Describe``'s ``runtime``), so the http-api's
 ``/api/metrics/runtime`` and the dashboard read each process from the inside instead of
@@ -13,6 +14,7 @@ import asyncio
 import collections
 import os
 import resource
+import sys
 import time
 
 from pipeops.agent.v1 import service_pb2
@@ -28,6 +30,13 @@ def _rss_bytes() -> int:
             return int(statm.read().split()[1]) * _PAGE
     except OSError:  # not Linux: the peak is the best we have
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def imported_packages() -> list[str]:
+    """Top-level packages imported from outside the standard library, sorted."""
+    tops = {name.partition(".")[0] for name in list(sys.modules)}
+    return sorted(top for top in tops
+                  if top not in sys.stdlib_module_names and not top.startswith("_"))
 
 
 def _count(folder: str) -> int:
@@ -65,4 +74,5 @@ class RuntimeProbe:
             open_fds=_count("/proc/self/fd"),
             loop_lag_seconds=round(self.loop_lag, 6),
             uptime_seconds=round(time.time() - self.started, 3),
+            packages=imported_packages(),
         )

@@ -72,7 +72,8 @@ def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     if state is not None:
         metrics.register(state)
     ctx.serve(ServicerBinding(gateway_pb2_grpc.add_GatewayServicer_to_server,
-                              GatewayServicer(config, state, syncer, ctx.status),
+                              GatewayServicer(config, state, syncer, ctx.status,
+                                              services=syncer.service if syncer else None),
                               SERVICE_NAME))
     exposer = Exposer(config, ctx.status, events)
 

@@ -6,7 +6,8 @@ With route sync on (``agent.enable_ingress_sync``) every answer comes from the s
 counts, last sync, last error, the mass-delete guard), ``ListRoutes`` (the winning routes,
 filtered by namespace or hostname), ``Resync`` (a full pass with a fresh list, optionally
 through the mass-delete guard; it answers once the pass is done) and ``CheckTarget``
-(allowed when a synced route points at that Service and port).
+(allowed when a synced route points at that Service and port; the answer carries the
+Service's clusterIP from the watch, so the tunnel needs no Kubernetes client to dial it).
 
 With it off, the answers say so: ``GetStatus`` disabled with the reason, ``ListRoutes``
 empty, ``Resync`` FAILED_PRECONDITION, ``CheckTarget`` never allows a Service (an operator
@@ -15,7 +16,8 @@ who wants one reachable without route sync configures a tunnel forward).
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import grpc
 
@@ -32,6 +34,23 @@ class Resyncer(Protocol):
 
 RESYNC_TIMEOUT = 60.0  # a Resync waits this long for its pass
 
+ServiceLookup = Callable[[str, str], Mapping[str, Any] | None]
+"""(namespace, name) -> the watched Service (the syncer's view), or None."""
+
+
+def dial_address(service: Mapping[str, Any] | None, target: str, port: int) -> tuple[str, str]:
+    """(clusterIP, "") for a Service that serves ``port``, or ("", why not)."""
+    if service is None:
+        return "", f"service {target} not found"
+    spec = service.get("spec") or {}
+    ip = spec.get("clusterIP")
+    if not isinstance(ip, str) or not ip or ip == "None":
+        return "", f"service {target} has no clusterIP"
+    ports = [p.get("port") for p in spec.get("ports") or [] if isinstance(p, Mapping)]
+    if port not in ports:
+        return "", f"service {target} has no port {port}"
+    return ip, ""
+
 
 def off_reason(config: Config) -> str:
     """Why route sync is off, in one sentence for Describe, GetStatus and the answers."""
@@ -40,8 +59,10 @@ def off_reason(config: Config) -> str:
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     def __init__(self, config: Config, state: GatewayState | None = None,
-                 syncer: Resyncer | None = None, status: ServiceStatus | None = None) -> None:
+                 syncer: Resyncer | None = None, status: ServiceStatus | None = None,
+                 services: ServiceLookup | None = None) -> None:
         self.config = config
+        self.services = services
         self.state = state
         self.status = status  # what the service says it is doing (Describe's detail)
         self.syncer = syncer
@@ -130,6 +151,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         if route is None:
             return gateway_pb2.CheckTargetResponse(
                 allowed=False, reason=f"no synced route points at {target}")
+        found = self.services(request.namespace, request.service) if self.services else None
+        ip, why = dial_address(found, target, request.port)
         return gateway_pb2.CheckTargetResponse(
             allowed=True, reason=f"{route.source} {route.namespace}/{route.ingress_name} "
-                                 f"routes {route.hostname}{route.path} to it")
+                                 f"routes {route.hostname}{route.path} to it",
+            cluster_ip=ip, unresolved=why)

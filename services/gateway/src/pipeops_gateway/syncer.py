@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from agentkit.config import Config
 from agentkit.controlplane import ControlPlaneClient, NotFound, Unauthorized
@@ -85,6 +86,10 @@ class Syncer:
         self._wake.set()
         async with asyncio.timeout(timeout):
             return await request.done
+
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The watched Service (``CheckTarget`` resolves the tunnel's targets with it)."""
+        return self.view.get("Service", namespace, name)
 
     def _controller_watch(self) -> None:
         """After each watched change: only the controller's Service wakes the loop (the

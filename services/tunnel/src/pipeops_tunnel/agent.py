@@ -59,7 +59,7 @@ from pipeops_tunnel.connection import (
 from pipeops_tunnel.session_status import MARKER, SessionStatus
 from pipeops_tunnel.sessions import CommandFailed, Sessions
 from pipeops_tunnel.state import CONNECTED, CONNECTING, DISABLED, DISCONNECTED, TunnelState
-from pipeops_tunnel.targets import Dialer, TargetPolicy, out_of_cluster_api
+from pipeops_tunnel.targets import Checked, Dialer, TargetPolicy, out_of_cluster_api
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TunnelAgent:
                                             ctx.config.pipeops.reconnect,
                                             marker=ctx.config.agent.state_dir / MARKER)
         self._statuses: asyncio.Task[None] | None = None  # the status watch, once started
-        policy = TargetPolicy(forwards, self._check_target, self.kube.get)
+        policy = TargetPolicy(forwards, self._check_target)
         self.dialer = Dialer(policy, ctx.config.tunnel.dial_timeout)
         self.connection: Connection | None = None
         self._acks = 0  # hello_acks received, ever
@@ -110,14 +110,16 @@ class TunnelAgent:
             self._statuses = self.ctx.spawn(self.session_status.run(),
                                             name="tunnel:session-status")
 
-    async def _check_target(self, namespace: str, service: str, port: int) -> tuple[bool, str]:
+    async def _check_target(self, namespace: str, service: str, port: int) -> Checked:
+        """The gateway allows the target and resolves it from its watch of Services: the
+        tunnel never needs the Kubernetes client for a route."""
         reply = await self.ctx.siblings.call("gateway", "Gateway/CheckTarget",
                                              gateway_pb2.CheckTargetRequest(
                                                  namespace=namespace, service=service,
                                                  port=port))
         if reply is None:  # down, or an error (logged and shown in Describe by siblings)
-            return False, "the gateway cannot be asked"
-        return reply.allowed, reply.reason
+            return Checked(False, "the gateway cannot be asked")
+        return Checked(reply.allowed, reply.reason, reply.cluster_ip, reply.unresolved)
 
     # --- the main coroutine -------------------------------------------------------------
 

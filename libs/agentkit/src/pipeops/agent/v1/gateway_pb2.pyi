@@ -133,9 +133,13 @@ class CheckTargetRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., service: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class CheckTargetResponse(_message.Message):
-    __slots__ = ("allowed", "reason")
+    __slots__ = ("allowed", "reason", "cluster_ip", "unresolved")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_IP_FIELD_NUMBER: _ClassVar[int]
+    UNRESOLVED_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
-    def __init__(self, allowed: bool = ..., reason: _Optional[str] = ...) -> None: ...
+    cluster_ip: str
+    unresolved: str
+    def __init__(self, allowed: bool = ..., reason: _Optional[str] = ..., cluster_ip: _Optional[str] = ..., unresolved: _Optional[str] = ...) -> None: ...

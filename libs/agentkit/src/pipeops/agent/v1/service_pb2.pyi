@@ -46,20 +46,22 @@ class SiblingError(_message.Message):
     def __init__(self, sibling: _Optional[str] = ..., method: _Optional[str] = ..., code: _Optional[str] = ..., detail: _Optional[str] = ..., count: _Optional[int] = ..., last_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Runtime(_message.Message):
-    __slots__ = ("rss_bytes", "cpu_seconds", "threads", "open_fds", "loop_lag_seconds", "uptime_seconds")
+    __slots__ = ("rss_bytes", "cpu_seconds", "threads", "open_fds", "loop_lag_seconds", "uptime_seconds", "packages")
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
     OPEN_FDS_FIELD_NUMBER: _ClassVar[int]
     LOOP_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
     rss_bytes: int
     cpu_seconds: float
     threads: int
     open_fds: int
     loop_lag_seconds: float
     uptime_seconds: float
-    def __init__(self, rss_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., open_fds: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+    packages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rss_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., open_fds: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., packages: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServiceInfo(_message.Message):
     __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url", "sibling_errors", "runtime")
