@@ -23,7 +23,7 @@ help:
 setup: $(STAMP) realkube
 $(STAMP): uv.lock pyproject.toml libs/agentkit/pyproject.toml services/*/pyproject.toml dev/*/pyproject.toml scripts/install-tools.sh scripts/install-browser.sh
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
-	$(UV) sync --all-packages --frozen
+	$(UV) sync --all-packages --frozen --compile-bytecode
 	bash scripts/install-tools.sh
 	bash scripts/install-browser.sh
 	@touch $@

@@ -76,6 +76,18 @@ def children(parent: int) -> dict[str, int]:
     return found
 
 
+def compile_bytecode() -> None:
+    """Compile what is not yet (the venv's packages, the workspace's sources), as the images
+    do (``UV_COMPILE_BYTECODE``): a process that compiles its sources at start keeps ~2 MiB
+    more resident than one that reads ``.pyc`` files, and ``PYTHONDONTWRITEBYTECODE`` (set
+    on this machine) keeps a process from writing them itself."""
+    site = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
+    sources = [str(p) for p in (*ROOT.glob("libs/*/src"), *ROOT.glob("services/*/src"),
+                                *ROOT.glob("dev/*/src"))]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *site, *sources],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
 def import_floor(module: str) -> float:
     """MiB resident after importing ``module`` in a fresh interpreter (nothing run)."""
     code = (f"import {module}\n"
@@ -219,6 +231,7 @@ def main() -> int:
     parser.add_argument("--plain-ws", action="store_true", help="the tunnel over ws://")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    compile_bytecode()
     result, done = measure(args.idle, not args.plain_ws, args.rounds)
     floors = {name: import_floor(module) for name, module in ENTRY.items()
               if name in result["idle"]}

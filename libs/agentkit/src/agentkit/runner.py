@@ -34,6 +34,7 @@ from agentkit.config import Config, ConfigError, load, parse_set
 from agentkit.events import BusLogHandler, EventBus
 from agentkit.grpcclient import Siblings
 from agentkit.grpcserver import GrpcServer, ServicerBinding
+from agentkit.memtrim import trim_forever
 from agentkit.metrics import MetricsServer
 from agentkit.runtime import RuntimeProbe
 from agentkit.status import IDLE, ServiceStatus
@@ -267,6 +268,7 @@ async def _serve(
         log.info("stopped", extra={"exit_code": ConfigError.exit_code})
         return ConfigError.exit_code
     ctx.spawn(ctx.runtime.run(), name="runtime-probe")  # cancelled with the leftovers
+    ctx.spawn(trim_forever(), name="malloc-trim")  # freed heap back to the OS (memtrim)
     ctx.grpc_port = server.port
     await server.start()
     log.info("started", extra={"grpc": f"{host}:{server.port}", "version": ctx.status.version,
