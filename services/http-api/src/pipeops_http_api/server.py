@@ -14,15 +14,21 @@ import logging
 import socket
 from collections.abc import Generator
 
-import uvicorn
 from starlette.types import ASGIApp
 
+from agentkit.lean import bare_packages
 from agentkit.runner import ServiceFailed
+
+# uvicorn's package __init__ imports its command line (click) and, through it, the reload
+# supervisor (watchfiles): ~2 MiB resident that a server run from code never uses.
+bare_packages(["uvicorn"], version_of="uvicorn")
+from uvicorn.config import Config  # noqa: E402
+from uvicorn.server import Server  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-class _Server(uvicorn.Server):
+class _Server(Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # the runner handles signals
@@ -50,9 +56,9 @@ async def serve(app: ASGIApp, sock: socket.socket, graceful_timeout: int = 2,
                 tls: tuple[str, str] | None = None) -> None:
     """``tls``: (certificate file, key file) to serve HTTPS."""
     certfile, keyfile = tls or (None, None)
-    config = uvicorn.Config(app, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=int(graceful_timeout), lifespan="off",
-                            ssl_certfile=certfile, ssl_keyfile=keyfile)
+    config = Config(app, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=int(graceful_timeout), lifespan="off",
+                    ssl_certfile=certfile, ssl_keyfile=keyfile)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:

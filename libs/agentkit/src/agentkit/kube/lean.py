@@ -13,39 +13,22 @@ full import +15.7 MiB; with :func:`bare_packages` +6.3 in a pod and +9.6 with a
 kubeconfig (``make run``).
 
 :func:`bare_packages` registers :data:`BARE` without running their ``__init__`` (their
-submodules import as usual, on demand); it is idempotent, thread-safe, and does nothing
-for a package already imported. ``kubernetes.__version__`` is still set. A kubernetes
-release that moves these modules fails ``tests/agentkit/test_kubeconfig.py``.
+submodules import as usual, on demand: ``agentkit.lean``); it is idempotent,
+thread-safe, and does nothing for a package already imported. ``kubernetes.__version__``
+is still set. A kubernetes release that moves these modules fails
+``tests/agentkit/test_kubeconfig.py``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import sys
-import threading
+from agentkit import lean
 
 __all__ = ["BARE", "bare_packages"]
 
 BARE = ("kubernetes", "kubernetes.config", "kubernetes.utils")
 """The packages whose ``__init__`` is skipped, parent first."""
 
-_lock = threading.Lock()
-
 
 def bare_packages() -> None:
     """Register :data:`BARE` without running their ``__init__`` (unless already imported)."""
-    with _lock:
-        for name in BARE:
-            if name in sys.modules:
-                continue
-            spec = importlib.util.find_spec(name)
-            if spec is None or spec.submodule_search_locations is None:
-                return  # not installed: the real import says so
-            module = importlib.util.module_from_spec(spec)
-            if name == "kubernetes":
-                setattr(module, "__version__", importlib.metadata.version("kubernetes"))  # noqa: B010
-            sys.modules[name] = module
-            parent, _, child = name.rpartition(".")
-            if parent:
-                setattr(sys.modules[parent], child, module)
+    lean.bare_packages(BARE, version_of="kubernetes")
