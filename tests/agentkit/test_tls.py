@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from kubesim.tls import TlsFiles, write_tls
 def ca(tmp_path: Path, name: str) -> TlsFiles:
     directory = tmp_path / name
     directory.mkdir()
-    return write_tls(directory, [])
+    return write_tls(directory, [], ca_name=f"{name}-ca")
 
 
 async def handshake(context: ssl.SSLContext, server: TlsFiles) -> None:
@@ -66,3 +67,28 @@ def test_a_ca_file_that_cannot_be_loaded_is_a_config_error(
         control_plane_context(TLSConfig(ca_file=str(path)))
     assert str(info.value).startswith(f"config error: pipeops.tls.ca_file = '{path}': "
                                       "cannot load a CA bundle from it")
+
+
+async def test_system_cas_from_the_hashed_directory_load_only_when_a_handshake_needs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system store as OpenSSL's hashed directory (``SSL_CERT_DIR``): nothing is parsed
+    up front (the bundle costs ~1.2 MiB per container), and a CA in it is trusted. (A
+    ``ca_file`` CA of the same subject name as a system one would shadow it: OpenSSL
+    asks the directory only for a name it does not hold; each CA here has its own.)"""
+    system, private = ca(tmp_path, "system"), ca(tmp_path, "private")
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    (directory / "system.pem").write_bytes(system.ca_cert.read_bytes())
+    rehash = await asyncio.to_thread(subprocess.run, ["openssl", "rehash", str(directory)],
+                                     capture_output=True, text=True, check=False)
+    assert rehash.returncode == 0, rehash.stderr
+    monkeypatch.setenv("SSL_CERT_DIR", str(directory))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    context = control_plane_context(TLSConfig(ca_file=str(private.ca_cert)))
+    assert context.cert_store_stats()["x509_ca"] == 1  # the ca_file alone, read at once
+    await handshake(context, system)  # found in the directory when needed
+    await handshake(context, private)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await handshake(context, ca(tmp_path, "unknown"))

@@ -40,16 +40,17 @@ def _alt_names(hosts: list[str]) -> list[x509.GeneralName]:
     return names
 
 
-def write_tls(directory: Path, extra_hosts: list[str]) -> TlsFiles:
+def write_tls(directory: Path, extra_hosts: list[str], ca_name: str = "kubesim-ca"
+              ) -> TlsFiles:
     now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("kubesim-ca")
+    ca_subject = _name(ca_name)
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
@@ -70,7 +71,7 @@ def write_tls(directory: Path, extra_hosts: list[str]) -> TlsFiles:
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("kubesim"))
-        .issuer_name(ca_name)
+        .issuer_name(ca_subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)

@@ -4,18 +4,53 @@
 front of the control plane must not make publicly signed endpoints fail);
 ``insecure_skip_verify`` turns verification off, never in production. A bundle that
 cannot be loaded is a configuration error, named as such, not a traceback.
+
+The system's CAs are read from OpenSSL's hashed certificate directory when it has one
+(``/etc/ssl/certs``, or ``SSL_CERT_DIR``): OpenSSL then loads only the CA a handshake
+needs, when it needs it, where ``ssl.create_default_context()`` parses the whole bundle
+(~140 certificates, 1.2 MiB resident in every container) at once. An ``SSL_CERT_FILE``
+set in the environment, or no such directory, loads the bundle as before.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+from pathlib import Path
 
 from agentkit.config import ConfigError, TLSConfig
 
 
+def _hashed(directory: str) -> bool:
+    """``directory`` holds OpenSSL's ``HASH.N`` links (what a by-directory lookup reads)."""
+    try:
+        return any(name.endswith(".0") for name in os.listdir(directory))
+    except OSError:
+        return False
+
+
+def trust_system(context: ssl.SSLContext) -> None:
+    """Add the system's CAs to ``context``: looked up on demand in the hashed directory,
+    or the bundle loaded at once (an explicit ``SSL_CERT_FILE``, or no directory)."""
+    paths = ssl.get_default_verify_paths()
+    if not os.environ.get(paths.openssl_cafile_env) and paths.capath \
+            and Path(paths.capath).is_dir() and _hashed(paths.capath):
+        context.load_verify_locations(capath=paths.capath)
+    else:
+        context.load_default_certs()
+
+
+def client_context() -> ssl.SSLContext:
+    """``ssl.create_default_context()`` (verification on, hostnames checked), trusting the
+    system's CAs through :func:`trust_system`. Blocking: call it off the event loop."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    trust_system(context)
+    return context
+
+
 def control_plane_context(tls: TLSConfig) -> ssl.SSLContext:
     """Blocking (reads the CA files): call it off the event loop."""
-    context = ssl.create_default_context()
+    context = client_context()
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -37,7 +37,7 @@ def load_dashboard() -> bytes:
 
 
 def build(ctx: ServiceContext, hub: Hub, token: str, tls: ssl.SSLContext) -> Deps:
-    http = httpx.AsyncClient(timeout=2.0, trust_env=False)
+    http = httpx.AsyncClient(timeout=2.0, trust_env=False, verify=tls)  # one CA load
     control_plane = httpx.AsyncClient(timeout=ctx.config.pipeops.timeout, verify=tls,
                                       headers={"User-Agent": "pipeops-http-api/"
                                                + ctx.status.version})

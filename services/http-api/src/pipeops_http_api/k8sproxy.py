@@ -27,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.background import BackgroundTask
 
 from agentkit.grpcclient import Siblings
+from agentkit.tls import client_context
 from pipeops.agent.v1 import registrar_pb2
 from pipeops_http_api.auth import bearer, kubernetes_scheme
 
@@ -81,7 +82,7 @@ class Upstream:
 
 
 def _context(endpoint: registrar_pb2.KubernetesEndpoint) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    context = client_context()
     if endpoint.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -22,8 +22,13 @@ from agentkit.runner import ServiceFailed
 # uvicorn's package __init__ imports its command line (click) and, through it, the reload
 # supervisor (watchfiles): ~2 MiB resident that a server run from code never uses.
 bare_packages(["uvicorn"], version_of="uvicorn")
+import uvicorn  # noqa: E402
 from uvicorn.config import Config  # noqa: E402
 from uvicorn.server import Server  # noqa: E402
+
+# what uvicorn's own modules import from the package (uvicorn.lifespan: ``Config``)
+uvicorn.Config = Config  # type: ignore[misc]
+uvicorn.Server = Server  # type: ignore[misc]
 
 log = logging.getLogger(__name__)
 
