@@ -92,3 +92,25 @@ async def test_system_cas_from_the_hashed_directory_load_only_when_a_handshake_n
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     with pytest.raises(ssl.SSLCertVerificationError):
         await handshake(context, ca(tmp_path, "unknown"))
+
+
+@pytest.mark.parametrize("bundle_inside", [True, False])
+def test_a_bundle_beside_the_hashed_links_is_not_parsed_one_elsewhere_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bundle_inside: bool
+) -> None:
+    """``SSL_CERT_FILE`` inside the hashed directory (Debian's ca-certificates.crt) holds
+    the same CAs as the links: the lazy directory serves; a bundle elsewhere is the
+    operator's choice and is read at once."""
+    system = ca(tmp_path, "system")
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    (directory / "system.pem").write_bytes(system.ca_cert.read_bytes())
+    rehash = subprocess.run(["openssl", "rehash", str(directory)], capture_output=True,
+                            text=True, check=False)
+    assert rehash.returncode == 0, rehash.stderr
+    bundle = (directory if bundle_inside else tmp_path) / "ca-certificates.crt"
+    bundle.write_bytes(system.ca_cert.read_bytes())
+    monkeypatch.setenv("SSL_CERT_DIR", str(directory))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    stats = control_plane_context(TLSConfig()).cert_store_stats()
+    assert stats["x509_ca"] == (0 if bundle_inside else 1)

@@ -9,7 +9,9 @@ The system's CAs are read from OpenSSL's hashed certificate directory when it ha
 (``/etc/ssl/certs``, or ``SSL_CERT_DIR``): OpenSSL then loads only the CA a handshake
 needs, when it needs it, where ``ssl.create_default_context()`` parses the whole bundle
 (~140 certificates, 1.2 MiB resident in every container) at once. An ``SSL_CERT_FILE``
-set in the environment, or no such directory, loads the bundle as before.
+set in the environment is loaded as before, unless it lies in that directory (Debian's and
+Alpine's ``/etc/ssl/certs/ca-certificates.crt``: ``update-ca-certificates`` writes the
+bundle and the hashed links from the same certificates); no such directory, the bundle.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ def trust_system(context: ssl.SSLContext) -> None:
     """Add the system's CAs to ``context``: looked up on demand in the hashed directory,
     or the bundle loaded at once (an explicit ``SSL_CERT_FILE``, or no directory)."""
     paths = ssl.get_default_verify_paths()
-    if not os.environ.get(paths.openssl_cafile_env) and paths.capath \
-            and Path(paths.capath).is_dir() and _hashed(paths.capath):
-        context.load_verify_locations(capath=paths.capath)
+    directory = Path(paths.capath) if paths.capath else None
+    bundle = os.environ.get(paths.openssl_cafile_env)
+    if directory is not None and directory.is_dir() and _hashed(str(directory)) and (
+            not bundle or Path(bundle).resolve().parent == directory.resolve()):
+        context.load_verify_locations(capath=str(directory))
     else:
         context.load_default_certs()
 
