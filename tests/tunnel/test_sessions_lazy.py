@@ -76,9 +76,12 @@ async def test_the_watch_starts_with_the_first_session_command_and_survives_a_re
         assert reply["type"] == "failed" and "sessionId" in reply["error"]
         assert statuses(cp, "old") == []
         assert not (state_dir / MARKER).exists()
+        # every feature on, connected, idle: the Kubernetes client is not even imported
+        assert "kubernetes" not in await run.imported()
 
         payload = {"sessionId": "new", "template": "nginx"}
         assert (await cp.command("c-new", "start_session", payload))["type"] == "complete"
+        assert "kubernetes" in await run.imported()  # loaded by the first session command
         # the watch runs now: both sessions are reported, and the marker is written
         await until(lambda: statuses(cp, "old") and statuses(cp, "new"),
                     what="both sessions reported")
