@@ -129,6 +129,12 @@ def test_runtime_per_container(pod: Pod) -> None:
         assert runtime["cpu_seconds"] > 0 and runtime["threads"] >= 1
         assert runtime["open_fds"] >= 3 and runtime["uptime_seconds"] > 0
         assert runtime["loop_lag_seconds"] >= 0
+        assert "grpc" in runtime["packages"], name
+    # what each process holds: the registrar talks to the cluster, the tunnel does not;
+    # the http-api runs uvicorn's server without its command line (click) or reloader
+    assert "kubernetes" in body["registrar"]["packages"]
+    assert "kubernetes" not in body["tunnel"]["packages"]
+    assert not {"click", "watchfiles"} & set(body["http-api"]["packages"])
 
 
 def test_connectivity_really_tests(pod: Pod) -> None:
