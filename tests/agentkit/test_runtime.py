@@ -44,3 +44,17 @@ def test_imported_packages_name_third_party_top_levels_only() -> None:
     assert "yaml" in packages and "agentkit" in packages
     assert not {"asyncio", "os", "sys", "collections"} & set(packages)
     assert packages == sorted(packages) and all("." not in p for p in packages)
+
+
+async def test_snapshot_counts_the_loops_live_tasks() -> None:
+    probe = RuntimeProbe()
+    before = probe.snapshot().tasks
+    assert before >= 1  # this test's own task
+    started = [asyncio.create_task(asyncio.sleep(10)) for _ in range(5)]
+    try:
+        assert probe.snapshot().tasks == before + 5
+    finally:
+        for task in started:
+            task.cancel()
+        await asyncio.gather(*started, return_exceptions=True)
+    assert probe.snapshot().tasks == before

@@ -4,6 +4,12 @@ The process runs on a free loopback port; its output is drained in a thread (kep
 ``cp.lines``) so it never blocks on a full pipe. Helper calls wrap the ``/debug`` API:
 ``clusters()``, ``cluster(id)``, ``set_fault(mode, target)``, ``clear_fault()``,
 ``forget(id)``, ``routes()``. Standard library only, so any test can use it.
+
+``restart()`` stops the process and starts a new one on the same ports (API, tunnel,
+public listener), as a control plane that was redeployed: without ``--state`` in
+``extra_args`` it comes back with its memory lost (no cluster, no route, no tunnel), with
+it the clusters survive. ``pause()`` / ``resume()`` freeze the process (SIGSTOP/SIGCONT):
+down for its clients (connections hang) with its memory kept.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class ControlPlane:
         command = [str(_BIN) if _BIN.exists() else "pipeops-dev-controlplane", "--port", "0"]
         for token in self.tokens:
             command += ["--token", token]
+        command += self._same_ports
+        self._ready.clear()
+        self.url = self.public_url = self.tunnel_url = ""
         self.proc = subprocess.Popen(
             [*command, *self.extra_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -64,6 +73,32 @@ class ControlPlane:
             raise ControlPlaneError("the dev control plane did not start:\n"
                                     + "\n".join(self.lines[-20:]))
         return self
+
+    @property
+    def _same_ports(self) -> list[str]:
+        """After a first start: the ports it had (a restart comes back where it was)."""
+        if not self.url:
+            return []
+        ports = ["--port", self.url.rpartition(":")[2]]
+        if self.tunnel_url:
+            ports += ["--tunnel-port", self.tunnel_url.split("/")[2].rpartition(":")[2]]
+        if self.public_url:
+            ports += ["--public-port", self.public_url.rpartition(":")[2]]
+        return ports
+
+    def restart(self) -> ControlPlane:
+        """Stop, then start again on the same ports (memory lost unless ``--state``)."""
+        self.stop()
+        return self.start()
+
+    def pause(self) -> None:
+        """Freeze the process: its sockets stay open, nothing answers."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def _pump(self, stream: IO[str]) -> None:
         for line in stream:
@@ -83,6 +118,7 @@ class ControlPlane:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused process would not stop
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)

@@ -1,5 +1,5 @@
-"""What a process costs right now: memory, CPU, threads, file descriptors, loop lag, and
-the third-party packages it has imported (what its memory holds).
+"""What a process costs right now: memory, CPU, threads, file descriptors, tasks, loop
+lag, and the third-party packages it has imported (what its memory holds).
 
 Every container reports its own (``Service.Describe``'s ``runtime``), so the http-api's
 ``/api/metrics/runtime`` and the dashboard read each process from the inside instead of
@@ -46,6 +46,14 @@ def _count(folder: str) -> int:
         return 0
 
 
+def _tasks() -> int:
+    """The event loop's unfinished tasks (0 when asked outside a running loop)."""
+    try:
+        return sum(1 for task in asyncio.all_tasks() if not task.done())
+    except RuntimeError:
+        return 0
+
+
 class RuntimeProbe:
     """Owns one lag-sampling task (``run``); ``snapshot`` may be called at any time."""
 
@@ -75,4 +83,5 @@ class RuntimeProbe:
             loop_lag_seconds=round(self.loop_lag, 6),
             uptime_seconds=round(time.time() - self.started, 3),
             packages=imported_packages(),
+            tasks=_tasks(),
         )

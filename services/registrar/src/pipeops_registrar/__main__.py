@@ -27,7 +27,7 @@ EXTRA_FLAGS = {
 
 def main() -> None:
     def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
-        keeper = IdentityKeeper(IdentityFile(ctx.config.agent.state_dir), None)
+        keeper = IdentityKeeper(IdentityFile(ctx.config.agent.state_dir), None, ctx.status)
         state = HeartbeatState(interval=ctx.config.pipeops.heartbeat_interval)
         access = AccessCheck(ctx.config)
         ctx.serve(ServicerBinding(registrar_pb2_grpc.add_RegistrarServicer_to_server,

@@ -208,7 +208,13 @@ class Heartbeater:
         metrics.AGENT_STATUS.set(1)
         metrics.CLUSTER_NODES.set(payload["metadata"]["node_count"])
         metrics.CLUSTER_PODS.set(payload["metadata"]["pod_count"])
-        self.status.set(READY, f"registered as cluster {identity.cluster_id}; heartbeating")
+        if self.keeper.file_problem:  # the siblings still read the old identity
+            self.status.set(DEGRADED, f"registered as cluster {identity.cluster_id}; "
+                            f"heartbeating; but {self.keeper.file_problem} (the siblings "
+                            "read the old identity until it is written)")
+        else:
+            self.status.set(READY, f"registered as cluster {identity.cluster_id}; "
+                            "heartbeating")
         self.status.bus.publish(KIND_EVENT, "heartbeat delivered", attributes={
             "cluster_id": identity.cluster_id, "status": payload["status"],
             "nodes": payload["metadata"]["node_count"],

@@ -8,6 +8,13 @@ The file is the siblings' only source and lives on a shared volume anyone in the
 write to: ``keep_file`` checks it every heartbeat interval and writes it again from the
 registrar's own state when it is gone, corrupt (a sibling moved it aside) or different,
 so a tunnel never waits for a registrar restart.
+
+A write that fails (the volume full: ENOSPC, EFBIG, EIO, a read-only remount) changes
+nothing on disk: the write is atomic, so the old file stays whole. The registrar goes on
+with the identity it holds (registration and heartbeats do not depend on the file),
+says so once per kind of failure (a warning, the ``identity_file`` check of Describe,
+``pipeops_identity_file_write_failures_total`` and ``pipeops_identity_file_stale``) and
+writes the file again at the next check, every heartbeat interval, until it goes through.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from agentkit.identity import Identity, IdentityFile
 from agentkit.kube import KubeError
 from agentkit.retry import FailureReport
 from agentkit.statefile import ABSENT
+from agentkit.status import ServiceStatus
+from pipeops_registrar import metrics
 from pipeops_registrar.cluster import StateObjects
 
 log = logging.getLogger(__name__)
@@ -30,15 +39,24 @@ SAVE_ON_STOP = 1.0
 
 
 class IdentityKeeper:
-    def __init__(self, file: IdentityFile, objects: StateObjects | None) -> None:
+    def __init__(self, file: IdentityFile, objects: StateObjects | None,
+                 status: ServiceStatus | None = None) -> None:
         self.file = file
         self.objects = objects
+        self.status = status
         self.current = Identity()
         self._changed = asyncio.Condition()
         self._cluster_failing = False
         self._writing = asyncio.Lock()  # an update and a restore never interleave
         self._stored = False  # an identity of ours was written: there is one to restore
         self._file_report = FailureReport(log, "restoring the identity file")
+        self._write_report = FailureReport(
+            log, "writing the identity file",
+            kind=lambda exc: getattr(exc, "strerror", None) or type(exc).__name__,
+            message="cannot write the identity file (%s); the old file is kept and the "
+                    "write is tried again every heartbeat interval")
+        # why the file does not hold the current identity ("" when it does)
+        self.file_problem = ""
 
     async def load_file(self) -> Identity | None:
         return await self.file.load()
@@ -71,8 +89,8 @@ class IdentityKeeper:
 
     async def _persist(self, identity: Identity) -> None:
         async with self._writing:
-            await self.file.save(identity)
-            self._stored = True
+            self._stored = True  # the file must hold it: restored until it does
+            await self._save_file(identity)
             async with self._changed:
                 self.current = identity
                 self._changed.notify_all()
@@ -89,11 +107,16 @@ class IdentityKeeper:
                 stored = await self.file.load()
                 if stored == self.current:
                     self._file_report.recovered()
+                    if self.file_problem:  # someone else wrote it meanwhile
+                        self._file_written()
                     return False
                 problem = self.file.file.problem or "holds another identity"
-                await self.file.save(self.current)
             except OSError as exc:
                 self._file_report.failed(exc, path=str(self.file.path))
+                return False
+            if self.file_problem:
+                problem = f"stale ({self.file_problem})"
+            if not await self._save_file(self.current):
                 return False
         log.warning("the identity file was %s; written again from the registrar's state",
                     "absent" if problem == ABSENT else problem,
@@ -101,6 +124,32 @@ class IdentityKeeper:
                            "cluster_id": self.current.cluster_id})
         self._file_report.recovered()
         return True
+
+    async def _save_file(self, identity: Identity) -> bool:
+        """Write the file; a failure is reported (never raised) and False returned."""
+        try:
+            await self.file.save(identity)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            self._write_report.failed(exc, path=str(self.file.path),
+                                      cluster_id=identity.cluster_id)
+            metrics.IDENTITY_WRITE_FAILURES.labels(reason).inc()
+            metrics.IDENTITY_FILE_STALE.set(1)
+            self.file_problem = f"cannot write {self.file.path}: {reason}"
+            if self.status is not None:
+                self.status.check("identity_file", self.file_problem)
+            return False
+        self._file_written()
+        return True
+
+    def _file_written(self) -> None:
+        """The file holds the current identity (again)."""
+        if self.file_problem:
+            self._write_report.recovered()
+            self.file_problem = ""
+        metrics.IDENTITY_FILE_STALE.set(0)
+        if self.status is not None:
+            self.status.check("identity_file", "ok")
 
     async def keep_file(self, interval: float) -> None:
         """``restore_file`` every ``interval`` seconds, until cancelled (a root task)."""

@@ -28,6 +28,16 @@ CLUSTER_PODS = Gauge("pipeops_cluster_pods_total", "Pods in the cluster")
 KUBE_CALLS = Counter(
     "pipeops_kubernetes_api_calls_total", "Kubernetes API calls", ["operation", "code"])
 
+# keeper.py: identity file writes that failed (the old file kept), by reason
+# ("No space left on device", "File too large", ...); and 1 while the file does not
+# hold the registrar's current identity because of such a failure
+IDENTITY_WRITE_FAILURES = Counter(
+    "pipeops_identity_file_write_failures_total",
+    "Identity file writes that failed (the old file was kept)", ["reason"])
+IDENTITY_FILE_STALE = Gauge(
+    "pipeops_identity_file_stale",
+    "1 while a failed write left the identity file behind the registrar's identity")
+
 _STARTED = time.monotonic()
 UPTIME = Gauge("pipeops_agent_uptime_seconds", "Seconds since the registrar started")
 UPTIME.set_function(lambda: time.monotonic() - _STARTED)

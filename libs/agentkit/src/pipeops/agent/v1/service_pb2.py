@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epipeops/agent/v1/service.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0f\x44\x65scribeRequest\"\x89\x01\n\x0cSiblingError\x12\x0f\n\x07sibling\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12+\n\x07last_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x07Runtime\x12\x11\n\trss_bytes\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07threads\x18\x03 \x01(\r\x12\x10\n\x08open_fds\x18\x04 \x01(\r\x12\x18\n\x10loop_lag_seconds\x18\x05 \x01(\x01\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x10\n\x08packages\x18\x07 \x03(\t\"\xfe\x02\n\x0bServiceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.pipeops.agent.v1.ServiceState\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x39\n\x06\x63hecks\x18\x06 \x03(\x0b\x32).pipeops.agent.v1.ServiceInfo.ChecksEntry\x12\x13\n\x0bmetrics_url\x18\x07 \x01(\t\x12\x36\n\x0esibling_errors\x18\x08 \x03(\x0b\x32\x1e.pipeops.agent.v1.SiblingError\x12*\n\x07runtime\x18\t \x01(\x0b\x32\x19.pipeops.agent.v1.Runtime\x1a-\n\x0b\x43hecksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb2\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVICE_STATE_STARTING\x10\x01\x12\x17\n\x13SERVICE_STATE_READY\x10\x02\x12\x1a\n\x16SERVICE_STATE_DEGRADED\x10\x03\x12\x16\n\x12SERVICE_STATE_IDLE\x10\x04\x12\x1a\n\x16SERVICE_STATE_STOPPING\x10\x05\x32W\n\x07Service\x12L\n\x08\x44\x65scribe\x12!.pipeops.agent.v1.DescribeRequest\x1a\x1d.pipeops.agent.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epipeops/agent/v1/service.proto\x12\x10pipeops.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0f\x44\x65scribeRequest\"\x89\x01\n\x0cSiblingError\x12\x0f\n\x07sibling\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12+\n\x07last_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\x07Runtime\x12\x11\n\trss_bytes\x18\x01 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07threads\x18\x03 \x01(\r\x12\x10\n\x08open_fds\x18\x04 \x01(\r\x12\x18\n\x10loop_lag_seconds\x18\x05 \x01(\x01\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\r\n\x05tasks\x18\x08 \x01(\r\"\xfe\x02\n\x0bServiceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.pipeops.agent.v1.ServiceState\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x39\n\x06\x63hecks\x18\x06 \x03(\x0b\x32).pipeops.agent.v1.ServiceInfo.ChecksEntry\x12\x13\n\x0bmetrics_url\x18\x07 \x01(\t\x12\x36\n\x0esibling_errors\x18\x08 \x03(\x0b\x32\x1e.pipeops.agent.v1.SiblingError\x12*\n\x07runtime\x18\t \x01(\x0b\x32\x19.pipeops.agent.v1.Runtime\x1a-\n\x0b\x43hecksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb2\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVICE_STATE_STARTING\x10\x01\x12\x17\n\x13SERVICE_STATE_READY\x10\x02\x12\x1a\n\x16SERVICE_STATE_DEGRADED\x10\x03\x12\x16\n\x12SERVICE_STATE_IDLE\x10\x04\x12\x1a\n\x16SERVICE_STATE_STOPPING\x10\x05\x32W\n\x07Service\x12L\n\x08\x44\x65scribe\x12!.pipeops.agent.v1.DescribeRequest\x1a\x1d.pipeops.agent.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SERVICEINFO_CHECKSENTRY']._loaded_options = None
   _globals['_SERVICEINFO_CHECKSENTRY']._serialized_options = b'8\001'
-  _globals['_SERVICESTATE']._serialized_start=785
-  _globals['_SERVICESTATE']._serialized_end=963
+  _globals['_SERVICESTATE']._serialized_start=800
+  _globals['_SERVICESTATE']._serialized_end=978
   _globals['_DESCRIBEREQUEST']._serialized_start=85
   _globals['_DESCRIBEREQUEST']._serialized_end=102
   _globals['_SIBLINGERROR']._serialized_start=105
   _globals['_SIBLINGERROR']._serialized_end=242
   _globals['_RUNTIME']._serialized_start=245
-  _globals['_RUNTIME']._serialized_end=397
-  _globals['_SERVICEINFO']._serialized_start=400
-  _globals['_SERVICEINFO']._serialized_end=782
-  _globals['_SERVICEINFO_CHECKSENTRY']._serialized_start=737
-  _globals['_SERVICEINFO_CHECKSENTRY']._serialized_end=782
-  _globals['_SERVICE']._serialized_start=965
-  _globals['_SERVICE']._serialized_end=1052
+  _globals['_RUNTIME']._serialized_end=412
+  _globals['_SERVICEINFO']._serialized_start=415
+  _globals['_SERVICEINFO']._serialized_end=797
+  _globals['_SERVICEINFO_CHECKSENTRY']._serialized_start=752
+  _globals['_SERVICEINFO_CHECKSENTRY']._serialized_end=797
+  _globals['_SERVICE']._serialized_start=980
+  _globals['_SERVICE']._serialized_end=1067
 # @@protoc_insertion_point(module_scope)

@@ -46,7 +46,7 @@ class SiblingError(_message.Message):
     def __init__(self, sibling: _Optional[str] = ..., method: _Optional[str] = ..., code: _Optional[str] = ..., detail: _Optional[str] = ..., count: _Optional[int] = ..., last_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Runtime(_message.Message):
-    __slots__ = ("rss_bytes", "cpu_seconds", "threads", "open_fds", "loop_lag_seconds", "uptime_seconds", "packages")
+    __slots__ = ("rss_bytes", "cpu_seconds", "threads", "open_fds", "loop_lag_seconds", "uptime_seconds", "packages", "tasks")
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class Runtime(_message.Message):
     LOOP_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     rss_bytes: int
     cpu_seconds: float
     threads: int
@@ -61,7 +62,8 @@ class Runtime(_message.Message):
     loop_lag_seconds: float
     uptime_seconds: float
     packages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rss_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., open_fds: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., packages: _Optional[_Iterable[str]] = ...) -> None: ...
+    tasks: int
+    def __init__(self, rss_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., open_fds: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., packages: _Optional[_Iterable[str]] = ..., tasks: _Optional[int] = ...) -> None: ...
 
 class ServiceInfo(_message.Message):
     __slots__ = ("name", "version", "started_at", "state", "detail", "checks", "metrics_url", "sibling_errors", "runtime")
