@@ -59,14 +59,19 @@ class FaultPod(Pod):
     def process(self, name: str) -> ServiceProcess:
         return self.api if name == "http-api" else self.services[name]
 
-    def respawn(self, name: str) -> ServiceProcess:
-        """SIGKILL the container ``name`` and start it again, same command line, same
-        ports (as the kubelet restarts a container that died)."""
+    def kill(self, name: str) -> None:
+        """SIGKILL the container ``name`` (no goodbye: no last heartbeat, no close frame)."""
         old = self.process(name)
         assert old.proc is not None and old.proc.poll() is None, f"{name} is not running"
         old.proc.send_signal(signal.SIGKILL)
         old.proc.wait(10)
         old.stop()  # reads its pipes to the end
+
+    def start_again(self, name: str) -> ServiceProcess:
+        """Start the killed container ``name`` again, same command line, same ports (as
+        the kubelet restarts a container that died)."""
+        old = self.process(name)
+        assert old.proc is not None and old.proc.poll() is not None, f"{name} still runs"
         new: ServiceProcess
         if isinstance(old, HttpApi):
             new = HttpApi(old.argv, old.env, old.port, old.token)
@@ -125,3 +130,49 @@ class FaultPod(Pod):
         status, reply = self.kubesim.request(
             "DELETE", f"/apis/networking.k8s.io/v1/namespaces/{APPS}/ingresses/{name}")
         assert status == 200, reply
+
+    # --- the whole pod, settled ---------------------------------------------------------
+
+    def identity_now(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.state / "identity.json").read_text())["data"]
+        return data
+
+    def unsettled(self) -> str:
+        """Why the pod has not converged ("" once it has): every container ready and
+        up at the http-api, the tunnel connected, heartbeats delivered, routes equal."""
+        for name in CONTAINERS:
+            proc = self.process(name).proc
+            if proc is None or proc.poll() is not None:
+                return f"{name} is not running"
+            state = self.describe(name)
+            if state.get("state") != "SERVICE_STATE_READY":
+                return f"{name}: {state.get('state')} {state.get('detail')}"
+        up = {dict(labels).get("container"): value for (metric, labels), value
+              in self.api.metrics().items() if metric == "pipeops_container_up"}
+        if any(up.get(name) != 1 for name in CONTAINERS):
+            return f"pipeops_container_up says {up}"
+        if not self.tunnel_connected():
+            return "the control plane has no tunnel"
+        found = self.cp.cluster(self.cluster_id)
+        if found is None or found["last_heartbeat"] is None:
+            return "no heartbeat at the control plane"
+        if found["last_heartbeat"].get("tunnel_status") != "connected":
+            return f"the heartbeat says tunnel {found['last_heartbeat'].get('tunnel_status')}"
+        if not self.routes_match():
+            return f"routes held {self.held_routes()} != cluster {self.cluster_routes()}"
+        return ""
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        last = ["not asked yet"]
+
+        def settled() -> bool:
+            last[0] = self.unsettled()
+            return not last[0]
+
+        try:
+            wait_for(settled, timeout, interval=0.2, what="the pod to settle")
+        except AssertionError:
+            raise AssertionError(f"the pod did not settle in {timeout}s: {last[0]}") from None
+
+
+CONTAINERS = ("registrar", "tunnel", "gateway", "http-api")
