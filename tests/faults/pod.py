@@ -85,6 +85,14 @@ class FaultPod(Pod):
             self.services[name] = new
         return new
 
+    def gateway_routes(self) -> list[dict[str, Any]]:
+        """What the gateway says it publishes (``Gateway/ListRoutes``)."""
+        done = grpcurl("-plaintext", "-d", "{}", f"127.0.0.1:{self.grpc['gateway']}",
+                       "pipeops.agent.v1.Gateway/ListRoutes", timeout=10)
+        assert done.returncode == 0, done.stderr
+        routes: list[dict[str, Any]] = json.loads(done.stdout).get("routes", [])
+        return routes
+
     def describe(self, name: str) -> dict[str, Any]:
         port = self.grpc[GRPC_NAMES[name]]
         done = grpcurl("-plaintext", "-d", "{}", f"127.0.0.1:{port}",
