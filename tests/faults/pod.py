@@ -67,19 +67,21 @@ class FaultPod(Pod):
         old.proc.wait(10)
         old.stop()  # reads its pipes to the end
 
-    def start_again(self, name: str) -> ServiceProcess:
+    def start_again(self, name: str, *extra: str) -> ServiceProcess:
         """Start the killed container ``name`` again, same command line, same ports (as
-        the kubelet restarts a container that died)."""
+        the kubelet restarts a container that died); ``extra`` arguments are added to the
+        pod's own (``--set`` overrides)."""
         old = self.process(name)
         assert old.proc is not None and old.proc.poll() is not None, f"{name} still runs"
+        argv = [*self.argv(name), *extra] if name != "http-api" else [*old.argv, *extra]
         new: ServiceProcess
         if isinstance(old, HttpApi):
-            new = HttpApi(old.argv, old.env, old.port, old.token)
+            new = HttpApi(argv, old.env, old.port, old.token)
             new.start()
             self.started.append(new)
             self.api = new.wait_serving()
         else:
-            new = ServiceProcess(old.argv, env=old.env).start()
+            new = ServiceProcess(argv, env=old.env).start()
             self.started.append(new)
             new.wait_started(30)
             self.services[name] = new
