@@ -19,7 +19,6 @@ import contextlib
 import http.client
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -118,8 +117,8 @@ def _cut(pod: FaultPod, times: int) -> int:
     busy = 0
     connects = 0  # the first cut: any connection
     for _ in range(times):
-        view = wait_for(lambda: (v := _tunnel_view(pod)) and v["connected"]
-                        and v["connects"] > connects and v, 15,
+        view = wait_for(lambda seen=connects: (v := _tunnel_view(pod)) and v["connected"]
+                        and v["connects"] > seen and v, 15,
                         what="a new connection after a cut")
         connects = view["connects"]
         busy += view["stats"]["streams_active"] > 0
