@@ -49,26 +49,8 @@ class StateFile:
 
     def write(self, data: dict[str, Any]) -> None:
         """Replace the content atomically (blocking: small file, local disk)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         document = {"version": FORMAT_VERSION, "sha256": _checksum(data), "data": data}
-        payload = json.dumps(document, sort_keys=True, indent=1).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, json.dumps(document, sort_keys=True, indent=1).encode())
 
     def read(self) -> dict[str, Any] | None:
         """The content, or None if absent. A corrupt file is moved aside and reported."""
@@ -145,6 +127,32 @@ class StateFile:
                 await asyncio.sleep(poll)
 
         return await asyncio.wait_for(_poll(), timeout)
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload``, mode 0600, all or nothing (blocking).
+
+    A temp file in the same folder, fsynced, renamed over the old one, the folder
+    fsynced. A write that fails (ENOSPC, EFBIG, EIO...) removes the temp file and raises
+    OSError: the old file stays as it was, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def identity_file(state_dir: str | os.PathLike[str]) -> StateFile:

@@ -3,8 +3,10 @@
 Everything under ``/api/`` (except ``/api/k8s/``) and ``/ws`` needs
 ``Authorization: Bearer <dashboard token>``. The token comes from ``api.token`` (the
 chart's Secret, through ``PIPEOPS_DASHBOARD_TOKEN``); when none is configured one is
-generated once and kept in the state volume (``dashboard-token``, mode 0600), so a
-restart keeps it. It is registered as a secret: no log line shows it.
+generated once and kept in the state volume (``dashboard-token``, mode 0600, written
+atomically), so a restart keeps it; a volume that refuses the write (full) is said in a
+warning and the token lasts until the container restarts (never a half-written token
+file, never a crash). It is registered as a secret: no log line shows it.
 
 ``/api/k8s/`` takes the caller's own Kubernetes token instead (see ``k8sproxy``): the
 scheme is declared here so OpenAPI shows both.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentkit.config import Config
 from agentkit.logs import register_secret
+from agentkit.statefile import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,15 @@ def load_token(config: Config) -> str:
             token = ""
         if not token:
             token = secrets.token_urlsafe(32)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(token + "\n")
-            log.info("generated the dashboard token", extra={"stored_in": str(path)})
+            register_secret(token)
+            try:
+                write_atomically(path, (token + "\n").encode())
+            except OSError as exc:
+                log.warning("generated the dashboard token but cannot store it in %s (%s): "
+                            "it lasts until this container restarts; set api.token to keep "
+                            "one", path, exc.strerror or exc)
+            else:
+                log.info("generated the dashboard token", extra={"stored_in": str(path)})
     register_secret(token)
     return token
 
