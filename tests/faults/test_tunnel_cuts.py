@@ -111,20 +111,17 @@ def _quiet(pod: FaultPod) -> dict[str, Any]:
     return dict(pod.describe("tunnel")["runtime"])
 
 
-def _cut(pod: FaultPod, times: int) -> int:
-    """Cut the connection ``times`` times, each time once a new one is up; how many cuts
-    found a stream open."""
-    busy = 0
+def _cut(pod: FaultPod, times: int) -> None:
+    """Cut the connection ``times`` times, each time once a new one is up and carries a
+    stream (every cut falls on a transfer)."""
     connects = 0  # the first cut: any connection
     for _ in range(times):
         view = wait_for(lambda seen=connects: (v := _tunnel_view(pod)) and v["connected"]
-                        and v["connects"] > seen and v, 15,
-                        what="a new connection after a cut")
+                        and v["connects"] > seen and v["stats"]["streams_active"] > 0
+                        and v, 15, what="a new connection carrying a stream")
         connects = view["connects"]
-        busy += view["stats"]["streams_active"] > 0
         status, reply = pod.cp.request("POST", f"/debug/tunnels/{pod.cluster_id}/drop")
         assert status == 200, reply
-    return busy
 
 
 @contextlib.contextmanager
@@ -150,12 +147,11 @@ def test_a_hundred_cuts_during_transfers_leak_nothing(pod: FaultPod) -> None:
         before = _quiet(pod)
         with Traffic(port, pod.kubesim.token, pod.kubesim.ca) as traffic:
             wait_for(lambda: traffic.done["requests"] >= 5, 15, what="traffic flowing")
-            busy = _cut(pod, CUTS)
+            _cut(pod, CUTS)
             wait_for(lambda: _tunnel_view(pod)["connected"], 15, what="the tunnel back")
             flowing = traffic.done["requests"]
             wait_for(lambda: traffic.done["requests"] > flowing + 5, 15,
                      what="traffic through the tunnel after the cuts")
-        assert busy >= CUTS // 2, f"only {busy} of {CUTS} cuts found a stream open"
         assert traffic.done["errors"] >= CUTS // 2  # the cuts did hit transfers
         assert _tunnel_view(pod)["connects"] == connects + WARMUP + CUTS
         assert pod.api.metric("pipeops_tunnel_reconnects_total",
@@ -168,5 +164,5 @@ def test_a_hundred_cuts_during_transfers_leak_nothing(pod: FaultPod) -> None:
         assert growth < RSS_GROWTH, f"RSS grew {growth / 2**20:.1f} MiB over {CUTS} cuts"
         assert pod.services["tunnel"].proc is not None
         assert pod.services["tunnel"].proc.poll() is None
-        print(f"cuts with a stream open: {busy}/{CUTS}; traffic {traffic.done}; "
+        print(f"traffic {traffic.done}; "
               f"runtime before {before}, after {after}")
