@@ -9,11 +9,15 @@
 * Restarted with its memory lost (a new process, same ports, no state): the agent
   registers again as the same cluster, heartbeats, the gateway publishes its routes again
   to a control plane that forgot them, and the tunnel is back within the cap.
+* Restarted with half its memory: the clusters kept (``--state``), the routes lost. The
+  agent is told nothing (its token still works); the gateway, seeing the tunnel connect
+  anew, reads what the control plane holds and publishes what is missing.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from tests.faults.pod import BACKOFF_MAX, PING_TIMEOUT, FaultPod
 from tests.helpers import wait_for
@@ -61,7 +65,7 @@ def test_control_plane_down_60s_and_back_loses_nothing(pod: FaultPod) -> None:
             assert pod.describe("gateway")["state"] == "SERVICE_STATE_DEGRADED"
             assert pod.describe("registrar")["state"] == "SERVICE_STATE_DEGRADED"
             checks += 1
-            time.sleep(1.0)  # noqa: the outage is a length of time, by definition
+            time.sleep(1.0)  # the outage is a length of time, by definition
         assert checks >= 10  # the pod was looked at all along
     finally:
         pod.cp.resume()
@@ -82,11 +86,13 @@ def test_control_plane_down_60s_and_back_loses_nothing(pod: FaultPod) -> None:
     pod.delete_ingress("born")
 
 
-def test_control_plane_restarted_with_its_memory_lost(pod: FaultPod) -> None:
+def test_control_plane_restarted_with_its_memory_lost(pod: FaultPod, tmp_path: Path) -> None:
     cluster_id, agent_id = pod.cluster_id, pod.agent_id
     token = pod.identity_now()["cluster_token"]
     published = pod.held_routes()
-    pod.cp.restart()  # no --state: it knows nothing
+    kept = list(pod.cp.extra_args)
+    pod.cp.extra_args += ["--state", str(tmp_path / "controlplane.json")]
+    pod.cp.restart()  # no state file yet: it knows nothing
     restarted = time.monotonic()
     # the agent registers again: the same cluster id, offered by the agent and honoured
     wait_for(lambda: pod.heartbeats() >= 2, 15, what="heartbeats to the new control plane")
@@ -104,3 +110,14 @@ def test_control_plane_restarted_with_its_memory_lost(pod: FaultPod) -> None:
     assert wait_for(pod.routes_match, 15, what="the routes published again") == published
     pod.wait_settled(30)
     print(f"tunnel back {took:.1f}s after the restart")
+
+    # half the memory lost: the cluster (and its token) kept, the routes gone
+    try:
+        pod.cp.restart()
+    finally:
+        pod.cp.extra_args = kept  # the next restart, by any test, forgets everything
+    assert [c["cluster_id"] for c in pod.cp.clusters()] == [cluster_id]
+    assert pod.held_routes() == set()
+    assert wait_for(pod.routes_match, 15, what="the routes published again") == published
+    assert pod.identity_now()["cluster_token"] == identity["cluster_token"]  # told nothing
+    pod.wait_settled(30)

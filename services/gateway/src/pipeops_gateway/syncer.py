@@ -6,8 +6,10 @@
           -> full pass: read what the control plane holds, send the difference
           -> then, for ever: changed hosts (debounced, coalesced) -> incremental pass;
              a full pass again after a failure (the control plane came back), a new
-             identity, a routing-mode change, a Resync, a queue overflow, and every
-             gateway.resync_interval with a fresh list (repairs a watch that hung)
+             identity, a routing-mode change, a Resync, a queue overflow, a new tunnel
+             connection (a control plane that restarted may have forgotten the routes:
+             tunnel_watch), and every gateway.resync_interval with a fresh list
+             (repairs a watch that hung)
 
 A pass that fails is retried with tenacity (full jitter, ``Retry-After`` honoured);
 401/403/404 wait for the registrar's next identity instead. Nothing is lost meanwhile:
@@ -39,6 +41,7 @@ from pipeops_gateway.mode import ModeDecider
 from pipeops_gateway.publisher import Outcome, Publisher, Target
 from pipeops_gateway.routes import Problem
 from pipeops_gateway.state import GatewayState
+from pipeops_gateway.tunnel_watch import TunnelWatch
 from pipeops_gateway.view import ClusterView
 from pipeops_gateway.watchers import Watchers, discover
 
@@ -74,6 +77,7 @@ class Syncer:
         self._wake = asyncio.Event()
         self._resyncs: list[ResyncRequest] = []
         self._need_full = True
+        self._full_asked = False  # a full pass asked for (the tunnel connected anew)
         self._target: Target | None = None
         self._next_relist = 0.0
 
@@ -90,6 +94,11 @@ class Syncer:
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The watched Service (``CheckTarget`` resolves the tunnel's targets with it)."""
         return self.view.get("Service", namespace, name)
+
+    def full_pass(self) -> None:
+        """Ask for a full pass at the next turn (read what is held, send the difference)."""
+        self._full_asked = True
+        self._wake.set()
 
     def _controller_watch(self) -> None:
         """After each watched change: only the controller's Service wakes the loop (the
@@ -114,14 +123,19 @@ class Syncer:
                                    batch_size=g.sync_batch_size,
                                    on_request=metrics.count_request)
         follower = self.ctx.spawn(self.identity.run(), name="gateway:identity")
+        tunnel = self.ctx.spawn(TunnelWatch(self.ctx.siblings.channel("tunnel"),
+                                            self.config.pipeops.reconnect,
+                                            self.full_pass).run(),
+                                name="gateway:tunnel-status")
         self.watchers.start()
         try:
             await self._main()
         finally:
             await self.watchers.stop()
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in (follower, tunnel):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await http.aclose()
 
     async def _discover(self, kube: Kube) -> dict[str, Resource]:
@@ -235,6 +249,9 @@ class Syncer:
         while True:
             if self._resyncs:
                 return self._take_resyncs()
+            if self._full_asked:
+                self._full_asked = False
+                return None, [], False
             now = time.monotonic()
             if now >= self._next_relist:
                 return None, [], False
