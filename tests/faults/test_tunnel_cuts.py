@@ -104,10 +104,15 @@ def _forward_port(pod: FaultPod) -> int:
 
 
 def _quiet(pod: FaultPod) -> dict[str, Any]:
-    """The tunnel's runtime once no stream is open on either side."""
-    wait_for(lambda: pod.api.metric("pipeops_tunnel_streams_active", container="tunnel") == 0
-             and _tunnel_view(pod)["stats"]["streams_active"] == 0, 20,
-             what="every stream closed")
+    """The tunnel's runtime once it is connected with no stream open on either side."""
+    def quiet() -> bool:
+        view = _tunnel_view(pod)
+        return bool(view["connected"] and view["stats"]
+                    and view["stats"]["streams_active"] == 0
+                    and pod.api.metric("pipeops_tunnel_streams_active",
+                                       container="tunnel") == 0)
+
+    wait_for(quiet, 20, what="connected, every stream closed")
     return dict(pod.describe("tunnel")["runtime"])
 
 
