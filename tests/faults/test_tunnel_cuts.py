@@ -122,8 +122,9 @@ def _cut(pod: FaultPod, times: int) -> None:
     connects = 0  # the first cut: any connection
     for _ in range(times):
         view = wait_for(lambda seen=connects: (v := _tunnel_view(pod)) and v["connected"]
-                        and v["connects"] > seen and v["stats"]["streams_active"] > 0
-                        and v, 15, what="a new connection carrying a stream")
+                        and v["connects"] > seen
+                        and (v["stats"] or {}).get("streams_active", 0) > 0 and v, 15,
+                        what="a new connection carrying a stream")
         connects = view["connects"]
         status, reply = pod.cp.request("POST", f"/debug/tunnels/{pod.cluster_id}/drop")
         assert status == 200, reply
