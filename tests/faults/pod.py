@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ class FaultPod(Pod):
     def describe(self, name: str) -> dict[str, Any]:
         port = self.grpc[GRPC_NAMES[name]]
         done = grpcurl("-plaintext", "-d", "{}", f"127.0.0.1:{port}",
-                       "pipeops.agent.v1.Service/Describe", timeout=10)
+                       "pipeops.agent.v1.Service/Describe", timeout=30)
         assert done.returncode == 0, done.stderr
         reply: dict[str, Any] = json.loads(done.stdout)
         return reply
@@ -154,7 +155,10 @@ class FaultPod(Pod):
             proc = self.process(name).proc
             if proc is None or proc.poll() is not None:
                 return f"{name} is not running"
-            state = self.describe(name)
+            try:
+                state = self.describe(name)
+            except (AssertionError, subprocess.TimeoutExpired) as exc:  # restarting
+                return f"{name} does not answer Describe: {exc}"
             if state.get("state") != "SERVICE_STATE_READY":
                 return f"{name}: {state.get('state')} {state.get('detail')}"
         up = {dict(labels).get("container"): value for (metric, labels), value
