@@ -91,7 +91,7 @@ class FaultPod(Pod):
     def gateway_routes(self) -> list[dict[str, Any]]:
         """What the gateway says it publishes (``Gateway/ListRoutes``)."""
         done = grpcurl("-plaintext", "-d", "{}", f"127.0.0.1:{self.grpc['gateway']}",
-                       "pipeops.agent.v1.Gateway/ListRoutes", timeout=10)
+                       "pipeops.agent.v1.Gateway/ListRoutes", timeout=30)
         assert done.returncode == 0, done.stderr
         routes: list[dict[str, Any]] = json.loads(done.stdout).get("routes", [])
         return routes
