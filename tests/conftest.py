@@ -48,12 +48,23 @@ def _leak_check(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("_no_leaked_tasks")
 
 
+# Go's module and build caches stay where `make setup` filled them (under the real HOME):
+# a test that runs `go` would otherwise download whole modules into its temporary HOME.
+_GO_CACHES = {"GOMODCACHE": os.environ.get("GOMODCACHE") or os.path.join(
+                  os.environ.get("GOPATH") or os.path.expanduser("~/go"), "pkg", "mod"),
+              "GOCACHE": os.environ.get("GOCACHE") or os.path.join(
+                  os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                  "go-build")}
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
                    ) -> None:
     """No test reads the developer's ~/.pipeops-agent.yaml."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
+    for name, path in _GO_CACHES.items():
+        monkeypatch.setenv(name, path)
     monkeypatch.setenv("PATH", f"{ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ['PATH']}")
 
 
