@@ -285,7 +285,7 @@ class Child:
             tag = "tls" if any(a.startswith("wss://") for a in args) or (
                 "--tls-dir" in args and args[args.index("--tls-dir") + 1]) else "ws"
             argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--native",
-                    "--format", "raw", "--rate", "250", "--output",
+                    "--format", "raw", "--rate", "1000", "--output",
                     str(Path(spy) / f"{role}-{tag}.txt"), "--", *argv]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)

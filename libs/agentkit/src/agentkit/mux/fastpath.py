@@ -11,6 +11,12 @@ range below, :class:`FastPath` does instead:
   complete unfragmented messages with nothing queued ahead of them go this way; the rest
   (fragments, the messages after them, text that is not UTF-8) takes websockets' own path
   to ``recv()``, in order.
+* reading from the transport: while the reader is installed, the connection's transport
+  feeds a :class:`_BufferedReader` (an ``asyncio.BufferedProtocol`` in front of the
+  websockets connection) that reuses one :data:`READ_BUFFER` for every read. Over TLS
+  this moves uvloop's (and asyncio's) SSL layer onto its buffered read path: records are
+  decrypted straight into that buffer, where the copying path allocates a 256 KiB
+  ``bytes`` per TLS record, joins them, and pays an ``SSLWantReadError`` per read.
 * sending: while the multiplexer's writer pump is idle, frames are written synchronously
   (what ``send()`` does before it awaits ``drain()``: ``protocol.send_*``, then the bytes
   to the transport, up to :data:`BATCH` bytes of frames in one ``writelines``),
@@ -49,6 +55,9 @@ ENV_SWITCH = "AGENTKIT_MUX_FAST_PATH"
 
 BATCH = 256 * 1024
 """Bytes of frames handed to the transport in one ``writelines`` by :meth:`FastPath.write`."""
+READ_BUFFER = 256 * 1024
+"""Bytes the transport may read (or decrypt) in one go into :class:`_BufferedReader`'s
+buffer: uvloop's own read size for TCP and for TLS."""
 
 _NEEDED = ("protocol", "paused", "send_in_progress", "send_data", "transport", "process_event")
 
@@ -143,10 +152,18 @@ class FastPath:
             return False
         return True
 
-    def install_reader(self, handle: Callable[[bytes | str], bool]) -> Callable[[], None]:
+    def install_reader(
+        self,
+        handle: Callable[[bytes | bytearray | str], bool],
+        begin: Callable[[], None] | None = None,
+        end: Callable[[], None] | None = None,
+    ) -> Callable[[], None]:
         """Hand complete messages to ``handle`` as they are parsed (from the current task,
         the reader pump, which is cancelled when ``handle`` returns False, as a failing
-        ``recv()`` would end it). Returns the undo."""
+        ``recv()`` would end it), and put a :class:`_BufferedReader` in front of the
+        connection, which calls ``begin`` before and ``end`` after the messages of each
+        transport read. Returns the undo. A binary message may be the parser's
+        ``bytearray`` (not copied to ``bytes``: nothing else holds it)."""
         from websockets.frames import Opcode
 
         ws = self._ws
@@ -170,15 +187,15 @@ class FastPath:
                 original(event)
                 return
             data = event.data
-            message: bytes | str
+            message: bytes | bytearray | str
             if opcode is text:
                 try:
                     message = bytes(data).decode()
                 except UnicodeDecodeError:  # recv() raises it, as it would have
                     original(event)
                     return
-            else:
-                message = data if type(data) is bytes else bytes(data)
+            else:  # bytes (unmasked by websockets) or the parser's own bytearray
+                message = data if type(data) in (bytes, bytearray) else bytes(data)
             self.received += 1
             try:
                 ok = handle(message)
@@ -189,8 +206,57 @@ class FastPath:
                 reader.cancel()
 
         ws.process_event = process_event
+        transport = ws.transport
+        buffered = _BufferedReader(ws, begin, end)
+        if transport.get_protocol() is ws and not transport.is_closing():
+            transport.set_protocol(buffered)
 
         def uninstall() -> None:
             vars(ws).pop("process_event", None)
+            if transport.get_protocol() is buffered:
+                transport.set_protocol(ws)
 
         return uninstall
+
+
+class _BufferedReader(asyncio.BufferedProtocol):
+    """The transport's protocol while the fast path reads: every read lands in one reused
+    buffer and goes to the websockets connection as a memoryview (websockets appends it
+    to its own parse buffer at once, so the buffer is free again when ``data_received``
+    returns). Everything else is the connection's, passed through."""
+
+    __slots__ = ("_begin", "_buffer", "_end", "_ws")
+
+    def __init__(
+        self, ws: Any, begin: Callable[[], None] | None, end: Callable[[], None] | None
+    ) -> None:
+        self._ws = ws
+        self._begin = begin
+        self._end = end
+        self._buffer = memoryview(bytearray(READ_BUFFER))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._begin is None or self._end is None:
+            self._ws.data_received(self._buffer[:nbytes])
+            return
+        self._begin()
+        try:
+            self._ws.data_received(self._buffer[:nbytes])
+        finally:
+            self._end()
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._ws.eof_received()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ws.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._ws.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._ws.resume_writing()

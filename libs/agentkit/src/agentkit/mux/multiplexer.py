@@ -78,6 +78,7 @@ class Multiplexer:
         """The websockets fast path in use, or None (the public path)."""
         self._wake_writer = asyncio.Event()
         self._writer_idle = False  # the writer pump waits for output, no send in progress
+        self._batching = False  # inside one transport read of the fast path's reader
         self._flushed = asyncio.Event()  # idle with nothing queued, or ended
         self._supervisor: asyncio.Task[None] | None = None
         self._pumps: list[asyncio.Task[None]] = []
@@ -297,26 +298,44 @@ class Multiplexer:
                              extra={"mux": self.name, "error": repr(exc)[:200]})
 
     def _on_message(self, message: bytes | bytearray | memoryview | str) -> bool:
-        """One received message; False once the connection failed (the reader stops)."""
+        """One received message; False once the connection failed (the reader stops).
+        Inside a read batch (:meth:`_begin_batch`) its events and output wait for the
+        batch's end."""
         conn = self._conn
         if isinstance(message, str):
             self._on_text(message)
         else:
             conn.receive(message)
-            if conn.has_events:
+            if conn.has_events and not self._batching:
                 self._dispatch()
             if conn.failure is not None:
                 return False
-        if conn.has_output:
+        if conn.has_output and not self._batching:
             self._kick_writer()
         return True
+
+    def _begin_batch(self) -> None:
+        """The fast path is about to parse one transport read (up to 256 KiB, several
+        messages): their events are delivered and their output (WINDOW credit, replies)
+        written once, at :meth:`_end_batch`, so a stream gets one ``readable`` (one
+        vectored send to its socket) and the peer one TLS record of credit per read,
+        not one per message."""
+        self._batching = True
+
+    def _end_batch(self) -> None:
+        self._batching = False
+        self.after_operation()
 
     # --- the pumps --------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         recv = self._transport.recv
         fast = self.fast_path
-        uninstall = fast.install_reader(self._on_message) if fast is not None else None
+        uninstall = (
+            fast.install_reader(self._on_message, self._begin_batch, self._end_batch)
+            if fast is not None
+            else None
+        )
         try:
             while self._on_message(await recv()):
                 pass

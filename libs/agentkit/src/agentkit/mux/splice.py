@@ -29,9 +29,10 @@ class _Splice(asyncio.Protocol):
     TCP -> stream: ``data_received`` writes to the stream; reading pauses while the
     stream's send buffer is at its write limit (waiting for the peer's credit) and resumes
     when it has room, so the buffer holds at most the limit plus one socket read. EOF ->
-    FIN. Stream -> TCP: received chunks go to the socket as they arrive; credit for a
-    chunk goes back at once unless writing it took the socket's buffer over its high-water
-    mark (``pause_writing``), then only at ``resume_writing``. FIN -> ``write_eof()``.
+    FIN. Stream -> TCP: the received chunks go to the socket in one ``writelines`` each time
+    the stream reports data; credit for them goes back at once unless writing them took the
+    socket's buffer over its high-water mark (``pause_writing``), then only at
+    ``resume_writing``. FIN -> ``write_eof()``.
     ``connection_lost`` is passed on to the StreamReader's protocol (``wait_closed()``).
 
     Until :meth:`start` it only holds what arrives (the StreamReader's bytes go first).
@@ -145,18 +146,23 @@ class _Splice(asyncio.Protocol):
         if error is not None:
             self.fail(error)
             return
-        write = self.transport.write
-        released = 0
-        moved = False
+        # Every chunk buffered goes out in one writelines (one vectored send for the frames
+        # of one transport read); the stream's window bounds how much that can be.
+        chunks: list[memoryview] = []
+        size = 0
         while (chunk := stream.take_chunk()) is not None:
-            moved = True
-            write(chunk)
+            chunks.append(chunk)
+            size += len(chunk)
+        moved = bool(chunks)
+        if chunks:
+            if len(chunks) == 1:
+                self.transport.write(chunks[0])
+            else:
+                self.transport.writelines(chunks)
             if self.writing_paused:  # over the high-water mark: credit at resume_writing
-                self.held = len(chunk)
-                break
-            released += len(chunk)
-        if released:
-            stream.release(released)  # a WINDOW may be due
+                self.held = size
+            else:
+                stream.release(size)  # a WINDOW may be due
         if not self.writing_paused and stream.at_eof():
             moved = True
             self.down_done = True
