@@ -6,6 +6,7 @@
     .venv/bin/python bench/tunnel.py --bulk-only 5       # one-stream MB/s, wss vs ssh, printed
     BENCH_PROFILE=DIR .venv/bin/python bench/tunnel.py --bulk-only 3   # + cProfile both ends
     BENCH_PYSPY=DIR .venv/bin/python bench/tunnel.py --bulk-only 3     # + py-spy --native
+    BENCH_LOOP=asyncio .venv/bin/python bench/tunnel.py --bulk-only 3  # ends on the stdlib loop
 
 The tunnel path is the product's: a TCP client connects to the control plane's listener,
 which opens a mux stream over the WebSocket; the agent's ``on_open`` dials the target and
@@ -766,6 +767,8 @@ def main() -> int:
             profiler.enable()
         from agentkit.runner import run_loop  # the services' event loop (uvloop)
 
+        if os.environ.get("BENCH_LOOP") == "asyncio":  # the stdlib loop and its SSL, to compare
+            run_loop = asyncio.run
         if args.controlplane:
             run_loop(run_controlplane(args.controlplane.split(","), args.tls_dir))
         else:

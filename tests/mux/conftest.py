@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +33,30 @@ class WsPair:
 @pytest.fixture
 async def ws_pair() -> AsyncIterator[WsPair]:
     """A control-plane (server) and agent (client) WebSocket, connected on 127.0.0.1."""
+    async with _ws_pair() as pair:
+        yield pair
+
+
+@pytest.fixture(params=["ws", "wss"])
+async def ws_or_wss_pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WsPair]:
+    """:func:`ws_pair`, and the same over TLS (``wss://``, the dev control plane's
+    throwaway CA)."""
+    if request.param == "ws":
+        async with _ws_pair() as pair:
+            yield pair
+        return
+    from pipeops_controlplane.tunnel.tls import write_tunnel_tls
+
+    files = write_tunnel_tls(tmp_path, ["127.0.0.1"])
+    client = ssl.create_default_context(cafile=str(files.ca_cert))
+    async with _ws_pair(files.server_context(), client) as pair:
+        yield pair
+
+
+@contextlib.asynccontextmanager
+async def _ws_pair(
+    server_ssl: ssl.SSLContext | None = None, client_ssl: ssl.SSLContext | None = None
+) -> AsyncIterator[WsPair]:
     accepted: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
 
     async def handler(conn: ServerConnection) -> None:
@@ -38,11 +64,15 @@ async def ws_pair() -> AsyncIterator[WsPair]:
         await conn.wait_closed()
 
     async with serve(
-        handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], **WS_OPTIONS  # type: ignore[arg-type]
+        handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], ssl=server_ssl,
+        **WS_OPTIONS,  # type: ignore[arg-type]
     ) as server:
         port = server.sockets[0].getsockname()[1]
+        scheme = "wss" if client_ssl is not None else "ws"
+        extra = {"ssl": client_ssl} if client_ssl is not None else {}
         async with connect(
-            f"ws://127.0.0.1:{port}/tunnel", subprotocols=[SUBPROTOCOL], **WS_OPTIONS  # type: ignore[arg-type]
+            f"{scheme}://127.0.0.1:{port}/tunnel", subprotocols=[SUBPROTOCOL],
+            **WS_OPTIONS, **extra,  # type: ignore[arg-type]
         ) as client:
             assert client.subprotocol == SUBPROTOCOL
             server_conn = await asyncio.wait_for(accepted, 5)

@@ -98,9 +98,10 @@ def fast_path_for(transport: object) -> FastPath | None:
 
 class FastPath:
     """Synchronous sends and in-callback receives on one websockets connection.
-    ``sent`` and ``received`` count the messages that went this way."""
+    ``sent`` and ``received`` count the messages that went this way, ``reads`` the
+    transport reads that went through :class:`_BufferedReader`."""
 
-    __slots__ = ("_open", "_ws", "received", "sent")
+    __slots__ = ("_open", "_ws", "reads", "received", "sent")
 
     def __init__(self, ws: Any) -> None:
         from websockets.protocol import State
@@ -109,6 +110,7 @@ class FastPath:
         self._open = State.OPEN
         self.sent = 0
         self.received = 0
+        self.reads = 0
 
     def write(self, conn: MuxConnection) -> bool:
         """Send what ``conn`` has queued while the transport takes it without waiting;
@@ -207,7 +209,7 @@ class FastPath:
 
         ws.process_event = process_event
         transport = ws.transport
-        buffered = _BufferedReader(ws, begin, end)
+        buffered = _BufferedReader(self, ws, begin, end)
         if transport.get_protocol() is ws and not transport.is_closing():
             transport.set_protocol(buffered)
 
@@ -225,11 +227,16 @@ class _BufferedReader(asyncio.BufferedProtocol):
     to its own parse buffer at once, so the buffer is free again when ``data_received``
     returns). Everything else is the connection's, passed through."""
 
-    __slots__ = ("_begin", "_buffer", "_end", "_ws")
+    __slots__ = ("_begin", "_buffer", "_end", "_fast", "_ws")
 
     def __init__(
-        self, ws: Any, begin: Callable[[], None] | None, end: Callable[[], None] | None
+        self,
+        fast: FastPath,
+        ws: Any,
+        begin: Callable[[], None] | None,
+        end: Callable[[], None] | None,
     ) -> None:
+        self._fast = fast
         self._ws = ws
         self._begin = begin
         self._end = end
@@ -239,6 +246,7 @@ class _BufferedReader(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._fast.reads += 1
         if self._begin is None or self._end is None:
             self._ws.data_received(self._buffer[:nbytes])
             return
