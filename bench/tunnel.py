@@ -7,6 +7,7 @@
     BENCH_PROFILE=DIR .venv/bin/python bench/tunnel.py --bulk-only 3   # + cProfile both ends
     BENCH_PYSPY=DIR .venv/bin/python bench/tunnel.py --bulk-only 3     # + py-spy --native
     BENCH_LOOP=asyncio .venv/bin/python bench/tunnel.py --bulk-only 3  # ends on the stdlib loop
+    BENCH_WINDOW=1048576 .venv/bin/python bench/tunnel.py --bulk-only 3  # another stream window
 
 The tunnel path is the product's: a TCP client connects to the control plane's listener,
 which opens a mux stream over the WebSocket; the agent's ``on_open`` dials the target and
@@ -52,6 +53,9 @@ WS_MAX_SIZE = 1 << 20  # one tunnel frame per message: 64 KiB + 8 fits with room
 # as the products' ends set them (the dev control plane's hub, pipeops_tunnel.connection)
 WS_WRITE_LIMIT = 128 * 1024
 WS_MAX_QUEUE = 32
+# the per-stream window both ends grant (the product's default, `tunnel.window`, unless
+# BENCH_WINDOW gives another: the bench then measures that setting)
+WINDOW = int(os.environ.get("BENCH_WINDOW", 256 * 1024))
 
 
 def rss_bytes() -> int:
@@ -106,7 +110,7 @@ async def run_controlplane(forwards: list[str], tls_dir: str) -> None:
     from websockets.asyncio.server import ServerConnection, serve
     from websockets.typing import Subprotocol
 
-    from agentkit.mux import SUBPROTOCOL, Multiplexer, Role, pipe
+    from agentkit.mux import SUBPROTOCOL, Multiplexer, MuxSettings, Role, pipe
 
     session: Multiplexer | None = None
     connected = asyncio.Event()
@@ -114,7 +118,8 @@ async def run_controlplane(forwards: list[str], tls_dir: str) -> None:
 
     async def on_ws(conn: ServerConnection) -> None:
         nonlocal session
-        session = Multiplexer(conn, Role.CONTROL_PLANE, name="cp")
+        session = Multiplexer(conn, Role.CONTROL_PLANE, name="cp",
+                              settings=MuxSettings(window=WINDOW))
         connected.set()
         await session.run()
 
@@ -158,7 +163,7 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]], ca_file: str)
     from websockets.typing import Subprotocol
 
     from agentkit.config import TLSConfig
-    from agentkit.mux import SUBPROTOCOL, Multiplexer, OpenRequest, Role, pipe
+    from agentkit.mux import SUBPROTOCOL, Multiplexer, MuxSettings, OpenRequest, Role, pipe
     from agentkit.tls import control_plane_context
 
     async def on_open(request: OpenRequest) -> None:
@@ -177,7 +182,8 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]], ca_file: str)
         max_size=WS_MAX_SIZE, max_queue=WS_MAX_QUEUE, write_limit=WS_WRITE_LIMIT,
         ping_interval=None, **extra,  # type: ignore[arg-type]
     ) as ws:
-        async with Multiplexer(ws, Role.AGENT, on_open=on_open, name="agent") as session:
+        async with Multiplexer(ws, Role.AGENT, on_open=on_open, name="agent",
+                               settings=MuxSettings(window=WINDOW)) as session:
             print(json.dumps({"connected": True}), flush=True)
             await _commands(lambda cmd: _report(session, cmd))
 

@@ -299,10 +299,13 @@ class Multiplexer:
 
     def _on_message(self, message: bytes | bytearray | memoryview | str) -> bool:
         """One received message; False once the connection failed (the reader stops).
-        Inside a read batch (:meth:`_begin_batch`) its events and output wait for the
-        batch's end."""
+        Inside a read batch (:meth:`_begin_batch`) the events and output of a binary
+        message wait for the batch's end (a text message is handled at once, after the
+        events before it were delivered)."""
         conn = self._conn
         if isinstance(message, str):
+            if conn.has_events:  # the streams hear of what came before it first
+                self._dispatch()
             self._on_text(message)
         else:
             conn.receive(message)
