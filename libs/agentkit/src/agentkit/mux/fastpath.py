@@ -13,7 +13,7 @@ range below, :class:`FastPath` does instead:
   to ``recv()``, in order.
 * reading from the transport: while the reader is installed, the connection's transport
   feeds a :class:`_BufferedReader` (an ``asyncio.BufferedProtocol`` in front of the
-  websockets connection) that reuses one :data:`READ_BUFFER` for every read. Over TLS
+  websockets connection) that reuses one :data:`READ_BUFFER` per thread for every read. Over TLS
   this moves uvloop's (and asyncio's) SSL layer onto its buffered read path: records are
   decrypted straight into that buffer, where the copying path allocates a 256 KiB
   ``bytes`` per TLS record, joins them, and pays an ``SSLWantReadError`` per read.
@@ -38,6 +38,7 @@ import asyncio
 import importlib.metadata
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,19 @@ BATCH = 256 * 1024
 READ_BUFFER = 256 * 1024
 """Bytes the transport may read (or decrypt) in one go into :class:`_BufferedReader`'s
 buffer: uvloop's own read size for TCP and for TLS."""
+
+_per_thread = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's connections, one for all of them: a loop runs one
+    read callback at a time, and websockets copies a read into its own parse buffer first
+    thing in ``data_received``, so no read can land in it while another is still in use.
+    (One per connection would cost 256 KiB each, and malloc keeps freed ones around.)"""
+    buffer: memoryview | None = getattr(_per_thread, "buffer", None)
+    if buffer is None:
+        buffer = _per_thread.buffer = memoryview(bytearray(READ_BUFFER))
+    return buffer
 
 _NEEDED = ("protocol", "paused", "send_in_progress", "send_data", "transport", "process_event")
 
@@ -222,10 +236,11 @@ class FastPath:
 
 
 class _BufferedReader(asyncio.BufferedProtocol):
-    """The transport's protocol while the fast path reads: every read lands in one reused
-    buffer and goes to the websockets connection as a memoryview (websockets appends it
-    to its own parse buffer at once, so the buffer is free again when ``data_received``
-    returns). Everything else is the connection's, passed through."""
+    """The transport's protocol while the fast path reads: every read lands in the
+    thread's read buffer (:func:`_read_buffer`) and goes to the websockets connection as a
+    memoryview (websockets appends it to its own parse buffer at once, so the buffer is
+    free again before anything else runs). Everything else is the connection's, passed
+    through."""
 
     __slots__ = ("_begin", "_buffer", "_end", "_fast", "_ws")
 
@@ -240,7 +255,7 @@ class _BufferedReader(asyncio.BufferedProtocol):
         self._ws = ws
         self._begin = begin
         self._end = end
-        self._buffer = memoryview(bytearray(READ_BUFFER))
+        self._buffer = _read_buffer()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
