@@ -7,6 +7,7 @@ leaves the handler, and the connection is never the casualty."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from agentkit.peerinput import MAX_DEPTH, depth_of
 from pipeops_tunnel.commands import CommandRunner
 from pipeops_tunnel.connection import Connection
 from pipeops_tunnel.sessions import validate
-from pipeops_tunnel.targets import Refused, Target, TargetPolicy
+from pipeops_tunnel.targets import Checked, CheckTarget, Refused, Target, TargetPolicy
 
 FUZZ = settings(max_examples=2000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -163,12 +164,17 @@ def test_any_command_payload_is_valid_or_a_reasoned_refusal(action: str, payload
             assert value is None or len(value) <= 40
 
 
-async def _gateway_check(namespace: str, service: str, port: int) -> tuple[bool, str]:
-    return namespace == "ok", "fuzz"
+def _gateway_answering(cluster_ip: str) -> CheckTarget:
+    async def check(namespace: str, service: str, port: int) -> Checked:
+        return Checked(namespace == "ok", "fuzz", cluster_ip=cluster_ip,
+                       unresolved="" if cluster_ip else "no such service")
+    return check
 
 
-async def _no_kube() -> None:
-    return None
+# what the gateway could answer for a Service's address: real ones, the metadata
+# service's, loopback, and whatever a broken or hostile answer holds
+cluster_ips = st.sampled_from(["10.96.0.10", "", "169.254.169.254", "fe80::1", "::1",
+                               "127.0.0.1", "10.96.0.999"]) | st.text(max_size=80)
 
 
 open_payloads = st.one_of(
@@ -180,10 +186,10 @@ open_payloads = st.one_of(
 
 
 @FUZZ
-@given(payload=open_payloads)
+@given(payload=open_payloads, cluster_ip=cluster_ips)
 def test_any_open_payload_is_a_target_or_refused(
-        loop: asyncio.AbstractEventLoop, payload: Any) -> None:
-    policy = TargetPolicy({"echo": "127.0.0.1:9"}, _gateway_check, _no_kube)
+        loop: asyncio.AbstractEventLoop, payload: Any, cluster_ip: str) -> None:
+    policy = TargetPolicy({"echo": "127.0.0.1:9"}, _gateway_answering(cluster_ip))
     body = json.dumps(payload).encode()
     try:
         frame = decode_frame(encode_frame(FrameType.OPEN, 1, body), 1 << 20)
@@ -194,8 +200,13 @@ def test_any_open_payload_is_a_target_or_refused(
         target = loop.run_until_complete(policy.resolve(frame.body or {}))
     except Refused as exc:
         assert exc.reason
-    else:
-        assert isinstance(target, Target) and target.label == "echo"
+    else:  # a forward named in the config, or a Service the gateway allowed at a real,
+        # not link-local, address
+        assert isinstance(target, Target)
+        if target.label != "echo":
+            assert payload["namespace"] == "ok"
+            assert not ipaddress.ip_address(target.host).is_link_local
+            assert target.host == str(ipaddress.ip_address(cluster_ip))
 
 
 @FUZZ
