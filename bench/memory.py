@@ -30,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _soak_report import carry
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "memory.md"
@@ -238,7 +240,8 @@ def main() -> int:
     argv = " ".join(["bench/memory.py", *sys.argv[1:]])
     text = render(result, floors, done, argv, args.idle, not args.plain_ws)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    # bench/soak.py's section (idle and under the soak's load) stays
+    args.output.write_text(carry(args.output.read_text() if args.output.exists() else "", text))
     print(text)
     return 0
 

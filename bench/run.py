@@ -14,7 +14,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run.py")
+    # _name.py: a module the benchmarks import, not a benchmark
+    scripts = sorted(p for p in HERE.glob("*.py")
+                     if p.name != "run.py" and not p.name.startswith("_"))
     failed = []
     for script in scripts:
         print(f"== {script.name}", flush=True)
