@@ -78,6 +78,7 @@ class Growth:
     name: str
     rss: Fit          # MiB per hour
     fds: Fit          # fds per hour
+    rss_late: Fit     # MiB per hour over the second half of the fitted samples only
     idle_mib: float
     load_mib: float   # median under load, after the warm-up
     peak_mib: float   # highest under load
@@ -93,8 +94,8 @@ def growth(samples: list[Sample], warmup: float) -> list[Growth]:
     idle = [s for s in samples if s.phase == "idle"]
     load = [s for s in samples if s.phase == "load" and s.t >= warmup]
     after = [s for s in samples if s.phase == "after"]
-    if not idle or len(load) < 3:
-        raise ValueError(f"need idle samples and three load samples after the warm-up "
+    if not idle or len(load) < 6:
+        raise ValueError(f"need idle samples and six load samples after the warm-up "
                          f"(have {len(idle)} and {len(load)})")
     names = set.intersection(*(set(s.rss_kib) for s in samples))
     out = []
@@ -105,6 +106,7 @@ def growth(samples: list[Sample], warmup: float) -> list[Growth]:
         fds = [float(s.fds[name]) for s in load]
         out.append(Growth(
             name=name, rss=fit(hours, rss), fds=fit(hours, fds),
+            rss_late=fit(hours[len(hours) // 2:], rss[len(rss) // 2:]),
             idle_mib=idle[-1].rss_kib[name] / 1024, load_mib=statistics.median(rss),
             peak_mib=max(rss),
             after_mib=(after[-1].rss_kib[name] / 1024) if after else math.nan,
@@ -157,16 +159,18 @@ def render_soak(growths: list[Growth], traffic: list[Traffic], meta: dict[str, A
         f" {meta['warmup']:.0f} s ({meta['fitted']} samples), per hour, with its 95% interval"
         " (residuals taken as independent, which a process's memory is not: a narrow"
         " interval is optimistic). Target (issue 14): no growth measurable, i.e. an"
-        " interval that includes zero.",
+        " interval that includes zero. The second half's slope alone tells a leak (as"
+        " steep as the whole) from a cache or bounded buffer filling up (flattening).",
         "",
-        "| container | RSS growth | fds growth | verdict | RSS idle / under load (median,"
-        " peak) / after MiB | fds idle / under load (min-max) / after |",
-        "|---|---|---|---|---|---|",
+        "| container | RSS growth | 2nd half | fds growth | verdict | RSS idle / under load"
+        " (median, peak) / after MiB | fds idle / under load (min-max) / after |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in growths:
         label = g.name if g.name in POD else f"{g.name} (not in the pod)"
         lines.append(
             f"| {label} | {_signed(g.rss.slope, g.rss.half_width, 'MiB')} |"
+            f" {_signed(g.rss_late.slope, g.rss_late.half_width, 'MiB')} |"
             f" {_signed(g.fds.slope, g.fds.half_width, 'fds')} | {_verdict(g)} |"
             f" {g.idle_mib:.1f} / {g.load_mib:.1f}, {g.peak_mib:.1f} / {g.after_mib:.1f} |"
             f" {g.fds_idle} / {g.fds_load[0]}-{g.fds_load[1]} / {g.fds_after} |")

@@ -370,7 +370,7 @@ class Sampler:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.samples: list[report.Sample] = []
-        self.origin = time.monotonic()  # reset when the load begins
+        self.origin = time.monotonic()  # moved to the load's start (idle times < 0)
 
     def take(self, phase: str) -> None:
         rss, fds = read(self.pids)
@@ -392,7 +392,10 @@ async def soak(endpoints: dict[str, Any], pids: dict[str, int], args: argparse.N
     await sampler.every(args.interval, args.idle, "idle")
     with concurrent.futures.ThreadPoolExecutor(16, "soak") as pool:
         load = Load(endpoints, pool)
-        sampler.origin = time.monotonic()
+        began = time.monotonic()
+        for sample in sampler.samples:  # the idle ones: seconds before the load
+            sample.t -= began - sampler.origin
+        sampler.origin = began
         tasks = [asyncio.create_task(t) for t in load.tasks()]
         try:
             await sampler.every(args.interval, args.minutes * 60, "load")
@@ -430,7 +433,11 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "soak.md")
     parser.add_argument("--memory", type=Path, default=RESULTS / "memory.md",
                         help="the file whose soak section is rewritten")
+    parser.add_argument("--render", type=Path, metavar="SAMPLES_JSON",
+                        help="run nothing: write the reports from a run's samples file")
     args = parser.parse_args()
+    if args.render:
+        return rerender(args.render, args)
     if args.minutes <= 0 or args.interval <= 0:
         parser.error("--minutes and --interval must be above 0")
     warmup = args.warmup if args.warmup is not None else min(120.0, args.minutes * 12)
@@ -451,16 +458,34 @@ def main() -> int:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    growths = report.growth(samples, warmup)
-    meta["fitted"] = sum(1 for s in samples if s.phase == "load" and s.t >= warmup)
+    write(samples, traffic, meta, args)
+    return 0
+
+
+def write(samples: list[report.Sample], traffic: list[report.Traffic], meta: dict[str, Any],
+          args: argparse.Namespace) -> None:
+    growths = report.growth(samples, meta["warmup"])
+    meta["fitted"] = sum(1 for s in samples if s.phase == "load" and s.t >= meta["warmup"])
     text = report.render_soak(growths, traffic, meta)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
-    (args.output.with_suffix(".samples.json")).write_text(json.dumps(
-        [vars(s) for s in samples]) + "\n")
+    # everything the report is made of, to re-render it (--render) or look closer
+    args.output.with_suffix(".samples.json").write_text(json.dumps(
+        {"meta": meta, "traffic": [vars(t) for t in traffic],
+         "samples": [vars(s) for s in samples]}) + "\n")
     memory = args.memory.read_text() if args.memory.exists() else ""
     args.memory.write_text(report.splice(memory, report.render_memory_section(growths, meta)))
     print(text)
+
+
+def rerender(path: Path, args: argparse.Namespace) -> int:
+    """The reports again from a run's samples file (a new warm-up with ``--warmup``)."""
+    saved = json.loads(path.read_text())
+    meta = saved["meta"]
+    if args.warmup is not None:
+        meta["warmup"] = args.warmup
+    write([report.Sample(**s) for s in saved["samples"]],
+          [report.Traffic(**t) for t in saved["traffic"]], meta, args)
     return 0
 
 

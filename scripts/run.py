@@ -266,7 +266,7 @@ class Stack:
         if self.stop.is_set() or any(isinstance(e, Stopped) for e in errors):
             raise Stopped
         if errors:
-            raise next(e for e in errors if "given up" not in str(e))
+            raise next((e for e in errors if "given up" not in str(e)), errors[0])
         self.endpoints["lines"] = dict(self.lines)
         tmp = self.endpoints_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the dashboard token

@@ -201,3 +201,34 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_ctrl_c_while_starting_stops_everything_at_once(tmp_path: Path) -> None:
+    """Ctrl-C right after the first line (the services still starting): run.py exits 0
+    without waiting for the rest to come up, and no process it started is left."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "run.py"), "--free-ports", "--quiet",
+         "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # blocks until the cluster line (or EOF)
+        assert first.startswith("make run | cluster "), (first, proc.stderr.read())
+        # the four services are started right after that line, and take seconds to import
+        def all_started() -> list[int] | None:
+            found = _children(proc.pid)
+            return found if len(found) >= 7 else None
+
+        children = wait_for(all_started, timeout=10, what="all seven children started")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "| up " not in out and not (run_dir / "endpoints.json").exists()
+        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=10,
+                 what="every child to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
