@@ -179,6 +179,13 @@ def render_soak(growths: list[Growth], traffic: list[Traffic], meta: dict[str, A
         flat = [g.name for g in pod if g.rss.flat and g.fds.flat]
         lines += ["", f"Pod: {len(flat)} of {len(pod)} containers with no growth measurable"
                       f" in RSS or fds ({', '.join(flat) or 'none'})."]
+    if meta.get("rings"):
+        lines += ["", "Event histories (bounded: they grow until full, then hold), from the log"
+                      " lines (a lower bound): " + "; ".join(
+                          f"{name} {ring['events']} events of {ring['size']}, "
+                          + ("never full" if ring["full_at"] is None else
+                             f"full {ring['full_at']:.0f} s into the load")
+                          for name, ring in meta["rings"].items()) + "."]
     lines += ["", "## Traffic", "", "| load | done | failed | totals | last failure |",
               "|---|---|---|---|---|"]
     for t in traffic:

@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,7 @@ async def soak(endpoints: dict[str, Any], pids: dict[str, int], args: argparse.N
     with concurrent.futures.ThreadPoolExecutor(16, "soak") as pool:
         load = Load(endpoints, pool)
         began = time.monotonic()
+        args.began_wall = time.time()
         for sample in sampler.samples:  # the idle ones: seconds before the load
             sample.t -= began - sampler.origin
         sampler.origin = began
@@ -412,6 +414,30 @@ async def soak(endpoints: dict[str, Any], pids: dict[str, int], args: argparse.N
     await asyncio.sleep(args.idle)
     sampler.take("after")
     return sampler.samples, load.traffic
+
+
+def rings(log_dir: Path, began: float) -> dict[str, dict[str, Any]]:
+    """When each event history filled up, in seconds since the load began (None: never).
+
+    Every log record at info and above is an event in its container's history (agentkit's
+    EventBus, 500 deep), and the http-api keeps the four containers' events in its ring
+    (``realtime.buffer``, 2000): memory that grows until the ring is full and is not a
+    leak. Counted from the log files, a lower bound (status events are not logged)."""
+    times: dict[str, list[float]] = {}
+    for name in report.POD:
+        path = log_dir / f"{name}.log"
+        stamps = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                stamps.append(datetime.fromisoformat(json.loads(line)["time"]).timestamp())
+        times[name] = sorted(stamps)
+    merged = sorted(t for stamps in times.values() for t in stamps)
+    out = {}
+    for name, stamps, size in [*((n, times[n], 500) for n in report.POD),
+                               ("http-api ring", merged, 2000)]:
+        out[name] = {"events": len(stamps), "size": size,
+                     "full_at": stamps[size - 1] - began if len(stamps) >= size else None}
+    return out
 
 
 def command_line() -> str:
@@ -452,6 +478,7 @@ def main() -> int:
             print(f"soak: {', '.join(sorted(pids))} up; {args.minutes:g} min of load",
                   flush=True)
             samples, traffic = asyncio.run(soak(endpoints, pids, args))
+            meta["rings"] = rings(Path(tmp) / "logs", args.began_wall)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -88,7 +88,9 @@ def test_reports_say_what_grew_and_memory_md_keeps_one_soak_section() -> None:
     traffic.failed(RuntimeError("line one\nline | two"))
     meta = {"command": "bench/soak.py --minutes 5", "cpus": 2, "load": 1.0, "when": "now",
             "run_flags": " --tunnel-tls", "idle": 10, "minutes": 5, "interval": 5,
-            "warmup": 60, "fitted": 48}
+            "warmup": 60, "fitted": 48, "rings": {
+                "tunnel": {"events": 800, "size": 500, "full_at": 123.4},
+                "http-api ring": {"events": 900, "size": 2000, "full_at": None}}}
     soak_md = report.render_soak(growths, traffic=[traffic], meta=meta)
     assert "`bench/soak.py --minutes 5`" in soak_md
     row = next(line for line in soak_md.splitlines() if line.startswith("| tunnel |"))
@@ -97,6 +99,8 @@ def test_reports_say_what_grew_and_memory_md_keeps_one_soak_section() -> None:
     assert "RSS none measurable; fds none measurable" in row
     assert "| uploads | 3 | 1 | bytes 3.0 MiB | line one line / two |" in soak_md
     assert "1 of 2 containers with no growth measurable" in soak_md
+    assert ("tunnel 800 events of 500, full 123 s into the load; http-api ring 900 events"
+            " of 2000, never full.") in soak_md
 
     section = report.render_memory_section(growths, meta)
     assert "| registrar | 68.4 |" in section and "| **pod** |" in section
