@@ -126,6 +126,10 @@ def command(name: str) -> str:
     return shutil.which(name) or name
 
 
+def line(label: str, text: str) -> str:
+    return f"make run | {label:<9} {text}"
+
+
 def http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 2) -> bool:
     with contextlib.suppress(OSError):
         request = urllib.request.Request(url, headers=headers or {})
@@ -164,7 +168,7 @@ class Stack:
         """One human line on stdout, kept for endpoints.json's ``lines``."""
         self.lines[label] = text
         with self._out:
-            print(f"make run | {label:<9} {text}", flush=True)
+            print(line(label, text), flush=True)
 
     def until(self, what: str, check: Callable[[], T | None], timeout: float,
               see: Child | None = None, interval: float = 0.05) -> T:
@@ -273,6 +277,10 @@ class Stack:
         with os.fdopen(fd, "w") as out:
             out.write(json.dumps(self.endpoints, indent=2) + "\n")
         tmp.replace(self.endpoints_path)
+        if not self.args.quiet:  # the lines again, together, below the children's logs
+            with self._out:
+                for label, text in self.lines.items():
+                    print(line(label, text), flush=True)
         self.say("up", f"everything answers ({time.monotonic() - self.started:.1f} s); "
                        f"endpoints in {shown(self.endpoints_path)}; Ctrl-C stops it all")
 
