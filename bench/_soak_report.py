@@ -180,8 +180,8 @@ def render_soak(growths: list[Growth], traffic: list[Traffic], meta: dict[str, A
         lines += ["", f"Pod: {len(flat)} of {len(pod)} containers with no growth measurable"
                       f" in RSS or fds ({', '.join(flat) or 'none'})."]
     if meta.get("rings"):
-        lines += ["", "Event histories (bounded: they grow until full, then hold), from the log"
-                      " lines (a lower bound): " + "; ".join(
+        lines += ["", "Event histories (bounded: they grow until full, then hold; from the"
+                      " sequence numbers the SSE clients saw): " + "; ".join(
                           f"{name} {ring['events']} events of {ring['size']}, "
                           + ("never full" if ring["full_at"] is None else
                              f"full {ring['full_at']:.0f} s into the load")
