@@ -49,6 +49,7 @@ from _soak_load import Load
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+NOTES = HERE / "soak_notes.md"  # a person's reading of the last run: appended to soak.md
 
 
 # --- the pod ----------------------------------------------------------------------------
@@ -207,6 +208,8 @@ def main() -> int:
 def write(samples: list[report.Sample], traffic: list[report.Traffic], meta: dict[str, Any],
           args: argparse.Namespace) -> None:
     growths = report.growth(samples, meta["warmup"])
+    if NOTES.exists():  # what a person read in the figures, below them
+        meta["notes"] = NOTES.read_text()
     meta["fitted"] = sum(1 for s in samples if s.phase == "load" and s.t >= meta["warmup"])
     text = report.render_soak(growths, traffic, meta)
     args.output.parent.mkdir(parents=True, exist_ok=True)
