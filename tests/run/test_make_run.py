@@ -6,7 +6,6 @@ file."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT, tool, wait_for
+from tests.helpers import ROOT, alive, child_pids, tool, wait_for
 
 LINE = re.compile(r"^make run \| (\S+) +(.*)$")
 LABELS = {"cluster", "grpc", "dashboard", "kubectl", "demo"}
@@ -131,12 +130,12 @@ def test_run_announces_each_endpoint_and_cleans_up_on_ctrl_c(tmp_path: Path) -> 
         assert [(r["hostname"], r["registrations"], r["duplicates"]) for r in routes] == [
             ("demo.example.test", 1, 0)]
 
-        children = _children(proc.pid)
+        children = child_pids(proc.pid)
         assert len(children) >= 7  # kubesim, control plane, demo app, four services
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not endpoints_path.exists()
-        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=10,
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=10,
                  what="every child to exit")
         for reader in readers:
             reader.join(timeout=10)  # EOF: run.py and the children are gone
@@ -181,28 +180,6 @@ def assert_no_token_in_logs(run_dir: Path, dashboard: str) -> dict[str, str]:
     return tokens
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_ctrl_c_while_starting_stops_everything_at_once(tmp_path: Path) -> None:
     """Ctrl-C right after the first line (the services still starting): run.py exits 0
     without waiting for the rest to come up, and no process it started is left."""
@@ -218,7 +195,7 @@ def test_ctrl_c_while_starting_stops_everything_at_once(tmp_path: Path) -> None:
         assert first.startswith("make run | cluster "), (first, proc.stderr.read())
         # the four services are started right after that line, and take seconds to import
         def all_started() -> list[int] | None:
-            found = _children(proc.pid)
+            found = child_pids(proc.pid)
             return found if len(found) >= 7 else None
 
         children = wait_for(all_started, timeout=10, what="all seven children started")
@@ -226,7 +203,7 @@ def test_ctrl_c_while_starting_stops_everything_at_once(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "| up " not in out and not (run_dir / "endpoints.json").exists()
-        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=10,
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=10,
                  what="every child to exit")
     finally:
         if proc.poll() is None:
