@@ -91,6 +91,31 @@ def read(pids: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
     return rss, fds
 
 
+def stop_pod(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: run.py stops what it started; if it cannot within a minute, everything
+    is killed (run.py's children run in sessions of their own: killing run.py alone
+    would leave them running)."""
+    children = {pid: started(pid) for pid in processes(proc.pid).values()}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid, when in children.items():
+        if when is not None and started(pid) == when:  # the same process, not a reused pid
+            os.kill(pid, signal.SIGKILL)
+
+
+def started(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot), None when it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def start_pod(run_dir: str, tls: bool) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     argv = [sys.executable, str(ROOT / "scripts" / "run.py"), "--free-ports", "--quiet",
             "--run-dir", run_dir, *(["--tunnel-tls"] if tls else [])]
@@ -99,7 +124,7 @@ def start_pod(run_dir: str, tls: bool) -> tuple[subprocess.Popen[bytes], dict[st
     deadline = time.monotonic() + 120
     while not path.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            stop_pod(proc)
             raise RuntimeError(f"run.py did not come up; see {run_dir}/logs")
         time.sleep(0.2)
     return proc, json.loads(path.read_text())
@@ -196,11 +221,7 @@ def main() -> int:
             samples, traffic = asyncio.run(soak(endpoints, pids, args))
             meta["rings"] = args.rings
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_pod(proc)
     write(samples, traffic, meta, args)
     return 0
 

@@ -6,6 +6,7 @@ file."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -20,6 +21,30 @@ from tests.helpers import ROOT, alive, child_pids, tool, wait_for
 
 LINE = re.compile(r"^make run \| (\S+) +(.*)$")
 LABELS = {"cluster", "grpc", "dashboard", "kubectl", "demo"}
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """After a failure too: run.py stops its children on SIGINT; if it cannot, they are
+    killed here (SIGKILL to run.py alone would leave them running, in their own
+    sessions, for ever)."""
+    children = {pid: _started(pid) for pid in child_pids(proc.pid)}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid, when in children.items():
+        if when is not None and _started(pid) == when and alive(pid):  # not a reused pid
+            os.kill(pid, signal.SIGKILL)
+
+
+def _started(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def run(text: str, *more: str) -> subprocess.CompletedProcess[str]:
@@ -147,9 +172,7 @@ def test_run_announces_each_endpoint_and_cleans_up_on_ctrl_c(tmp_path: Path) -> 
             leaked = token in terminal
             assert not leaked, f"the {name} token is on the terminal"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         for reader in readers:
             reader.join(timeout=10)
         for stream in (proc.stdout, proc.stderr):
@@ -206,6 +229,5 @@ def test_ctrl_c_while_starting_stops_everything_at_once(tmp_path: Path) -> None:
         wait_for(lambda: not any(alive(pid) for pid in children), timeout=10,
                  what="every child to exit")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop(proc)
+        proc.communicate()
