@@ -189,7 +189,10 @@ T = TypeVar("T")
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on uvloop's event loop, for every process of ours that serves
     traffic (the services and the dev control plane). Measured on the tunnel (bench/
-    tunnel.py): about a fifth less CPU per relayed message than the stdlib loop."""
+    tunnel.py): about a fifth less CPU per relayed message than the stdlib loop before
+    the fast path read into its own buffer; since then no difference above the noise
+    (bench/tunnel_notes.md). It stays until a measurement says the stdlib loop is better
+    (it costs ~1 MiB of imports)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
 
