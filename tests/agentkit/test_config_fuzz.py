@@ -390,3 +390,18 @@ def test_an_unrecognized_argument_is_one_line_that_never_shows_its_value() -> No
     line, = stderr.getvalue().splitlines()
     assert "--token" in line and "--install-token" in line and "1 value not shown" in line
     assert SECRET not in line
+
+
+@pytest.mark.parametrize("argv", [["--config", "--token=" + SECRET + " x"],
+                                  ["--api-url", "--token=" + SECRET + " x"],
+                                  ["--set", "--token=" + SECRET + " x"]])
+def test_an_option_given_as_another_options_value_is_refused_without_its_value(
+        argv: list[str]) -> None:
+    # argparse takes an argument with a space for a value: found by the command-line suite
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as info:
+        PARSER.parse_args(argv)
+    assert info.value.code == 2
+    line, = stderr.getvalue().splitlines()
+    assert f"argument {argv[0]}: expected a value, got the option --token" in line
+    assert SECRET not in line

@@ -106,10 +106,6 @@ class FaultPod(Pod):
 
     # --- the control plane's side -------------------------------------------------------
 
-    def tunnel_connected(self) -> bool:
-        status, body = self.cp.request("GET", f"/debug/tunnels/{self.cluster_id}")
-        return status == 200 and bool(body.get("connected"))
-
     def heartbeats(self) -> int:
         found = self.cp.cluster(self.cluster_id)
         return int(found["heartbeat_count"]) if found else 0

@@ -144,6 +144,9 @@ class Pod:
             for proc in self.services.values():
                 proc.wait_started(30)
             self.identity = wait_for(self._registered, 30, what="registration")
+            # started at once, the tunnel may connect after the registration is stored:
+            # a pod is up once the control plane has its tunnel too
+            wait_for(self.tunnel_connected, 30, what="the tunnel connected")
         except BaseException:
             self.stop()
             raise
@@ -160,6 +163,11 @@ class Pod:
         path = self.folder / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def tunnel_connected(self) -> bool:
+        """The control plane's side: it holds this cluster's tunnel."""
+        status, body = self.cp.request("GET", f"/debug/tunnels/{self.cluster_id}")
+        return status == 200 and bool(body.get("connected"))
 
     def _registered(self) -> dict[str, Any] | None:
         try:

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -110,11 +111,20 @@ class OneLineParser(argparse.ArgumentParser):
 
     Unrecognized arguments are named only when they are options: a value there may be a
     token (``--token pit_...``, a flag we do not have), so values are counted, not shown.
+    An option's value that is itself an option (``--config --token=pit_... x``: argparse
+    takes an argument with a space for a value) is refused by the option's name alone, so
+    what follows its ``=`` is never echoed by a later error about the value.
     """
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
+        for action in self._actions:
+            given = getattr(parsed, action.dest, None) if action.option_strings else None
+            for value in given if isinstance(given, list) else [given]:
+                if isinstance(value, str) and _LOOKS_LIKE_OPTION.match(value):
+                    self.error(f"argument {action.option_strings[-1]}: expected a value, "
+                               f"got the option {value.partition('=')[0][:40]}")
         if extras:
             options = [arg for arg in extras if arg.startswith("-")]
             hidden = len(extras) - len(options)
@@ -127,6 +137,9 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
         self.exit(2, f"{self.prog}: error: {line[:300]} (see --help)\n")
+
+
+_LOOKS_LIKE_OPTION = re.compile(r"--?[A-Za-z]")
 
 
 def _grace(text: str) -> float:
