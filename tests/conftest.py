@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from tests.clusters import cluster, demo_kubesim, real_kube  # noqa: F401 (fixtures)
@@ -15,6 +16,13 @@ from tests.helpers import ROOT
 
 # tests.secretscan: no token the tests use in any log or output (pytester: its own test)
 pytest_plugins = ["tests.secretscan", "pytester"]
+
+# The hypothesis suites draw the same cases on every run, so `make test` is deterministic
+# (loaded before any test module builds its settings on it); PIPEOPS_FUZZ_RANDOM=1 draws
+# new cases for a deliberate hunt (a failure found is then added as a named case).
+hypothesis.settings.register_profile(
+    "pipeops", derandomize=not os.environ.get("PIPEOPS_FUZZ_RANDOM"))
+hypothesis.settings.load_profile("pipeops")
 
 
 def live_tasks() -> set[asyncio.Task[object]]:
