@@ -4,6 +4,7 @@ sibling that owns them, and the seed metrics move when their thing happens."""
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from typing import Any
@@ -135,6 +136,34 @@ def test_runtime_per_container(pod: Pod) -> None:
     assert "kubernetes" in body["registrar"]["packages"]
     assert "kubernetes" not in body["tunnel"]["packages"]
     assert not {"click", "watchfiles"} & set(body["http-api"]["packages"])
+
+
+def test_parts_an_idle_http_api_leaves_unloaded_work_on_first_use(pod: Pod) -> None:
+    """A fresh http-api serving probes only has not built its outbound HTTP clients
+    (httpx's transport, httpcore) nor loaded the WebSocket protocol (websockets): each
+    comes with its first use and works then (bench/memory_notes.md, third pass)."""
+    from websockets.sync.client import connect
+
+    api = pod.http_api()
+
+    def packages() -> set[str]:
+        return set(api.get("/api/metrics/runtime")["http-api"]["packages"])
+
+    assert not {"httpcore", "h11", "websockets"} & packages()
+    # FastAPI's OpenAPI models, built with the first document asked for
+    assert api.get("/openapi.json", token="")["components"]["securitySchemes"]
+    # the first scrape builds the client that reaches every sibling's metrics
+    assert all(api.metric("pipeops_container_up", container=name) == 1 for name in SIBLINGS)
+    assert "httpcore" in packages()
+    body = api.get("/api/status/connectivity")  # the control plane's client, first use
+    assert body["control_plane"]["ok"] is True, body
+    with connect(api.url.replace("http", "ws") + "/ws",
+                 additional_headers={"Authorization": f"Bearer {api.token}"}) as ws:
+        ws.send(json.dumps({"type": "ping", "request_id": "first"}))
+        while (reply := json.loads(ws.recv(timeout=10)))["type"] != "ping_response":
+            pass
+        assert reply["request_id"] == "first"
+    assert "websockets" in packages()
 
 
 def test_connectivity_really_tests(pod: Pod) -> None:

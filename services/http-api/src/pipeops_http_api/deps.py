@@ -1,5 +1,6 @@
 """What the endpoints share: the service context and the long-lived parts built once
-at start (the event hub, the metrics scraper, the HTTP client, the token check)."""
+at start (the event hub, the metrics scraper, the token check) or on first use (the
+outbound HTTP clients, ``outbound``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import ssl
 from dataclasses import dataclass
 from importlib import resources
 
-import httpx
-
 from agentkit.runner import ServiceContext
 from pipeops_http_api.auth import TokenCheck
 from pipeops_http_api.hub import Hub
 from pipeops_http_api.k8sproxy import Upstream
+from pipeops_http_api.outbound import LazyClient
 from pipeops_http_api.scrape import PodScraper
 
 
@@ -22,8 +22,8 @@ class Deps:
     ctx: ServiceContext
     hub: Hub
     scraper: PodScraper
-    http: httpx.AsyncClient  # localhost scrapes
-    control_plane: httpx.AsyncClient  # the control plane, with its TLS context
+    http: LazyClient  # localhost scrapes
+    control_plane: LazyClient  # the control plane, with its TLS context
     auth: TokenCheck
     kubernetes: Upstream
     dashboard: bytes = b""  # the page, read once at start (static/dashboard.html)
@@ -37,10 +37,9 @@ def load_dashboard() -> bytes:
 
 
 def build(ctx: ServiceContext, hub: Hub, token: str, tls: ssl.SSLContext) -> Deps:
-    http = httpx.AsyncClient(timeout=2.0, trust_env=False, verify=tls)  # one CA load
-    control_plane = httpx.AsyncClient(timeout=ctx.config.pipeops.timeout, verify=tls,
-                                      headers={"User-Agent": "pipeops-http-api/"
-                                               + ctx.status.version})
+    http = LazyClient(timeout=2.0, trust_env=False, verify=tls)  # one CA load
+    control_plane = LazyClient(timeout=ctx.config.pipeops.timeout, verify=tls,
+                               headers={"User-Agent": "pipeops-http-api/" + ctx.status.version})
     return Deps(ctx=ctx, hub=hub, scraper=PodScraper(ctx.siblings, http), http=http,
                 control_plane=control_plane, auth=TokenCheck(token),
                 kubernetes=Upstream(ctx.siblings))

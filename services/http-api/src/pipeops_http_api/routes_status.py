@@ -78,7 +78,7 @@ async def control_plane_check(deps: Deps) -> dict[str, Any]:
     url = deps.ctx.config.pipeops.api_url
     started = time.monotonic()
     try:
-        reply = await deps.control_plane.get(url, timeout=CONTROL_PLANE_TIMEOUT)
+        reply = await (await deps.control_plane()).get(url, timeout=CONTROL_PLANE_TIMEOUT)
     except httpx.HTTPError as exc:
         return _check(False, started, f"{type(exc).__name__}: {exc}" if str(exc)
                       else type(exc).__name__, url=url)

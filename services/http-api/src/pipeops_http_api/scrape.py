@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from agentkit.grpcclient import Siblings
 from pipeops.agent.v1 import service_pb2
+from pipeops_http_api.outbound import LazyClient
 from pipeops_http_api.sibling import SIBLINGS
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def render(families: dict[str, Family], up: dict[str, bool]) -> bytes:
 
 
 class PodScraper:
-    def __init__(self, siblings: Siblings, http: httpx.AsyncClient) -> None:
+    def __init__(self, siblings: Siblings, http: LazyClient) -> None:
         self.siblings = siblings
         self.http = http
         self._urls: dict[str, str] = {}  # sibling -> its metrics_url, once Describe said it
@@ -114,7 +115,7 @@ class PodScraper:
         if not url:
             return None
         try:
-            reply = await self.http.get(url, timeout=SCRAPE_TIMEOUT)
+            reply = await (await self.http()).get(url, timeout=SCRAPE_TIMEOUT)
             reply.raise_for_status()
         except httpx.HTTPError as exc:
             self._urls.pop(name, None)  # ask Describe again: it may have restarted elsewhere
