@@ -185,6 +185,18 @@ def test_connectivity_sees_a_control_plane_fault(pod: Pod) -> None:
     assert body["ok"] is False
 
 
+def test_connectivity_names_a_ca_bundle_that_cannot_be_loaded(pod: Pod) -> None:
+    """The control plane's TLS context is built with its client's first use: a CA bundle
+    that cannot be loaded is the check's answer, by its setting, and stays so."""
+    missing = str(pod.folder / "no-such-ca.crt")
+    api = pod.http_api("--set", f"pipeops.tls.ca_file={missing}")
+    for _ in range(2):  # a failed build is not remembered: the same answer again
+        check = api.get("/api/status/connectivity")["control_plane"]
+        assert check["ok"] is False
+        assert check["detail"].startswith(f"config error: pipeops.tls.ca_file = '{missing}'")
+    assert api.get("/health", token="")["status"] == "healthy"
+
+
 def test_agent_status(pod: Pod) -> None:
     body = pod.api.get("/api/agent/status")
     assert body["status"] == "healthy"

@@ -11,7 +11,6 @@ from typing import Any
 from agentkit.config import ConfigError
 from agentkit.runner import ServiceContext, run_service
 from agentkit.status import READY
-from agentkit.tls import control_plane_context
 from pipeops_http_api import deps as deps_module
 from pipeops_http_api.app import create_app, with_transport
 from pipeops_http_api.auth import load_token
@@ -32,9 +31,8 @@ def check_tls(certfile: str, keyfile: str) -> None:
 def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     async def main() -> None:
         token = await asyncio.to_thread(load_token, ctx.config)
-        tls = await asyncio.to_thread(control_plane_context, ctx.config.pipeops.tls)
         hub = Hub(ctx.config.realtime, ctx.bus, ctx.siblings)
-        deps = deps_module.build(ctx, hub, token, tls)
+        deps = deps_module.build(ctx, hub, token)
         deps.dashboard = await asyncio.to_thread(deps_module.load_dashboard)
         app = create_app(ctx, deps)
         api = ctx.config.api

@@ -4,12 +4,13 @@ outbound HTTP clients, ``outbound``)."""
 
 from __future__ import annotations
 
+import functools
 import os
-import ssl
 from dataclasses import dataclass
 from importlib import resources
 
 from agentkit.runner import ServiceContext
+from agentkit.tls import client_context, control_plane_context
 from pipeops_http_api.auth import TokenCheck
 from pipeops_http_api.hub import Hub
 from pipeops_http_api.k8sproxy import Upstream
@@ -36,9 +37,12 @@ def load_dashboard() -> bytes:
     return (resources.files("pipeops_http_api") / "static" / "dashboard.html").read_bytes()
 
 
-def build(ctx: ServiceContext, hub: Hub, token: str, tls: ssl.SSLContext) -> Deps:
-    http = LazyClient(timeout=2.0, trust_env=False, verify=tls)  # one CA load
-    control_plane = LazyClient(timeout=ctx.config.pipeops.timeout, verify=tls,
+def build(ctx: ServiceContext, hub: Hub, token: str) -> Deps:
+    # localhost scrapes are plain HTTP: the system's CAs on demand (agentkit.tls), never
+    # certifi's bundle, which httpx would load for a client without a context
+    http = LazyClient(client_context, timeout=2.0, trust_env=False)
+    control_plane = LazyClient(functools.partial(control_plane_context, ctx.config.pipeops.tls),
+                               timeout=ctx.config.pipeops.timeout,
                                headers={"User-Agent": "pipeops-http-api/" + ctx.status.version})
     return Deps(ctx=ctx, hub=hub, scraper=PodScraper(ctx.siblings, http), http=http,
                 control_plane=control_plane, auth=TokenCheck(token),

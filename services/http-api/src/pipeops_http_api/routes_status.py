@@ -13,6 +13,7 @@ import httpx
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
 
+from agentkit.config import ConfigError
 from pipeops.agent.v1 import registrar_pb2, service_pb2, tunnel_pb2
 from pipeops_http_api import podview
 from pipeops_http_api.deps import Deps
@@ -82,6 +83,8 @@ async def control_plane_check(deps: Deps) -> dict[str, Any]:
     except httpx.HTTPError as exc:
         return _check(False, started, f"{type(exc).__name__}: {exc}" if str(exc)
                       else type(exc).__name__, url=url)
+    except ConfigError as exc:  # pipeops.tls.ca_file, read with the client's first use
+        return _check(False, started, str(exc), url=url)
     return _check(True, started, f"HTTP {reply.status_code}", url=url)
 
 
