@@ -186,14 +186,17 @@ def test_connectivity_sees_a_control_plane_fault(pod: Pod) -> None:
 
 
 def test_connectivity_names_a_ca_bundle_that_cannot_be_loaded(pod: Pod) -> None:
-    """The control plane's TLS context is built with its client's first use: a CA bundle
-    that cannot be loaded is the check's answer, by its setting, and stays so."""
-    missing = str(pod.folder / "no-such-ca.crt")
-    api = pod.http_api("--set", f"pipeops.tls.ca_file={missing}")
+    """The control plane's TLS context is built with its client's first use. A bundle that
+    cannot be read at all stops the http-api at start (tests/services/test_config_errors);
+    one that reads as PEM but does not load is the check's answer, by its setting, and
+    stays so."""
+    broken = pod.folder / "broken-ca.crt"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    api = pod.http_api("--set", f"pipeops.tls.ca_file={broken}")
     for _ in range(2):  # a failed build is not remembered: the same answer again
         check = api.get("/api/status/connectivity")["control_plane"]
         assert check["ok"] is False
-        assert check["detail"].startswith(f"config error: pipeops.tls.ca_file = '{missing}'")
+        assert check["detail"].startswith(f"config error: pipeops.tls.ca_file = '{broken}'")
     assert api.get("/health", token="")["status"] == "healthy"
 
 

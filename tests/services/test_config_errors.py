@@ -66,6 +66,9 @@ CASES: dict[str, Case] = {
     "token not ascii": Case("non-ASCII", env={"PIPEOPS_TOKEN": TOKEN + "\u00e9"}),
     "argparse error": Case("unrecognized arguments: --no-such-flag",
                            args=lambda _t, _s: ["--no-such-flag"]),
+    "ca bundle missing": Case("cannot load a CA bundle from it",
+                              env={"PIPEOPS_API_URL": "https://127.0.0.1:9"},
+                              args=lambda t, _s: ["--set", f"pipeops.tls.ca_file={t}/no-ca.crt"]),
     "shutdown grace inf": Case("--shutdown-grace", args=lambda _t, _s: ["--shutdown-grace",
                                                                        "inf"]),
 }

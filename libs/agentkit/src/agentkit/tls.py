@@ -52,6 +52,27 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
+def check_ca_file(tls: TLSConfig) -> None:
+    """The start check of ``pipeops.tls.ca_file`` for a process that builds its control
+    plane context only on first use (the http-api): the file can be read and holds a PEM
+    certificate, or a ConfigError (one line, exit 2) as :func:`control_plane_context`
+    would raise. No TLS context is built (the first one initialises OpenSSL, 0.9 MiB).
+    Blocking: call it off the event loop."""
+    if not tls.ca_file or tls.insecure_skip_verify:
+        return
+    try:
+        with open(tls.ca_file, "rb") as bundle:
+            text = bundle.read(16 * 1024 * 1024)
+    except OSError as exc:
+        reason = exc.strerror or exc
+    else:
+        if b"-----BEGIN CERTIFICATE-----" in text:
+            return
+        reason = "no PEM certificate in it"
+    raise ConfigError(f"config error: pipeops.tls.ca_file = {tls.ca_file!r}: "
+                      f"cannot load a CA bundle from it ({reason})")
+
+
 def control_plane_context(tls: TLSConfig) -> ssl.SSLContext:
     """Blocking (reads the CA files): call it off the event loop."""
     context = client_context()

@@ -23,6 +23,7 @@ from agentkit.kube import Kube
 from agentkit.retry import FailureReport, retrying
 from agentkit.runner import ServiceContext, idle, run_service
 from agentkit.status import STARTING
+from agentkit.tls import check_ca_file
 from pipeops.agent.v1 import gateway_pb2, gateway_pb2_grpc
 from pipeops_gateway import metrics
 from pipeops_gateway.exposer import Exposer
@@ -78,6 +79,8 @@ def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     exposer = Exposer(config, ctx.status, events)
 
     async def main() -> None:
+        # refused at start as the other containers refuse it, even where it is unused yet
+        await asyncio.to_thread(check_ca_file, config.pipeops.tls)
         if not syncing and not config.gateway.enabled:
             # nothing to do but, once, delete exposure objects earlier settings made
             if config.kubernetes.in_cluster or config.kubernetes.kubeconfig:

@@ -11,6 +11,7 @@ from typing import Any
 from agentkit.config import ConfigError
 from agentkit.runner import ServiceContext, run_service
 from agentkit.status import READY
+from agentkit.tls import check_ca_file
 from pipeops_http_api import deps as deps_module
 from pipeops_http_api.app import create_app, with_transport
 from pipeops_http_api.auth import load_token
@@ -30,6 +31,7 @@ def check_tls(certfile: str, keyfile: str) -> None:
 
 def setup(ctx: ServiceContext) -> Callable[[], Coroutine[Any, Any, None]]:
     async def main() -> None:
+        await asyncio.to_thread(check_ca_file, ctx.config.pipeops.tls)
         token = await asyncio.to_thread(load_token, ctx.config)
         hub = Hub(ctx.config.realtime, ctx.bus, ctx.siblings)
         deps = deps_module.build(ctx, hub, token)
