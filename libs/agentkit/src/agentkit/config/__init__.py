@@ -1,13 +1,15 @@
 """The agent's whole configuration: the schema (``schema``) loaded in layers (``loader``).
 
 Every name the services import lives here, so ``from agentkit.config import Config,
-load`` keeps working whichever module defines it.
+load`` keeps working whichever module defines it. ``from_mapping`` builds a checked config
+from a dict (code and tests); ``load`` from the file, env and flags.
 """
 
 from agentkit.config.loader import (
     DEFAULT_CONFIG_PATH,
     ENV_VARS,
     ConfigError,
+    from_mapping,
     load,
     parse_set,
 )
@@ -30,6 +32,7 @@ from agentkit.config.schema import (
     Port,
     RealtimeConfig,
     ReconnectConfig,
+    SecretStr,
     TLSConfig,
     TunnelConfig,
     TunnelSessionsConfig,
@@ -57,9 +60,11 @@ __all__ = [
     "Port",
     "RealtimeConfig",
     "ReconnectConfig",
+    "SecretStr",
     "TLSConfig",
     "TunnelConfig",
     "TunnelSessionsConfig",
+    "from_mapping",
     "load",
     "parse_set",
 ]

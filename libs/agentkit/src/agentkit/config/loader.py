@@ -7,11 +7,16 @@ service adds). Every leaf remembers where its value came from, so an invalid val
 reported as one line naming the key, the value's source and what was expected; the
 process then exits with code 2 (``ConfigError.exit_code``).
 
+The values are checked by ``msgspec.convert`` against ``schema.Config`` (lax: ``"8080"``
+is a port); its messages (``Expected `int` <= 65535 - at `$.agent.port` ``) are turned
+into that line here (``expected an integer <= 65535``). Booleans from env and flags take
+the words pydantic took (yes/no, on/off, y/n, t/f, in any case), read here before msgspec
+sees them (its lax mode takes only true/false/1/0).
+
 Why not pydantic-settings: its sources do not say which of them supplied a value (the
 error line names the file, the env var or the flag), the env names here are a fixed
 table rather than a prefix scheme (``GATEWAY_GWAPI_LISTENERS_JSON``), and the file and
-flag layers would be custom sources anyway: it would add a dependency and keep all of
-this code.
+flag layers would be custom sources anyway; and pydantic itself cost ~10 MiB a container.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import json
 import os
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
+import msgspec
 import yaml
-from pydantic import ValidationError
 
-from agentkit.config.schema import Config
+from agentkit.config.schema import ALIASES, Config, SecretStr, dec_hook
 
 DEFAULT_CONFIG_PATH = Path("~/.pipeops-agent.yaml")
 
@@ -109,18 +114,74 @@ def _set(tree: dict[str, Any], dotted: str, value: Any,
     tree[leaf] = value
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _canonical(dotted: str) -> str:
+    """``dotted`` with an alias (``schema.ALIASES``) at its start replaced by its key."""
+    for alias, key in ALIASES.items():
+        if dotted == alias or dotted.startswith(alias + "."):
+            return key + dotted[len(alias):]
+    return dotted
+
+
+def _flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys (aliases read as their key) to leaf values. A key given both as itself
+    and through an alias keeps its own value."""
+    own: dict[str, Any] = {}
+    aliased: dict[str, Any] = {}
+    for given, value in _walk(tree, ""):
+        dotted = _canonical(given)
+        (own if dotted == given else aliased)[dotted] = value
+    return {**{k: v for k, v in aliased.items() if k not in own}, **own}
+
+
+def _walk(tree: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
     for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and dotted not in _MAP_KEYS:
-            out.update(_flatten(value, f"{dotted}."))
+        given = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and _canonical(given) not in _MAP_KEYS:
+            yield from _walk(value, f"{given}.")
         else:
-            out[dotted] = value
+            yield given, value
+
+
+def _schema_leaves(section: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> type (``Annotated`` removed) of every setting the schema has."""
+    out: dict[str, Any] = {}
+    for info in msgspec.structs.fields(section):
+        kind = _strip(info.type)
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            out.update(_schema_leaves(kind, f"{prefix}{info.name}."))
+        else:
+            out[f"{prefix}{info.name}"] = kind
     return out
 
 
-_MAP_KEYS = {"agent.labels"}  # dict-valued leaves: replaced whole, not merged key by key
+def _strip(kind: Any) -> Any:
+    while hasattr(kind, "__metadata__"):  # Annotated[...]
+        kind = kind.__origin__
+    return kind
+
+
+_LEAVES = _schema_leaves(Config)
+# dict-valued leaves (agent.labels, the Istio selector): replaced whole, not merged key by
+# key, and their keys may hold dots (app.kubernetes.io/name)
+_MAP_KEYS = {key for key, kind in _LEAVES.items() if get_origin(kind) is dict}
+# pydantic's boolean words, which env and flags (and quoted YAML) may use
+_BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on", "y", "t"), True),
+             **dict.fromkeys(("false", "0", "no", "off", "n", "f"), False)}
+
+
+def _read_booleans(raw: dict[str, Any]) -> None:
+    """Each boolean setting given as one of pydantic's words becomes True or False."""
+    for dotted, kind in _LEAVES.items():
+        if kind is not bool:
+            continue
+        *parents, leaf = dotted.split(".")
+        node: Any = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            word = _BOOLEANS.get(node[leaf].lower())
+            if word is not None:
+                node[leaf] = word
 
 
 def _scalar(text: str, dotted: str, source: str) -> Any:
@@ -222,9 +283,7 @@ def load(
         if not isinstance(data, dict):
             raise ConfigError(f"config file {file_path}: expected a mapping of sections")
         _check_size(data, f"config file {file_path}")
-        for dotted, value in _flatten(data).items():
-            _set(raw, dotted, value)
-            sources[dotted] = f"file {file_path}"
+        _layer(raw, sources, data, f"file {file_path}")
 
     for name, dotted in ENV_VARS.items():
         if name in env:
@@ -232,16 +291,40 @@ def load(
                  f"env {name}")
             sources[dotted] = f"env {name}"
 
-    for dotted, value in (overrides or {}).items():
-        flag = f"flag {(flag_names or {}).get(dotted, '--set ' + dotted)}"
+    for given, value in (overrides or {}).items():
+        flag = f"flag {(flag_names or {}).get(given, '--set ' + given)}"
+        dotted = _canonical(given)
         _set(raw, dotted, _scalar(value, dotted, flag) if isinstance(value, str) else value,
              sources, flag)
         sources[dotted] = flag
 
+    return _convert(raw, sources)
+
+
+def from_mapping(data: Mapping[str, Any], *, source: str = "mapping") -> Config:
+    """The config that ``data`` (shaped as the YAML file is) describes, over the defaults,
+    checked as ``load`` checks it: a bad value is a ConfigError naming ``source``. For
+    code and tests that build a config without a file, env or flags."""
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    _check_size(data, source)
+    _layer(raw, sources, data, source)
+    return _convert(raw, sources)
+
+
+def _layer(raw: dict[str, Any], sources: dict[str, str], data: Mapping[str, Any],
+           source: str) -> None:
+    for dotted, value in _flatten(data).items():
+        _set(raw, dotted, value, sources, source)
+        sources[dotted] = source
+
+
+def _convert(raw: dict[str, Any], sources: dict[str, str]) -> Config:
+    _read_booleans(raw)
     try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc, raw, sources)) from None
+        return msgspec.convert(raw, Config, strict=False, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc), raw, sources)) from None
 
 
 def _source(key: str, sources: dict[str, str]) -> str:
@@ -253,39 +336,112 @@ def _source(key: str, sources: dict[str, str]) -> str:
     return "default"
 
 
-def _explain(exc: ValidationError, raw: dict[str, Any], sources: dict[str, str]) -> str:
-    error = exc.errors()[0]
-    loc = [str(part) for part in error["loc"]]
-    dotted = ".".join(loc)
-    message = error["msg"].removeprefix("Value error, ")
-    # A section's own check (several keys together) names the key it is about first:
-    # the source is that key's, and the message says the rest.
-    named = re.match(r"[a-z_]+(\.[a-z_]+)+", message) if error["type"] == "value_error" else None
-    if named and named.group(0).startswith(dotted + "."):
-        return f"config error: {message} (from {_source(named.group(0), sources)})"
-    # The source is recorded on the longest prefix of the location that was set.
-    source, value_key = "default", dotted
-    for end in range(len(loc), 0, -1):
-        key = ".".join(loc[:end])
-        if key in sources:
-            source, value_key = sources[key], key
-            break
-    if error["type"] == "extra_forbidden":
-        return f"config error: unknown key {dotted} (from {source})"
-    if error["type"] == "missing":
-        return f"config error: {dotted} is required (from {source})"
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+_WORDS = {"int": "an integer", "float": "a number", "str": "a string",
+          "bool": "a boolean (true/false, yes/no, on/off, 1/0)", "array": "a list",
+          "object": "a mapping", "null": "null", "bytes": "bytes"}
+_GOT = {**_WORDS, "bool": "true/false"}
+
+
+def _location(path: str) -> list[str | int]:
+    """``$.tunnel.forwards[0].name`` -> ["tunnel", "forwards", 0, "name"]; a dict's value
+    (``[...]``) ends the location."""
+    loc: list[str | int] = []
+    for match in _PATH_PART.finditer(path):
+        if match.group(1):
+            loc.append(match.group(1))
+        elif match.group(2):
+            loc.append(int(match.group(2)))
+        else:
+            loc.append("...")
+    return loc
+
+
+def _type_at(loc: list[str | int]) -> Any:
+    """The schema's type (with its Annotated metadata) at ``loc``; None if unknown."""
+    kind: Any = Config
+    for part in loc:
+        base = _strip(kind)
+        if isinstance(base, type) and issubclass(base, msgspec.Struct) \
+                and isinstance(part, str):
+            kind = next((f.type for f in msgspec.structs.fields(base) if f.name == part), None)
+        elif get_origin(base) in (list, dict) and get_args(base):
+            kind = get_args(base)[-1]
+        else:
+            return None
+    return kind
+
+
+def _fields(kind: Any) -> set[str]:
+    base = _strip(kind)
+    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+        return {f.name for f in msgspec.structs.fields(base)}
+    return set()
+
+
+def _expected(text: str, kind: Any) -> str:
+    """msgspec's wording of what it expected, as the error line says it."""
+    base = _strip(kind)
+    if text.startswith("Invalid enum value") and get_origin(base) is Literal:
+        return "expected one of " + ", ".join(map(repr, get_args(base)))
+    match = re.fullmatch(r"Expected `([^`]+)`(.*?)(?:, got `([^`]+)`)?", text, re.DOTALL)
+    if not match:
+        return text[:1].lower() + text[1:]
+    name, rest, got = match.groups()
+    what = _WORDS.get(name, f"`{name}`")
+    if name == "object" and _fields(kind):
+        what = "a mapping of settings"
+    unit = "characters" if name == "str" else "items"
+    rest = re.sub(r"of length <= (\d+)", rf"of at most \1 {unit}", rest)
+    rest = re.sub(r"of length >= (\d+)", rf"of at least \1 {unit}", rest)
+    rest = re.sub(r"(\d)\.0\b", r"\1", rest).replace("matching regex", "matching")
+    return f"expected {what}{rest}" + (f", not {_GOT.get(got, got)}" if got and
+                                        got != "str" else "")
+
+
+def _explain(message: str, raw: dict[str, Any], sources: dict[str, str]) -> str:
+    """The one line for msgspec's ``message`` about ``raw``."""
+    text, sep, path = message.rpartition(" - at `")
+    if not sep:
+        text, path = message, "$`"
+    each = ""
+    if path.startswith("key` in `"):
+        each, path = "each key: ", path.removeprefix("key` in `")
+    loc = _location(path.removesuffix("`"))
+    if "..." in loc:
+        each, loc = "each value: ", loc[:loc.index("...")]
+    dotted = ".".join(map(str, loc))
+    kind = _type_at(loc)
+
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text, re.DOTALL)
+    if unknown:
+        key = ".".join(map(str, [*loc, unknown.group(1)]))
+        return f"config error: unknown key {key} (from {_source(key, sources)})"
+    missing = re.fullmatch(r"Object missing required field `(.*)`", text, re.DOTALL)
+    if missing:
+        key = ".".join(map(str, [*loc, missing.group(1)]))
+        return f"config error: {key} is required (from {_source(key, sources)})"
+    expected = each + _expected(text, kind)
+    named = re.match(r"([a-z_]+): ", text)
+    if not each and named and named.group(1) in _fields(kind):
+        # a section's own check about one of its fields ("backoff_max: must not be ...")
+        loc = [*loc, named.group(1)]
+        dotted, kind, expected = ".".join(map(str, loc)), _type_at(loc), text[named.end():]
+    else:
+        # a section's check naming the key it is about first, with the rest of the story
+        key = re.match(r"[a-z_]+(\.[a-z_]+)+", text)
+        if _fields(kind) and key and key.group(0).startswith(dotted + "."):
+            return f"config error: {text} (from {_source(key.group(0), sources)})"
     value: Any = raw
-    for part in error["loc"]:
+    for part in loc:
         if isinstance(value, dict):
             value = value.get(str(part))
         elif isinstance(value, list) and isinstance(part, int) and part < len(value):
             value = value[part]
         else:
             value = None
-    secret = loc[-1] in {"token"} or value_key.endswith(".token")
-    expected = error["msg"].removeprefix("Value error, ")
-    shown = _describe_value(value, secret)
-    return f"config error: {dotted} = {shown} (from {source}): {expected}"
+    shown = _describe_value(value, _strip(kind) is SecretStr)
+    return f"config error: {dotted} = {shown} (from {_source(dotted, sources)}): {expected}"
 
 
 def parse_set(items: list[str]) -> dict[str, str]:

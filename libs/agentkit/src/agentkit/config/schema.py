@@ -1,8 +1,22 @@
-"""The agent's configuration schema: one pydantic model per section, and their validators.
+"""The agent's configuration schema: one ``msgspec.Struct`` per section, and their checks.
 
 Only what a setting is, its default and what values it accepts; where values come from
 (file, env, flags) and how a bad one is reported is ``agentkit.config.loader``'s job.
 A setting nothing reads does not belong here.
+
+msgspec, not pydantic: registrar, tunnel and gateway needed pydantic for this schema alone,
+and pydantic, pydantic_core and the built schema cost ~10 MiB in each container (issue 15).
+How a rule is said here:
+* a bound on a plain type is ``msgspec.Meta`` (``Annotated[int, Meta(ge=0, le=65535)]``);
+* a bound on a ``Duration`` is ``Range`` beside it, checked for every field by
+  ``_Section.__post_init__`` (msgspec's Meta takes no bound on a custom type);
+* the custom types (``Duration``, ``SecretStr``, ``Path``) are read by ``dec_hook``;
+* a rule over several fields is the section's ``check()``, whose ``ValueError`` starts with
+  the field it is about (``backoff_max: ...``) or with a full dotted key
+  (``gateway.environment.vm_ip ...``): msgspec reports it at the section's path, and the
+  loader names the key from that.
+* other spellings of a key (the Istio seed's layout, ``vmIP``) are ``ALIASES``, which the
+  loader reads as the key.
 
 The ``gateway`` section is the gateway container's: route sync (``agent.enable_ingress_sync``
 turns it on; what is watched and how it is published) and TCP/UDP exposure
@@ -13,23 +27,16 @@ Over 400 lines because every section of the one config lives here, side by side.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+import msgspec
+from msgspec import Meta, field
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -38,30 +45,85 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_DURATION = 86400.0
 
 
-def _parse_duration(value: Any) -> Any:
-    """Accept ``30s``, ``5m``, ``250ms``, ``1h`` or a bare number of seconds, finite and
-    at most ``MAX_DURATION``."""
-    seconds: float | None = None
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds is None or not math.isfinite(seconds):
-        raise ValueError("expected a duration like 30s, 5m or 1.5")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"expected a duration of at most {MAX_DURATION:g}s (24h)")
-    return seconds
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a ``Duration`` field: ``Annotated[Duration, Range(gt=0, le=60)]``."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def violated(self, value: float) -> str | None:
+        """The bound ``value`` breaks, as ``> 0`` or ``<= 60s``; None if it keeps all."""
+        for op, bound, ok in (("<=", self.le, lambda b: value <= b),
+                              ("<", self.lt, lambda b: value < b),
+                              (">=", self.ge, lambda b: value >= b),
+                              (">", self.gt, lambda b: value > b)):
+            if bound is not None and not ok(bound):
+                return f"{op} {bound:g}s" if bound else f"{op} 0"
+        return None
 
 
-def _header_token(value: SecretStr) -> SecretStr:
-    """A bearer token as a header can carry it. One read with --from-file often ends
-    with a newline: dropped. Anything else a header cannot carry is refused here rather
-    than retried forever (the install token) or never matched (the dashboard token)."""
-    token = value.get_secret_value().strip()
+class Duration(float):
+    """Seconds, written ``30s``, ``5m``, ``250ms``, ``1h`` or as a number: finite, at most
+    ``MAX_DURATION``, and never negative (``FLOOR``, checked after the field's own Range)."""
+
+    FLOOR: ClassVar[Range] = Range(ge=0)
+
+    @classmethod
+    def parse(cls, value: Any) -> Duration:
+        seconds: float | None = None
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str):
+            match = _DURATION.match(value)
+            if match:
+                seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if seconds is None or not math.isfinite(seconds):
+            raise ValueError("expected a duration like 30s, 5m or 1.5")
+        if seconds > MAX_DURATION:
+            raise ValueError(f"expected a duration of at most {MAX_DURATION:g}s (24h)")
+        return cls(seconds)
+
+
+class SecretStr:
+    """A value that must never be printed: its repr and str are masked; the services read
+    it with ``get_secret_value()``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"SecretStr({str(self)!r})"
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _header_token(value: Any) -> SecretStr:
+    """A bearer token as a header can carry it (every secret of this config is one). One
+    read with --from-file often ends with a newline: dropped. Anything else a header cannot
+    carry is refused here rather than retried forever (the install token) or never matched
+    (the dashboard token)."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    token = value.strip()
     if any(ch.isspace() or not ch.isprintable() for ch in token):
         raise ValueError("the token contains whitespace or control characters")
     if not token.isascii():
@@ -69,63 +131,100 @@ def _header_token(value: SecretStr) -> SecretStr:
     return SecretStr(token)
 
 
-def _not_bool(value: Any) -> Any:
-    """YAML's ``true`` is an int to pydantic (port 1): a number must be written as one."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true/false")
-    return value
+def dec_hook(kind: type, value: Any) -> Any:
+    """Read the schema's custom types for ``msgspec.convert`` (a ValueError is the error
+    line's expectation)."""
+    if kind is Duration:
+        return value if type(value) is Duration else Duration.parse(value)
+    if kind is SecretStr:
+        return _header_token(value)
+    if kind is Path:
+        if isinstance(value, Path):
+            return value
+        if isinstance(value, str):
+            return Path(value)
+        raise ValueError("expected a path")
+    raise NotImplementedError(f"no reader for {kind!r}")
 
 
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
-Port = Annotated[Int, Field(ge=0, le=65535)]
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """The type under ``Annotated[...]`` and its metadata."""
+    extras: list[Any] = []
+    while get_origin(annotation) is Annotated:
+        annotation, *more = get_args(annotation)
+        extras.extend(more)
+    return annotation, extras
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+@functools.cache
+def _ranges(section: type[msgspec.Struct]) -> tuple[tuple[str, tuple[Range, ...]], ...]:
+    """Each field's Ranges (the field's own, then its type's FLOOR), read once a class."""
+    out = []
+    for info in msgspec.structs.fields(section):
+        base, extras = _unwrap(info.type)
+        ranges = [extra for extra in extras if isinstance(extra, Range)]
+        floor = getattr(base, "FLOOR", None)
+        if isinstance(floor, Range):
+            ranges.append(floor)
+        if ranges:
+            out.append((info.name, tuple(ranges)))
+    return tuple(out)
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    def __post_init__(self) -> None:
+        for name, ranges in _ranges(type(self)):
+            value = getattr(self, name)
+            for bounds in ranges:
+                broken = bounds.violated(value)
+                if broken:
+                    raise ValueError(f"{name}: expected a duration {broken}")
+        self.check()
+
+    def check(self) -> None:
+        """The section's rules over several fields: ValueError('<field>: expected ...')."""
+
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[Duration, Range(gt=0)]
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?")
 
 
 class AgentConfig(_Section):
-    id: str = Field("", description="agent id; empty: the stored one, else generated once")
-    name: str = Field("pipeops-agent", description="names its state Secret/ConfigMap: a DNS label")
-    cluster_name: str = Field("default-cluster", description="its name at the control plane")
-    labels: dict[str, str] = Field(default_factory=dict, description="sent at registration")
-    port: Port = Field(8080, description="the http-api's listening port")
-    host: str = Field("0.0.0.0", description="the http-api's listening address")
-    enable_ingress_sync: bool = Field(False, description="publish Ingress routes (gateway)")
-    state_dir: Path = Field(Path("/var/run/pipeops"), description="the shared state volume")
-    node_ip: str = Field("", description="the node's IP (status.hostIP): replaces NODE_IP in "
-                         "forward addresses, e.g. the kubelet forward NODE_IP:10250")
-    pod_name: str = Field("", description="from the pod's fieldRef")
-    pod_namespace: str = Field("", description="from the pod's fieldRef: the gateway's "
-                               "Events about itself (a refused mass delete) name its Pod")
+    id: str = ""  # agent id; empty: the stored one, else generated once
+    name: str = "pipeops-agent"  # names its state Secret/ConfigMap: a DNS label
+    cluster_name: str = "default-cluster"  # its name at the control plane
+    labels: dict[str, str] = field(default_factory=dict)  # sent at registration
+    port: Port = 8080  # the http-api's listening port
+    host: str = "0.0.0.0"  # the http-api's listening address
+    enable_ingress_sync: bool = False  # publish Ingress routes (gateway)
+    state_dir: Path = field(default_factory=lambda: Path("/var/run/pipeops"))  # shared volume
+    # the node's IP (status.hostIP): replaces NODE_IP in forward addresses, e.g. the
+    # kubelet forward NODE_IP:10250
+    node_ip: str = ""
+    pod_name: str = ""  # from the pod's fieldRef
+    # from the pod's fieldRef: the gateway's Events about itself (a refused mass delete)
+    # name its Pod
+    pod_namespace: str = ""
 
-    @field_validator("state_dir")
-    @classmethod
-    def _a_directory(cls, value: Path) -> Path:
+    def check(self) -> None:
+        # It names Kubernetes objects: <name>-state (Secret), <name>-identity (ConfigMap).
+        if not _DNS_LABEL.fullmatch(self.name):
+            raise ValueError("name: expected a DNS-1123 label (a-z, 0-9, '-') of at most "
+                             "57 characters")
         # Found at use, a file here would be a traceback in the registrar and a tunnel
         # waiting for ever; the nearest existing ancestor must be a directory too.
-        probe = value
+        probe = self.state_dir
         try:
             while not probe.exists() and probe != probe.parent:
                 probe = probe.parent
             is_file = probe.exists() and not probe.is_dir()
-        except OSError as exc:  # a name too long, a directory we may not search
-            raise ValueError(f"cannot be checked: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # a name too long, a NUL, no search permission
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ValueError(f"state_dir: cannot be checked: {why}") from None
         if is_file:
-            where = "is" if probe == value else f"is under {probe}, which is"
-            raise ValueError(f"expected a directory, but it {where} a file")
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _dns_label(cls, value: str) -> str:
-        # It names Kubernetes objects: <name>-state (Secret), <name>-identity (ConfigMap).
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?", value):
-            raise ValueError("expected a DNS-1123 label (a-z, 0-9, '-') of at most "
-                             "57 characters")
-        return value
+            where = "is" if probe == self.state_dir else f"is under {probe}, which is"
+            raise ValueError(f"state_dir: expected a directory, but it {where} a file")
 
 
 class ReconnectConfig(_Section):
@@ -133,110 +232,96 @@ class ReconnectConfig(_Section):
     2**attempt)``. Retries never stop (a service that gave up would only be restarted by
     the kubelet); both must be above 0, or a failing control plane is hammered."""
 
-    backoff_base: Duration = Field(0.5, gt=0, description="first retry waits up to this long")
-    backoff_max: Duration = Field(30.0, gt=0, description="no retry waits longer than this")
+    backoff_base: Positive = Duration(0.5)  # the first retry waits up to this long
+    backoff_max: Positive = Duration(30.0)  # no retry waits longer than this
 
-    @field_validator("backoff_max")
-    @classmethod
-    def _not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        base = info.data.get("backoff_base")
-        if base is not None and value < base:
-            raise ValueError(f"must not be below backoff_base ({base}s)")
-        return value
+    def check(self) -> None:
+        if self.backoff_max < self.backoff_base:
+            raise ValueError(f"backoff_max: must not be below backoff_base "
+                             f"({self.backoff_base:g}s)")
 
 
 class TLSConfig(_Section):
-    insecure_skip_verify: bool = Field(False, description="never in production")
-    ca_file: str = Field("", description="CA bundle trusted besides the system's CAs")
+    insecure_skip_verify: bool = False  # never in production
+    ca_file: str = ""  # a CA bundle trusted besides the system's CAs
 
 
 class PipeopsConfig(_Section):
-    api_url: str = Field("https://api.pipeops.sh", description="the control plane's base URL")
-    token: SecretStr = Field(SecretStr(""), description="install token (never logged)")
-    timeout: Duration = Field(30.0, gt=0, description="per-request timeout to the control plane")
-    heartbeat_interval: Duration = Field(5.0, gt=0, description="seconds between heartbeats")
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
-    tls: TLSConfig = Field(default_factory=TLSConfig)
+    api_url: str = "https://api.pipeops.sh"  # the control plane's base URL
+    token: SecretStr = field(default_factory=lambda: SecretStr(""))  # install token
+    timeout: Positive = Duration(30.0)  # per-request timeout to the control plane
+    heartbeat_interval: Positive = Duration(5.0)  # seconds between heartbeats
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
-    @field_validator("api_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("expected an http:// or https:// URL")
+    def check(self) -> None:
+        if not re.match(r"^https?://[^\s/]+", self.api_url):
+            raise ValueError("api_url: expected an http:// or https:// URL")
         try:  # the host and port must parse here, not in the first request
-            parts = urlsplit(value)
-            host, _port = parts.hostname, parts.port
+            parts = urlsplit(self.api_url)
+            host, port = parts.hostname, parts.port
         except ValueError as exc:
-            raise ValueError(f"expected an http:// or https:// URL with a valid host and "
-                             f"port ({exc})") from None
+            raise ValueError(f"api_url: expected an http:// or https:// URL with a valid "
+                             f"host and port ({exc})") from None
         if not host:
-            raise ValueError("expected an http:// or https:// URL with a host")
-        if _port == 0:
-            raise ValueError("expected an http:// or https:// URL with a port of 1-65535")
-        return value.rstrip("/")
-
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: SecretStr) -> SecretStr:
-        return _header_token(value)
+            raise ValueError("api_url: expected an http:// or https:// URL with a host")
+        if port == 0:
+            raise ValueError("api_url: expected an http:// or https:// URL with a port of "
+                             "1-65535")
+        self.api_url = self.api_url.rstrip("/")
 
 
 class ForwardConfig(_Section):
-    name: str = Field(min_length=1, max_length=63)  # as the control plane accepts them
-    local_addr: str = Field(description="host:port the agent dials")
-    remote_port: Port = Field(0, description="0: the control plane allocates one")
+    name: Annotated[str, Meta(min_length=1, max_length=63)]  # as the control plane takes it
+    local_addr: str  # host:port the agent dials
+    remote_port: Port = 0  # 0: the control plane allocates one
 
-    @field_validator("local_addr")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+    def check(self) -> None:
+        host, sep, port = self.local_addr.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("expected host:port")
-        return value
+            raise ValueError("local_addr: expected host:port")
 
 
 class TunnelSessionsConfig(_Section):
-    enabled: bool = Field(
-        True, description="session commands (start/stop/hibernate/wake) and their status "
-                          "reports; the Kubernetes client is loaded on the first command")
+    # session commands (start/stop/hibernate/wake) and their status reports; the
+    # Kubernetes client is loaded on the first command
+    enabled: bool = True
 
 
 class TunnelConfig(_Section):
     enabled: bool = True
-    sessions: TunnelSessionsConfig = Field(default_factory=TunnelSessionsConfig)
-    forwards: list[ForwardConfig] = Field(
-        default_factory=list, max_length=64,  # a control plane keeps 64 listeners a cluster
-        description="what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), "
-                    "agent-http")
-    window: Int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="per-stream credit")
-    ping_interval: Duration = Field(15.0, gt=0)
-    ping_timeout: Duration = Field(20.0, gt=0)
-    dial_timeout: Duration = Field(10.0, gt=0)
-    status_poll_interval: Duration = Field(2.0, gt=0, description="while allocation is pending")
+    sessions: TunnelSessionsConfig = field(default_factory=TunnelSessionsConfig)
+    # what may be dialled; empty: kubernetes-api, kubelet (with a node_ip), agent-http.
+    # At most 64: a control plane keeps 64 listeners a cluster.
+    forwards: Annotated[list[ForwardConfig], Meta(max_length=64)] = field(default_factory=list)
+    window: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024  # stream credit
+    ping_interval: Positive = Duration(15.0)
+    ping_timeout: Positive = Duration(20.0)
+    dial_timeout: Positive = Duration(10.0)
+    status_poll_interval: Positive = Duration(2.0)  # while allocation is pending
 
 
 class KubernetesConfig(_Section):
-    in_cluster: bool = Field(True, description="use the pod's ServiceAccount")
-    kubeconfig: str = Field("", description="path; used when in_cluster is false")
-    namespace: str = Field("pipeops-system", description="where the agent keeps its state")
-    service_account_token_path: str = Field(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        description="the agent's own token",
-    )
-    control_plane_token_path: str = Field(
-        "", description="token handed to the control plane at registration; empty: the agent's"
-    )
-    session_namespace: str = Field("pipeops-sessions", description="where session commands act")
+    in_cluster: bool = True  # use the pod's ServiceAccount
+    kubeconfig: str = ""  # a path; used when in_cluster is false
+    namespace: str = "pipeops-system"  # where the agent keeps its state
+    service_account_token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    # the token handed to the control plane at registration; empty: the agent's own
+    control_plane_token_path: str = ""
+    session_namespace: str = "pipeops-sessions"  # where session commands act
+
+
+LEVELS = ("debug", "info", "warning", "error")
 
 
 class LoggingConfig(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: str = "info"  # one of LEVELS, in any case
     format: Literal["json", "text"] = "json"
 
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+    def check(self) -> None:
+        self.level = self.level.lower()
+        if self.level not in LEVELS:
+            raise ValueError("level: expected one of " + ", ".join(map(repr, LEVELS)))
 
 
 class IstioServiceConfig(_Section):
@@ -246,88 +331,73 @@ class IstioServiceConfig(_Section):
 
 class IstioConfig(_Section):
     enabled: bool = False
-    selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"},
-                                     description="labels of the Istio ingress gateway pods")
-    service: IstioServiceConfig = Field(default_factory=IstioServiceConfig)
-    servers: list[dict[str, Any]] = Field(default_factory=list)
-    tcp_routes: list[dict[str, Any]] = Field(default_factory=list)
-    tls_routes: list[dict[str, Any]] = Field(default_factory=list)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_layout(cls, data: Any) -> Any:
-        """The seed's YAML nests these (``gateway: {selector, servers}``,
-        ``virtual_service: {tcp_routes, tls_routes}``): both layouts are read."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for section, keys in (("gateway", ("selector", "servers")),
-                              ("virtual_service", ("tcp_routes", "tls_routes"))):
-            nested = data.pop(section, None)
-            if isinstance(nested, dict):
-                for key in keys:
-                    if key in nested:
-                        data.setdefault(key, nested.pop(key))
-                if nested:  # anything else is a typo: said as an unknown key
-                    data[section] = nested
-            elif nested is not None:
-                data[section] = nested
-        return data
+    # labels of the Istio ingress gateway pods
+    selector: dict[str, str] = field(default_factory=lambda: {"istio": "ingressgateway"})
+    service: IstioServiceConfig = field(default_factory=IstioServiceConfig)
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    tcp_routes: list[dict[str, Any]] = field(default_factory=list)
+    tls_routes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GatewayAPIConfig(_Section):
     enabled: bool = False
     gateway_class: str = "istio"
-    listeners: list[dict[str, Any]] = Field(default_factory=list)
-    tcp_routes: list[dict[str, Any]] = Field(default_factory=list)
-    udp_routes: list[dict[str, Any]] = Field(default_factory=list)
+    listeners: list[dict[str, Any]] = field(default_factory=list)
+    tcp_routes: list[dict[str, Any]] = field(default_factory=list)
+    udp_routes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GatewayEnvironmentConfig(_Section):
     mode: Literal["managed", "single-vm"] = "managed"
-    vm_ip: str = Field("", validation_alias=AliasChoices("vm_ip", "vmIP"))  # seed: vmIP
+    vm_ip: str = ""  # the seed spells it vmIP: see ALIASES
+
+
+# Other spellings of a key, read as the key (a key given both ways: the key's own wins).
+# The seed's YAML nests the Istio settings (``gateway: {selector, servers}``,
+# ``virtual_service: {tcp_routes, tls_routes}``) and spells ``vmIP``.
+ALIASES = {
+    "gateway.istio.gateway.selector": "gateway.istio.selector",
+    "gateway.istio.gateway.servers": "gateway.istio.servers",
+    "gateway.istio.virtual_service.tcp_routes": "gateway.istio.tcp_routes",
+    "gateway.istio.virtual_service.tls_routes": "gateway.istio.tls_routes",
+    "gateway.environment.vmIP": "gateway.environment.vm_ip",
+}
 
 
 class GatewayConfig(_Section):
-    enabled: bool = Field(False, description="create Istio / Gateway API resources")
-    environment: GatewayEnvironmentConfig = Field(default_factory=GatewayEnvironmentConfig)
-    istio: IstioConfig = Field(default_factory=IstioConfig)
-    gateway_api: GatewayAPIConfig = Field(default_factory=GatewayAPIConfig)
-    # route sync (agent.enable_ingress_sync): what is watched and how it is published
-    ingress_classes: list[str] = Field(
-        default_factory=list, description="publish only Ingresses of these classes (the "
-        "default class counts for those naming none); empty: every Ingress")
-    ingress_controller: str = Field(
-        "", pattern=r"^$|^[a-z0-9-]+/[a-z0-9-]+$",
-        description="namespace/name of the ingress controller's Service; empty: the first "
-        "of the well-known ones that exists (ingress-nginx, traefik, ...)")
-    http_routes: bool = Field(True, description="publish Gateway API HTTPRoutes too (when "
-                              "the cluster serves them)")
-    routing_mode: Literal["auto", "direct", "tunnel"] = Field(
-        "auto", description="auto: direct when the controller has a public LoadBalancer "
-        "address, else tunnel")
-    public_endpoint: str = Field("", description="the address published in direct mode; "
-                                 "empty: the load balancer's")
-    sync_batch_size: Int = Field(500, ge=1, le=5000,
-                                 description="ingresses per routes/sync request")
-    public_wait: Duration = Field(120.0, description="how long to wait for a LoadBalancer address")
-    debounce: Duration = Field(0.02, le=60, description="changes settle this long before "
-                               "they are sent (one request per host per burst)")
-    resync_interval: Duration = Field(300.0, ge=1, description="a full diff with a fresh "
-                                      "list this often (repairs a watch that hung)")
-    watch_timeout: Duration = Field(300.0, ge=1, le=3600, description="one watch request "
-                                    "lasts at most this long, then resumes")
-    mass_delete_share: Float = Field(0.5, gt=0, le=1, description="refuse a pass deleting "
-                                     "more than this share of the routes ...")
-    mass_delete_min: Int = Field(3, ge=0, description="... and more than this many")
-    allow_mass_delete: bool = Field(False, description="let every mass delete through")
+    enabled: bool = False  # create Istio / Gateway API resources
+    environment: GatewayEnvironmentConfig = field(default_factory=GatewayEnvironmentConfig)
+    istio: IstioConfig = field(default_factory=IstioConfig)
+    gateway_api: GatewayAPIConfig = field(default_factory=GatewayAPIConfig)
+    # route sync (agent.enable_ingress_sync): what is watched and how it is published.
+    # Publish only Ingresses of these classes (the default class counts for those naming
+    # none); empty: every Ingress.
+    ingress_classes: list[str] = field(default_factory=list)
+    # namespace/name of the ingress controller's Service; empty: the first of the
+    # well-known ones that exists (ingress-nginx, traefik, ...)
+    ingress_controller: Annotated[str, Meta(pattern=r"^([a-z0-9-]+/[a-z0-9-]+)?\Z")] = ""
+    http_routes: bool = True  # publish Gateway API HTTPRoutes too (when the cluster has them)
+    # auto: direct when the controller has a public LoadBalancer address, else tunnel
+    routing_mode: Literal["auto", "direct", "tunnel"] = "auto"
+    public_endpoint: str = ""  # the address published in direct mode; empty: the LB's
+    sync_batch_size: Annotated[int, Meta(ge=1, le=5000)] = 500  # ingresses a routes/sync
+    public_wait: Duration = Duration(120.0)  # how long to wait for a LoadBalancer address
+    # changes settle this long before they are sent (one request per host per burst)
+    debounce: Annotated[Duration, Range(le=60)] = Duration(0.02)
+    # a full diff with a fresh list this often (repairs a watch that hung)
+    resync_interval: Annotated[Duration, Range(ge=1)] = Duration(300.0)
+    # one watch request lasts at most this long, then resumes
+    watch_timeout: Annotated[Duration, Range(ge=1, le=3600)] = Duration(300.0)
+    # refuse a pass deleting more than this share of the routes ...
+    mass_delete_share: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    mass_delete_min: Annotated[int, Meta(ge=0)] = 3  # ... and more than this many
+    allow_mass_delete: bool = False  # let every mass delete through
 
-    @model_validator(mode="after")
-    def _exposure(self) -> GatewayConfig:
+    def check(self) -> None:
         """The seed's rules for TCP/UDP exposure, checked only when it is on; defaults
         filled in (listener protocol TCP and name ``<proto>-<port>``, server protocol TCP)."""
         if not self.enabled:
-            return self
+            return
         if self.environment.mode == "single-vm" and not _is_ip(self.environment.vm_ip):
             raise ValueError("gateway.environment.vm_ip must be the node's IP address when "
                              "gateway.environment.mode is single-vm")
@@ -335,21 +405,19 @@ class GatewayConfig(_Section):
             check_gateway_api(self.gateway_api)
         if self.istio.enabled:
             check_istio(self.istio)
-        return self
 
 
 class GrpcConfig(_Section):
-    host: str = Field("127.0.0.1", description="siblings talk over localhost only")
+    host: str = "127.0.0.1"  # siblings talk over localhost only
     registrar: Port = 50051
     tunnel: Port = 50052
     gateway: Port = 50053
     http_api: Port = 50054
-    deadline: Duration = Field(2.0, gt=0, description="default deadline of a sibling call")
-    probe_host: str = Field("", description="health-only listener for kubelet gRPC probes; "
-                            "empty: none")
-    registrar_probe: Port = Field(50061, description="the registrar's probe port (0: free)")
-    tunnel_probe: Port = Field(50062, description="the tunnel's probe port (0: free)")
-    gateway_probe: Port = Field(50063, description="the gateway's probe port (0: free)")
+    deadline: Positive = Duration(2.0)  # the default deadline of a sibling call
+    probe_host: str = ""  # health-only listener for kubelet gRPC probes; empty: none
+    registrar_probe: Port = 50061  # the registrar's probe port (0: a free one)
+    tunnel_probe: Port = 50062  # the tunnel's probe port (0: a free one)
+    gateway_probe: Port = 50063  # the gateway's probe port (0: a free one)
 
 
 class MetricsConfig(_Section):
@@ -360,46 +428,36 @@ class MetricsConfig(_Section):
 
 
 class ApiConfig(_Section):
-    token: SecretStr = Field(SecretStr(""), description="the dashboard/API bearer token "
-                             "(never logged); empty: generated once into the state dir")
-    tls_cert_file: str = Field("", description="serve HTTPS with this certificate (PEM); "
-                               "kubectl sends a token only over TLS")
-    tls_key_file: str = Field("", description="its private key (PEM)")
+    # the dashboard/API bearer token; empty: generated once into the state dir
+    token: SecretStr = field(default_factory=lambda: SecretStr(""))
+    tls_cert_file: str = ""  # serve HTTPS with this certificate (PEM): kubectl sends a
+    tls_key_file: str = ""  # token only over TLS; and its private key (PEM)
 
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: SecretStr) -> SecretStr:
-        return _header_token(value)
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> ApiConfig:
+    def check(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("api.tls_cert_file and api.tls_key_file go together")
-        return self
 
 
 class RealtimeConfig(_Section):
-    max_connections: Int = Field(100, ge=1, le=10000,
-                                 description="SSE and WebSocket clients at once; more get 503")
-    buffer: Int = Field(2000, ge=10, le=100000,
-                        description="recent events kept for Last-Event-ID resume")
-    client_queue: Int = Field(1000, ge=10, le=100000,
-                              description="events queued for one client; a client that "
-                              "falls this far behind is dropped")
-    keepalive: Duration = Field(15.0, gt=0, description="seconds between SSE keep-alives")
+    # SSE and WebSocket clients at once; more get 503
+    max_connections: Annotated[int, Meta(ge=1, le=10000)] = 100
+    buffer: Annotated[int, Meta(ge=10, le=100000)] = 2000  # kept for Last-Event-ID resume
+    # events queued for one client; a client that falls this far behind is dropped
+    client_queue: Annotated[int, Meta(ge=10, le=100000)] = 1000
+    keepalive: Positive = Duration(15.0)  # seconds between SSE keep-alives
 
 
 class Config(_Section):
-    agent: AgentConfig = Field(default_factory=AgentConfig)
-    pipeops: PipeopsConfig = Field(default_factory=PipeopsConfig)
-    tunnel: TunnelConfig = Field(default_factory=TunnelConfig)
-    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
-    grpc: GrpcConfig = Field(default_factory=GrpcConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    pipeops: PipeopsConfig = field(default_factory=PipeopsConfig)
+    tunnel: TunnelConfig = field(default_factory=TunnelConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
 
     def secrets(self) -> list[str]:
         """Values that must never be printed."""
@@ -409,7 +467,7 @@ class Config(_Section):
 
 # --- TCP/UDP exposure: the seed's validation rules ---------------------------------------
 
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 def _is_ip(value: str) -> bool:
