@@ -13,21 +13,21 @@ import contextlib
 import io
 import math
 import os
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import annotated_types
+import msgspec
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, SecretStr
 
-from agentkit.config import ENV_VARS, Config, ConfigError, load
-from agentkit.config.schema import MAX_DURATION
+from agentkit.config import ENV_VARS, Config, ConfigError, SecretStr, load
+from agentkit.config.schema import MAX_DURATION, Duration, Range
 from agentkit.runner import COMMON_FLAGS, build_parser, load_config
 
 # 1,000 cases a suite in `make test` (about 10-15 s each on a loaded 2-core machine);
@@ -41,13 +41,13 @@ FUZZ = settings.get_profile(os.environ.get("PIPEOPS_FUZZ_PROFILE", "config-fuzz"
 SECRET = "tok-SECRETVALUE-"  # every generated token starts so: never in an error line
 
 
-def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _leaves(annotation, f"{prefix}{name}.")
+def _leaves(section: type[msgspec.Struct], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for field in msgspec.structs.fields(section):
+        annotation = field.type
+        if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+            yield from _leaves(annotation, f"{prefix}{field.name}.")
         else:
-            yield f"{prefix}{name}", annotation
+            yield f"{prefix}{field.name}", annotation
 
 
 LEAVES = dict(_leaves(Config))
@@ -162,76 +162,88 @@ documents = st.one_of(shaped_docs.map(lambda doc: (_dump(doc).encode(), _secrets
                       raw_bytes.map(lambda data: (data, [])))
 
 
-def _constraints(metadata: list[Any]) -> list[Any]:
-    out = []
-    for item in metadata:
-        if isinstance(item, annotated_types.BaseMetadata | annotated_types.GroupedMetadata):
-            out.extend(item if isinstance(item, annotated_types.GroupedMetadata) else [item])
-        for inner in getattr(item, "metadata", []) or []:
-            out.extend(_constraints([inner]))
-    return out
-
-
-def _base(annotation: Any) -> Any:
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """The type under ``Annotated[...]`` and its bounds (msgspec.Meta, schema.Range), with
+    a type's own floor (Duration.FLOOR) last."""
+    limits: list[Any] = []
     while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
+        annotation, *extras = typing.get_args(annotation)
+        limits.extend(extra for extra in extras if isinstance(extra, msgspec.Meta | Range))
+    if isinstance(getattr(annotation, "FLOOR", None), Range):
+        limits.append(annotation.FLOOR)
+    return annotation, limits
 
 
 def _in_bounds(value: Any, limits: list[Any], where: str) -> None:
     for limit in limits:
-        if isinstance(limit, annotated_types.Ge):
+        if limit.ge is not None:
             assert value >= limit.ge, where
-        elif isinstance(limit, annotated_types.Gt):
+        if limit.gt is not None:
             assert value > limit.gt, where
-        elif isinstance(limit, annotated_types.Le):
+        if limit.le is not None:
             assert value <= limit.le, where
-        elif isinstance(limit, annotated_types.Lt):
+        if limit.lt is not None:
             assert value < limit.lt, where
 
 
-def check_in_range(model: BaseModel, prefix: str = "") -> None:
+def _in_length(value: Any, limits: list[Any], where: str) -> None:
+    for limit in limits:
+        if isinstance(limit, msgspec.Meta):
+            assert limit.min_length is None or len(value) >= limit.min_length, where
+            assert limit.max_length is None or len(value) <= limit.max_length, where
+            assert limit.pattern is None or re.search(limit.pattern, value), where
+
+
+def check_in_range(section: msgspec.Struct, prefix: str = "") -> None:
     """Every value of a loaded config is of its declared type and inside its bounds:
     no bool for a number, no .inf/.nan, no port outside 0-65535 (0: pick a free port)."""
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
+    for field in msgspec.structs.fields(type(section)):
+        name = field.name
+        value = getattr(section, name)
         where = f"{prefix}{name} = {value!r}"
-        if isinstance(value, BaseModel):
+        if isinstance(value, msgspec.Struct):
             check_in_range(value, f"{prefix}{name}.")
             continue
-        base = _base(field.annotation)
-        limits = _constraints(field.metadata)
+        base, limits = _unwrap(field.type)
         if base is int:
             assert type(value) is int, where
             _in_bounds(value, limits, where)
-        elif base is float:
-            assert type(value) is float and math.isfinite(value), where
+        elif base is float or base is Duration:
+            assert type(value) is base and math.isfinite(value), where
             _in_bounds(value, limits, where)
         elif base is bool:
             assert type(value) is bool, where
         elif base is str:
             assert type(value) is str, where
+            _in_length(value, limits, where)
+        elif typing.get_origin(base) is typing.Literal:
+            assert value in typing.get_args(base), where
         elif base is SecretStr:
             secret = value.get_secret_value()
             assert secret == secret.strip() and secret.isascii() and secret.isprintable(), name
         elif base is Path:
             assert isinstance(value, Path) and "\x00" not in str(value), where
+        elif typing.get_origin(base) is dict:
+            assert all(type(k) is str and type(v) is str for k, v in value.items()), where
         elif typing.get_origin(base) is list:
+            _in_length(value, limits, where)
             for item in value:
-                if isinstance(item, BaseModel):
+                if isinstance(item, msgspec.Struct):
                     check_in_range(item, f"{prefix}{name}[].")
+        else:
+            raise AssertionError(f"no check for {prefix}{name}: {base!r}")
     if prefix == "pipeops.":  # the URL's host and port parse, as the first request needs
-        parts = urlsplit(model.api_url)  # type: ignore[attr-defined]
-        assert parts.scheme in ("http", "https") and parts.hostname, model
-        assert parts.port is None or 0 < parts.port < 65536, model
+        parts = urlsplit(section.api_url)  # type: ignore[attr-defined]
+        assert parts.scheme in ("http", "https") and parts.hostname, section
+        assert parts.port is None or 0 < parts.port < 65536, section
     if prefix.startswith("tunnel.forwards"):
-        port = int(model.local_addr.rpartition(":")[2])  # type: ignore[attr-defined]
+        port = int(section.local_addr.rpartition(":")[2])  # type: ignore[attr-defined]
         assert 0 < port < 65536
 
 
 def check_durations(config: Config) -> None:
     for key, annotation in LEAVES.items():
-        if "_parse_duration" in repr(annotation):
+        if _unwrap(annotation)[0] is Duration:
             section: Any = config
             for part in key.split("."):
                 section = getattr(section, part)
@@ -343,13 +355,19 @@ def test_any_command_line_loads_in_range_or_is_one_line_and_exit_2(argv: list[st
 
 def test_the_checks_can_fail() -> None:
     """The range check is not vacuous: a value that slipped through is caught."""
-    bad = Config.model_construct(agent=Config().agent.model_copy(update={"port": True}))
-    with pytest.raises(AssertionError):
-        check_in_range(bad)
-    bad = Config().model_copy(update={"pipeops": Config().pipeops.model_copy(
-        update={"heartbeat_interval": math.inf})})
-    with pytest.raises(AssertionError):
-        check_in_range(bad)
+    slipped: list[tuple[str, str, Any]] = [
+        ("agent", "port", True), ("agent", "port", 65536), ("pipeops", "heartbeat_interval",
+                                                          Duration(math.inf)),
+        ("pipeops", "heartbeat_interval", Duration(0)), ("gateway", "debounce", Duration(61)),
+        ("logging", "format", "xml"), ("tunnel", "forwards", [None] * 65),
+        ("gateway", "ingress_controller", "ns/name\n"), ("agent", "state_dir", "/tmp"),
+        ("agent", "labels", {"a": 1})]
+    for section, key, value in slipped:
+        bad = Config()
+        setattr(getattr(bad, section), key, value)  # Structs check nothing on assignment
+        with pytest.raises(AssertionError):
+            check_in_range(bad)
+    check_in_range(Config())
 
 
 # What the suites above found, each kept as a named case (they fail without the fix).
@@ -367,6 +385,10 @@ FOUND = {
     "an api_url with port 0": (None, {"PIPEOPS_API_URL": "http://example.com:0"}),
     "a state_dir name too long to check": ("agent:\n  state_dir: /" + "x" * 5000 + "\n", {}),
     "a key with a newline in it": ("? '\n\n  '\n: null\n", {}),
+    # found when the schema moved to msgspec: its lax reading of a string as a boolean or
+    # number encodes it to UTF-8, and a surrogate escape (an undecodable env byte) raised
+    "an undecodable byte in env for a boolean": (None, {
+        "GATEWAY_ALLOW_MASS_DELETE": "caf\udcff"}),
 }
 
 

@@ -59,7 +59,7 @@ CASES: dict[str, Case] = {
     "duration .inf": Case("pipeops.heartbeat_interval",
                           config="pipeops:\n  heartbeat_interval: .inf\n"),
     "duration 1e12": Case("at most", config="pipeops:\n  timeout: 1.0e+12\n"),
-    "port true": Case("expected a number, not true/false", config="agent:\n  port: true\n",
+    "port true": Case("expected an integer, not true/false", config="agent:\n  port: true\n",
                       http_port=False),
     "section as a scalar": Case("expected a mapping of settings", config="tunnel: 5\n",
                                 env={"PIPEOPS_TUNNEL_ENABLED": "false"}),

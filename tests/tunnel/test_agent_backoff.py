@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agentkit.config import Config
+from agentkit.config import from_mapping
 from agentkit.controlplane import TunnelStatus
 from agentkit.events import EventBus
 from agentkit.grpcclient import Siblings
@@ -52,8 +52,8 @@ def drained(agent: TunnelAgent) -> None:
 
 
 def agent_with(script: list[Step]) -> TunnelAgent:
-    config = Config.model_validate({"pipeops": {"reconnect": {"backoff_base": 0.001,
-                                                               "backoff_max": 0.002}}})
+    config = from_mapping({"pipeops": {"reconnect": {"backoff_base": 0.001,
+                                                      "backoff_max": 0.002}}})
     bus = EventBus("tunnel")
     ctx = ServiceContext(name="tunnel", config=config, args=argparse.Namespace(), bus=bus,
                          status=ServiceStatus("tunnel", "0", bus), siblings=Siblings(config))

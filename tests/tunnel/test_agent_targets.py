@@ -188,11 +188,11 @@ async def test_out_of_cluster_the_api_forward_is_the_kubeconfig_server_with_tls_
 def test_node_ip_forwards_follow_agent_node_ip() -> None:
     """``NODE_IP`` in a forward is the node's IP; with none known the forward is left out
     instead of dialling a kubelet that is not there."""
-    from agentkit.config import Config
+    from agentkit.config import Config, from_mapping
     from pipeops_tunnel.targets import resolve_forwards
 
     env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"}
     assert resolve_forwards(Config(), env) == {
         "kubernetes-api": "10.0.0.1:6443", "agent-http": "127.0.0.1:8080"}
-    config = Config.model_validate({"agent": {"node_ip": "fd00::7"}})
+    config = from_mapping({"agent": {"node_ip": "fd00::7"}})
     assert resolve_forwards(config, env)["kubelet"] == "[fd00::7]:10250"

@@ -187,7 +187,14 @@ def _read_booleans(raw: dict[str, Any]) -> None:
 def _scalar(text: str, dotted: str, source: str) -> Any:
     """A string from env or a flag: JSON for structured keys, else the string itself.
     Text that is not JSON stays a string (the schema then says what it expected); JSON
-    nested past ``MAX_NESTING`` or with a number too long to read is a ConfigError."""
+    nested past ``MAX_NESTING`` or with a number too long to read is a ConfigError, and so
+    is text with bytes that were not UTF-8 (Python keeps them as lone surrogates, which no
+    request, file or log line can carry)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # the value itself is not shown: it may be a token
+        raise ConfigError(f"config error: {dotted} (from {source}): not UTF-8 text (character "
+                          f"{exc.start + 1} is an undecodable byte)") from None
     if text.strip().startswith(("[", "{")) or dotted in _MAP_KEYS:
         try:
             return json.loads(text)
@@ -328,12 +335,14 @@ def _convert(raw: dict[str, Any], sources: dict[str, str]) -> Config:
 
 
 def _source(key: str, sources: dict[str, str]) -> str:
-    """Where the longest set prefix of ``key`` came from ("default" if none was set)."""
+    """Where the longest set prefix of ``key`` came from, else the first key set under it
+    (a section named by the keys in it); "default" if none was set."""
     parts = key.split(".")
     for end in range(len(parts), 0, -1):
         if ".".join(parts[:end]) in sources:
             return sources[".".join(parts[:end])]
-    return "default"
+    return next((source for dotted, source in sources.items()
+                 if dotted.startswith(key + ".")), "default")
 
 
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
@@ -370,6 +379,18 @@ def _type_at(loc: list[str | int]) -> Any:
         else:
             return None
     return kind
+
+
+def _default(loc: list[str | int]) -> Any:
+    """The schema's default at ``loc`` (a field of a section); None if it has none."""
+    section = _strip(_type_at(loc[:-1]))
+    for info in msgspec.structs.fields(section) if _fields(section) else ():
+        if info.name == loc[-1]:
+            if info.default is not msgspec.NODEFAULT:
+                return info.default
+            if info.default_factory is not msgspec.NODEFAULT:
+                return info.default_factory()
+    return None
 
 
 def _fields(kind: Any) -> set[str]:
@@ -429,13 +450,16 @@ def _explain(message: str, raw: dict[str, Any], sources: dict[str, str]) -> str:
         dotted, kind, expected = ".".join(map(str, loc)), _type_at(loc), text[named.end():]
     else:
         # a section's check naming the key it is about first, with the rest of the story
-        key = re.match(r"[a-z_]+(\.[a-z_]+)+", text)
-        if _fields(kind) and key and key.group(0).startswith(dotted + "."):
-            return f"config error: {text} (from {_source(key.group(0), sources)})"
+        about = re.match(r"[a-z_]+(\.[a-z_]+)+", text)
+        if _fields(kind) and about and about.group(0).startswith(dotted + "."):
+            return f"config error: {text} (from {_source(about.group(0), sources)})"
     value: Any = raw
-    for part in loc:
+    for depth, part in enumerate(loc):
         if isinstance(value, dict):
-            value = value.get(str(part))
+            if part not in value and depth == len(loc) - 1:  # a default, checked with others
+                value = _default(loc)
+            else:
+                value = value.get(str(part))
         elif isinstance(value, list) and isinstance(part, int) and part < len(value):
             value = value[part]
         else:

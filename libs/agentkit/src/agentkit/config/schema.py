@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +57,10 @@ class Range:
 
     def violated(self, value: float) -> str | None:
         """The bound ``value`` breaks, as ``> 0`` or ``<= 60s``; None if it keeps all."""
-        for op, bound, ok in (("<=", self.le, lambda b: value <= b),
-                              ("<", self.lt, lambda b: value < b),
-                              (">=", self.ge, lambda b: value >= b),
-                              (">", self.gt, lambda b: value > b)):
-            if bound is not None and not ok(bound):
-                return f"{op} {bound:g}s" if bound else f"{op} 0"
+        for sign, bound, holds in (("<=", self.le, operator.le), ("<", self.lt, operator.lt),
+                                   (">=", self.ge, operator.ge), (">", self.gt, operator.gt)):
+            if bound is not None and not holds(value, bound):
+                return f"{sign} {bound:g}s" if bound else f"{sign} 0"
         return None
 
 
@@ -141,7 +140,7 @@ def dec_hook(kind: type, value: Any) -> Any:
     if kind is Path:
         if isinstance(value, Path):
             return value
-        if isinstance(value, str):
+        if isinstance(value, str) and "\x00" not in value:  # no file name holds a NUL
             return Path(value)
         raise ValueError("expected a path")
     raise NotImplementedError(f"no reader for {kind!r}")
