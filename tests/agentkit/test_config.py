@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,126 @@ def test_agent_name_must_be_a_dns_label_of_57_characters_at_most(name: str) -> N
     assert str(info.value) == (
         f"config error: agent.name = {name!r} (from flag --set agent.name): "
         "expected a DNS-1123 label (a-z, 0-9, '-') of at most 57 characters")
+
+
+@pytest.mark.parametrize(("word", "value"), [
+    ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Y", True), ("On", True),
+    ("t", True), ("false", False), ("0", False), ("No", False), ("n", False), ("OFF", False),
+    ("F", False)])
+def test_booleans_from_env_take_the_usual_words(word: str, value: bool) -> None:
+    config = load(None, env={"PIPEOPS_TUNNEL_ENABLED": word, "GATEWAY_ENABLED": word})
+    assert (config.tunnel.enabled, config.gateway.enabled) == (value, value)
+
+
+@pytest.mark.parametrize(("file_text", "line"), [
+    ("gateway:\n  debounce: 61s\n", "gateway.debounce = '61s' (from file {path}): "
+     "expected a duration <= 60s"),
+    ("gateway:\n  watch_timeout: 0.5\n", "gateway.watch_timeout = 0.5 (from file {path}): "
+     "expected a duration >= 1s"),
+    ("gateway:\n  watch_timeout: 2h\n", "gateway.watch_timeout = '2h' (from file {path}): "
+     "expected a duration <= 3600s"),
+    ("gateway:\n  resync_interval: 500ms\n", "gateway.resync_interval = '500ms' (from file "
+     "{path}): expected a duration >= 1s"),
+    ("gateway:\n  public_wait: -1s\n", "gateway.public_wait = '-1s' (from file {path}): "
+     "expected a duration >= 0"),
+    ("pipeops:\n  timeout: 25h\n", "pipeops.timeout = '25h' (from file {path}): "
+     "expected a duration of at most 86400s (24h)"),
+    ("pipeops:\n  timeout: .inf\n", "pipeops.timeout = inf (from file {path}): "
+     "expected a duration like 30s, 5m or 1.5"),
+    ("pipeops:\n  timeout: true\n", "pipeops.timeout = True (from file {path}): "
+     "expected a duration like 30s, 5m or 1.5"),
+    ("pipeops:\n  reconnect:\n    backoff_base: 1m\n", "pipeops.reconnect.backoff_max = 30.0 "
+     "(from default): must not be below backoff_base (60s)"),
+    ("gateway:\n  mass_delete_share: .nan\n", "gateway.mass_delete_share = nan (from file "
+     "{path}): expected a number > 0"),
+    ("realtime:\n  buffer: true\n", "realtime.buffer = True (from file {path}): "
+     "expected an integer, not true/false"),
+    ("gateway:\n  ingress_controller: \"ns/name\\n\"\n", "gateway.ingress_controller = "
+     "'ns/name\\n' (from file {path}): expected a string matching "
+     "'^([a-z0-9-]+/[a-z0-9-]+)?\\\\Z'"),
+    ("gateway:\n  routing_mode: sideways\n", "gateway.routing_mode = 'sideways' (from file "
+     "{path}): expected one of 'auto', 'direct', 'tunnel'"),
+    ("tunnel: 5\n", "tunnel = 5 (from file {path}): expected a mapping of settings, not an "
+     "integer"),
+    ("tunnel:\n  forwards: [{name: api}]\n", "tunnel.forwards.0.local_addr is required "
+     "(from file {path})"),
+    ("tunnel:\n  forwards: [{name: api, local_addr: 'a:1', colour: red}]\n",
+     "unknown key tunnel.forwards.0.colour (from file {path})"),
+    ("tunnel:\n  forwards:\n" + "    - {name: a, local_addr: 'a:1'}\n" * 65,
+     "tunnel.forwards = [{'local_addr': 'a:1', 'name': 'a'}, {'local_addr': 'a:1', 'name': "
+     "'a'}, {'lo...' (from file {path}): expected a list of at most 64 items"),
+    ("agent:\n  labels: {team: 7}\n", "agent.labels = {'team': 7} (from file {path}): "
+     "each value: expected a string, not an integer"),
+    ("agent:\n  port: 8080.5\n", "agent.port = 8080.5 (from file {path}): "
+     "expected an integer, not a number"),
+    ("api:\n  tls_cert_file: /tls/crt\n", "api.tls_cert_file and api.tls_key_file go "
+     "together (from file {path})"),
+    ("pipeops:\n  api_url: http://example.com:0\n", "pipeops.api_url = "
+     "'http://example.com:0' (from file {path}): expected an http:// or https:// URL with a "
+     "port of 1-65535"),
+])
+def test_each_rule_of_the_schema_is_one_line_naming_its_key(
+        tmp_path: Path, file_text: str, line: str) -> None:
+    path = write(tmp_path, file_text)
+    with pytest.raises(ConfigError) as info:
+        load(path, env={})
+    assert str(info.value) == "config error: " + line.replace("{path}", str(path))
+
+
+def test_other_spellings_are_read_as_their_key_and_the_keys_own_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway:\n  environment: {vmIP: 192.0.2.1}\n  istio:\n"
+                           "    gateway:\n      selector: {app.kubernetes.io/name: gw}\n"
+                           "      servers: [{port: {number: 1}}]\n")
+    config = load(path, env={})
+    assert config.gateway.environment.vm_ip == "192.0.2.1"
+    assert config.gateway.istio.selector == {"app.kubernetes.io/name": "gw"}
+    assert config.gateway.istio.servers == [{"port": {"number": 1}}]
+    path = write(tmp_path, "gateway:\n  environment: {vmIP: 192.0.2.1, vm_ip: 192.0.2.2}\n"
+                           "  istio:\n    selector: {own: x}\n"
+                           "    gateway: {selector: {nested: x}}\n")
+    config = load(path, env={}, overrides={"gateway.istio.virtual_service.tcp_routes": "[{}]"})
+    assert config.gateway.environment.vm_ip == "192.0.2.2"
+    assert config.gateway.istio.selector == {"own": "x"}
+    assert config.gateway.istio.tcp_routes == [{}]
+
+
+def test_from_mapping_checks_as_load_does() -> None:
+    from agentkit.config import from_mapping
+
+    config = from_mapping({"agent": {"port": "7000"}, "tunnel": {"enabled": "no"}})
+    assert (config.agent.port, config.tunnel.enabled) == (7000, False)
+    with pytest.raises(ConfigError) as info:
+        from_mapping({"agent": {"port": 70000}})
+    assert str(info.value) == ("config error: agent.port = 70000 (from mapping): "
+                               "expected an integer <= 65535")
+    with pytest.raises(ConfigError, match=r"^config error: unknown key agent\.colour "
+                                          r"\(from test\)$"):
+        from_mapping({"agent": {"colour": "blue"}}, source="test")
+
+
+def test_the_tokens_never_show_in_a_repr() -> None:
+    config = load(None, env={"PIPEOPS_TOKEN": "pit_hidden1", "PIPEOPS_DASHBOARD_TOKEN": "dash"})
+    assert "pit_hidden1" not in repr(config) and "dash'" not in repr(config)
+    assert str(config.pipeops.token) == "**********" and "hidden" not in repr(config.api)
+    assert config.api.token.get_secret_value() == "dash"
+    assert config.secrets() == ["pit_hidden1", "dash"]
+
+
+def test_an_undecodable_byte_in_env_is_one_line_without_the_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, env={"PIPEOPS_TOKEN": "pit_secret\udcff"})
+    assert str(info.value) == ("config error: pipeops.token (from env PIPEOPS_TOKEN): not "
+                               "UTF-8 text (character 11 is an undecodable byte)")
+
+
+def test_the_config_imports_no_pydantic(tmp_path: Path) -> None:
+    """The point of the msgspec schema (issue 15): registrar, tunnel and gateway load the
+    config without pydantic (~10 MiB each)."""
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    code = ("import sys, agentkit.config as c; c.load(sys.argv[1], env={}); "
+            "c.from_mapping({'gateway': {'enabled': True}}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pydantic', 'pydantic_core')))")
+    result = subprocess.run([sys.executable, "-c", code, str(example)], capture_output=True,
+                            text=True, timeout=60, check=True, env={"HOME": str(tmp_path)})
+    assert result.stdout.strip() == "[]", result.stdout
