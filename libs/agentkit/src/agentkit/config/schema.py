@@ -185,7 +185,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
-Positive = Annotated[Duration, Range(gt=0)]
+Positive = Annotated[Duration, Range(gt=0)]  # an interval or timeout a loop waits on
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,55}[a-z0-9])?")
 
 
