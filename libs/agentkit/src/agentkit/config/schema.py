@@ -429,8 +429,9 @@ class MetricsConfig(_Section):
 class ApiConfig(_Section):
     # the dashboard/API bearer token; empty: generated once into the state dir
     token: SecretStr = field(default_factory=lambda: SecretStr(""))
-    tls_cert_file: str = ""  # serve HTTPS with this certificate (PEM): kubectl sends a
-    tls_key_file: str = ""  # token only over TLS; and its private key (PEM)
+    # serve HTTPS with this certificate (PEM): kubectl sends a token only over TLS
+    tls_cert_file: str = ""
+    tls_key_file: str = ""  # its private key (PEM)
 
     def check(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
