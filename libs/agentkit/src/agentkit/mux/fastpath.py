@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .connection import MuxConnection
+from .wsframes import OP_BINARY, OP_TEXT, FrameReader, FrameWriter
 
 __all__ = ["ENV_SWITCH", "SUPPORTED", "FastPath", "fast_path_for", "supported_version"]
 
@@ -115,13 +116,20 @@ class FastPath:
     ``sent`` and ``received`` count the messages that went this way, ``reads`` the
     transport reads that went through :class:`_BufferedReader`."""
 
-    __slots__ = ("_open", "_ws", "reads", "received", "sent")
+    __slots__ = ("_frames", "_join", "_open", "_writer", "_ws", "reads", "received", "sent")
 
     def __init__(self, ws: Any) -> None:
-        from websockets.protocol import State
+        from websockets.protocol import Side, State
 
         self._ws = ws
         self._open = State.OPEN
+        self._frames: FrameReader | None = None
+        # our own framing unless an extension (compression) is in use: websockets' then
+        own = not ws.protocol.extensions
+        self._writer = FrameWriter(ws.protocol.side is Side.CLIENT) if own else None
+        # over TLS a batch goes to the transport as one bytes: its writelines() makes a
+        # TLS record (and an encryption call) of every piece, a 2-byte header included
+        self._join = ws.transport.get_extra_info("sslcontext") is not None
         self.sent = 0
         self.received = 0
         self.reads = 0
@@ -138,12 +146,46 @@ class FastPath:
             or ws.transport.is_closing()
         ):
             return False
+        if self._writer is None or protocol.writes:
+            return self._write_websockets(conn)
+        transport = ws.transport
+        frame = self._writer.frame
+        try:
+            while not ws.paused:
+                # Up to BATCH bytes of frames go to the transport at once: over TLS one
+                # encryption pass and one send for several frames, not one each.
+                # Backpressure is looked at between batches, as send() would after each.
+                parts: list[bytes] = []
+                size = 0
+                while size < BATCH:
+                    message = conn.next_frame()
+                    if message is None:
+                        break
+                    if isinstance(message, str):
+                        frame(parts, OP_TEXT, message.encode())
+                    else:
+                        frame(parts, OP_BINARY, message)
+                    size += len(message)
+                    self.sent += 1
+                if not size:
+                    break
+                if self._join:
+                    transport.write(b"".join(parts))
+                else:
+                    transport.writelines(parts)
+        except Exception as exc:  # the connection is failing: the pumps will see it
+            log.debug("direct send failed: %r", exc)
+            return False
+        return True
+
+    def _write_websockets(self, conn: MuxConnection) -> bool:
+        """:meth:`write` with websockets' framing (an extension is in use, or it has
+        frames of its own queued, which go first)."""
+        ws = self._ws
+        protocol = ws.protocol
         transport = ws.transport
         try:
             while not ws.paused:
-                # Up to BATCH bytes of frames go to the transport in one writelines(): over
-                # TLS one encryption pass and one send for several frames, not one each.
-                # Backpressure is looked at between batches, as send() would after each.
                 size = 0
                 while size < BATCH:
                     message = conn.next_frame()
@@ -212,6 +254,9 @@ class FastPath:
                     return
             else:  # bytes (unmasked by websockets) or the parser's own bytearray
                 message = data if type(data) in (bytes, bytearray) else bytes(data)
+            deliver(message)
+
+        def deliver(message: bytes | bytearray | str) -> None:
             self.received += 1
             try:
                 ok = handle(message)
@@ -222,8 +267,10 @@ class FastPath:
                 reader.cancel()
 
         ws.process_event = process_event
+        frames = FrameReader(ws, deliver) if not ws.protocol.extensions else None
+        self._frames = frames
         transport = ws.transport
-        buffered = _BufferedReader(self, ws, begin, end)
+        buffered = _BufferedReader(self, ws, frames, begin, end)
         if transport.get_protocol() is ws and not transport.is_closing():
             transport.set_protocol(buffered)
 
@@ -231,6 +278,8 @@ class FastPath:
             vars(ws).pop("process_event", None)
             if transport.get_protocol() is buffered:
                 transport.set_protocol(ws)
+            if frames is not None:
+                frames.hand_over()
 
         return uninstall
 
@@ -242,17 +291,19 @@ class _BufferedReader(asyncio.BufferedProtocol):
     free again before anything else runs). Everything else is the connection's, passed
     through."""
 
-    __slots__ = ("_begin", "_buffer", "_end", "_fast", "_ws")
+    __slots__ = ("_begin", "_buffer", "_end", "_fast", "_feed", "_ws")
 
     def __init__(
         self,
         fast: FastPath,
         ws: Any,
+        frames: FrameReader | None,
         begin: Callable[[], None] | None,
         end: Callable[[], None] | None,
     ) -> None:
         self._fast = fast
         self._ws = ws
+        self._feed = frames.feed if frames is not None else ws.data_received
         self._begin = begin
         self._end = end
         self._buffer = _read_buffer()
@@ -263,11 +314,11 @@ class _BufferedReader(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._fast.reads += 1
         if self._begin is None or self._end is None:
-            self._ws.data_received(self._buffer[:nbytes])
+            self._feed(self._buffer[:nbytes])
             return
         self._begin()
         try:
-            self._ws.data_received(self._buffer[:nbytes])
+            self._feed(self._buffer[:nbytes])
         finally:
             self._end()
 
