@@ -28,12 +28,14 @@ Rules enforced on receipt (anything else is a reset of that stream, or close 100
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from .errors import MuxClosed, MuxDraining, StreamError
 from .events import DataReceived, OpenAccepted, OpenRequested
 from .frames import (
     CLOSE_PROTOCOL_ERROR,
+    HEADER_SIZE,
     MAX_WINDOW,
     FrameType,
     HeaderError,
@@ -48,6 +50,9 @@ from .state import CloseCause, Phase, StreamState
 from .table import StreamTable
 
 __all__ = ["MuxConnection"]
+
+_DATA = int(FrameType.DATA)
+_STREAM_ID = struct.Struct(">I")  # of the header, at offset 4
 
 
 class MuxConnection(StreamTable):
@@ -167,6 +172,12 @@ class MuxConnection(StreamTable):
         """Process one received binary message. Never raises for bad input."""
         if self.closed:
             return
+        if len(data) >= HEADER_SIZE and data[0] == _DATA:  # the common case, decoded inline
+            sid = _STREAM_ID.unpack_from(data, 4)[0]
+            st = self.streams.get(sid) if sid else None
+            if st is not None and len(data) - HEADER_SIZE <= self.settings.max_frame:
+                self._on_data(st, memoryview(data)[HEADER_SIZE:])
+                return
         try:
             frame = decode_frame(data, self.settings.max_frame)
         except HeaderError as exc:
