@@ -6,9 +6,12 @@ parsed; ``await send()`` yields even when the socket takes the bytes at once): m
 what the tunnel added to a round trip. On a websockets asyncio connection of the version
 range below, :class:`FastPath` does instead:
 
-* receiving: messages are handled as websockets parses them, in the connection's
-  ``data_received`` (its ``process_event``, wrapped), not queued for ``recv()``. Only
-  complete unfragmented messages with nothing queued ahead of them go this way; the rest
+* receiving: messages are handled as they arrive, in the transport's read callback, not
+  queued for ``recv()``. With no extension negotiated, :class:`~.wsframes.FrameReader`
+  unframes complete unfragmented binary messages itself (websockets' parser costs more
+  than the mux per message) and hands every other frame whole to websockets'
+  ``data_received``, whose ``process_event`` is wrapped the same way. Only complete
+  unfragmented messages with nothing queued ahead of them go directly; the rest
   (fragments, the messages after them, text that is not UTF-8) takes websockets' own path
   to ``recv()``, in order.
 * reading from the transport: while the reader is installed, the connection's transport
@@ -18,14 +21,16 @@ range below, :class:`FastPath` does instead:
   decrypted straight into that buffer, where the copying path allocates a 256 KiB
   ``bytes`` per TLS record, joins them, and pays an ``SSLWantReadError`` per read.
 * sending: while the multiplexer's writer pump is idle, frames are written synchronously
-  (what ``send()`` does before it awaits ``drain()``: ``protocol.send_*``, then the bytes
-  to the transport, up to :data:`BATCH` bytes of frames in one ``writelines``),
+  (what ``send()`` does before it awaits ``drain()``: the frames, framed by
+  :class:`~.wsframes.FrameWriter` unless an extension is in use, then ``protocol.send_*``,
+  go to the transport up to :data:`BATCH` bytes at a time, over TLS as one ``bytes``),
   only while the connection is open, not paused (its write buffer under the high-water
   mark) and no fragmented message is being sent; otherwise the pump ``await``s ``send()``
   and so honours the transport's backpressure.
 
 Those internals (``process_event``, ``recv_messages.frames``, ``send_data``, ``paused``,
-``send_in_progress``, ``protocol.data_to_send``/``writes``) are not a public API, so the
+``send_in_progress``, ``protocol.data_to_send``/``writes``/``state``/``current_size``/
+``max_message_size``/``max_fragment_size``) are not a public API, so the
 fast path is used only when the installed websockets is within :data:`SUPPORTED` (the
 same range agentkit's dependency pins; a test checks both) and has them. Otherwise, or
 with ``AGENTKIT_MUX_FAST_PATH=0`` in the environment, the multiplexer uses
@@ -75,6 +80,8 @@ def _read_buffer() -> memoryview:
     return buffer
 
 _NEEDED = ("protocol", "paused", "send_in_progress", "send_data", "transport", "process_event")
+_PROTOCOL_NEEDED = ("state", "side", "extensions", "writes", "current_size",
+                    "max_message_size", "max_fragment_size")
 
 
 def _parse(version: str) -> tuple[int, ...]:
@@ -103,6 +110,8 @@ def fast_path_for(transport: object) -> FastPath | None:
                  ",".join(SUPPORTED))
         return None
     if not all(hasattr(transport, name) for name in _NEEDED):
+        return None
+    if not all(hasattr(transport.protocol, name) for name in _PROTOCOL_NEEDED):
         return None
     if not hasattr(getattr(transport, "recv_messages", None), "frames"):
         return None
