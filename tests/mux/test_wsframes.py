@@ -5,6 +5,8 @@ from their first byte (so its parser is never out of step)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -173,3 +175,12 @@ def test_masking_keys_differ_between_frames() -> None:
         writer.frame(parts, OP_BINARY, b"k")
     keys = {parts[i][2:6] for i in range(0, len(parts), 2)}
     assert len(keys) > 1900
+
+
+def test_importing_the_mux_loads_no_websockets() -> None:
+    """The http-api imports agentkit.mux for its constants and has no use for websockets."""
+    code = ("import sys, agentkit.mux; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'websockets'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

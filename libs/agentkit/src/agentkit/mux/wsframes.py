@@ -26,10 +26,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets without its C extension
-    from websockets.utils import apply_mask
+
+def _apply_mask() -> Callable[[Any, bytes], bytes]:
+    """websockets' (C) masking function, imported on first use: importing agentkit.mux
+    loads no websockets (the http-api imports the package for its constants)."""
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # websockets without its C extension
+        from websockets.utils import apply_mask
+    return apply_mask
 
 __all__ = ["OP_BINARY", "OP_TEXT", "FrameReader", "FrameWriter"]
 
@@ -48,9 +53,10 @@ _KEYS = 4096  # bytes of masking keys drawn per os.urandom call
 class FrameWriter:
     """Frames messages for one side of a connection (``mask``: we are the client)."""
 
-    __slots__ = ("_keys", "_mask", "_used")
+    __slots__ = ("_apply", "_keys", "_mask", "_used")
 
     def __init__(self, mask: bool) -> None:
+        self._apply = _apply_mask()
         self._mask = mask
         self._keys = b""
         self._used = _KEYS
@@ -75,7 +81,7 @@ class FrameWriter:
         key = self._keys[self._used : self._used + 4]
         self._used += 4
         parts.append(head + key)
-        parts.append(apply_mask(payload, key))
+        parts.append(self._apply(payload, key))
 
 
 class FrameReader:
@@ -83,6 +89,7 @@ class FrameReader:
     every other frame to websockets (``ws.data_received``) whole and in order."""
 
     __slots__ = (
+        "_apply",
         "_body",
         "_body_head",
         "_head",
@@ -100,6 +107,7 @@ class FrameReader:
     def __init__(self, ws: Any, handle: Callable[[bytes | bytearray], None]) -> None:
         from websockets.protocol import Side, State
 
+        self._apply = _apply_mask()
         self._ws = ws
         self._open = State.OPEN
         self._server = ws.protocol.side is Side.SERVER  # the client masks what it sends
@@ -129,7 +137,7 @@ class FrameReader:
                 pos += n
                 if not self._need:
                     body, self._body = self._body, None
-                    self._deliver(apply_mask(body, self._key) if self._server else body)
+                    self._deliver(self._apply(body, self._key) if self._server else body)
             elif self._through:
                 self._ws.data_received(data[pos:])
                 return
@@ -179,7 +187,7 @@ class FrameReader:
         key = bytes(buf[start + hlen - 4 : start + hlen]) if masked else b""
         if end - pos >= length:
             payload = data[pos : pos + length]
-            self._deliver(apply_mask(payload, key) if masked else bytes(payload))
+            self._deliver(self._apply(payload, key) if masked else bytes(payload))
             return pos + length
         self._body = bytearray(data[pos:end])
         self._body_head = bytes(buf[start : start + hlen])
