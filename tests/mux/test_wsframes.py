@@ -178,7 +178,8 @@ def test_masking_keys_differ_between_frames() -> None:
 
 
 def test_importing_the_mux_loads_no_websockets() -> None:
-    """The http-api imports agentkit.mux for its constants and has no use for websockets."""
+    """websockets is loaded when a fast path is built, not by the import (as before the
+    mux framed frames itself)."""
     code = ("import sys, agentkit.mux; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'websockets'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -29,7 +29,7 @@ from typing import Any
 
 def _apply_mask() -> Callable[[Any, bytes], bytes]:
     """websockets' (C) masking function, imported on first use: importing agentkit.mux
-    loads no websockets (the http-api imports the package for its constants)."""
+    loads no websockets until a fast path is built, as before this module."""
     try:
         from websockets.speedups import apply_mask
     except ImportError:  # websockets without its C extension
