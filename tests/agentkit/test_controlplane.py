@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from agentkit import logs
 from agentkit.config import ReconnectConfig
@@ -25,6 +24,7 @@ from agentkit.controlplane import (
     ControlPlaneError,
     Invalid,
     NotFound,
+    ReplyRecord,
     ServerError,
     Throttled,
     TimedOut,
@@ -97,10 +97,10 @@ async def test_register_heartbeat_and_tunnel_status_are_models(
 
 
 async def test_the_generic_core_validates_any_model(client: ControlPlaneClient) -> None:
-    class Health(BaseModel):
+    class Health(ReplyRecord):
         status: str
 
-    class Impossible(BaseModel):
+    class Impossible(ReplyRecord):
         routes: list[str]
 
     assert (await client.request("GET", "/healthz", Health, token="t")).status

@@ -21,7 +21,7 @@ from kubernetes.utils import parse_quantity
 from agentkit.config import KubernetesConfig
 from agentkit.kube import Kube
 from kubesim.testing import Kubesim
-from pipeops_tunnel.sessions import Sessions, StartSession, StopSession
+from pipeops_tunnel.sessions import Sessions, StartSession, StopSession, decode
 from tests.clusters import Cluster
 from tests.tunnel.agent_helpers import (
     FakeControlPlane,
@@ -384,12 +384,12 @@ async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
 
     try:
         sessions = Sessions(kube, ns)
-        payload = StartSession.model_validate({"sessionId": "s7", "template": "firefox"})
+        payload = decode(StartSession, {"sessionId": "s7", "template": "firefox"})
         await sessions.start(payload)
         await asyncio.to_thread(cluster.request, "PATCH", path, {"spec": {"replicas": 0}},
                                 content_type="application/merge-patch+json")
         kube.replace = replace_after_another_writer  # type: ignore[method-assign]
-        again = StartSession.model_validate({"sessionId": "s7", "template": "chromium"})
+        again = decode(StartSession, {"sessionId": "s7", "template": "chromium"})
         await sessions.start(again)
         assert interfered == 1
         status, body = await asyncio.to_thread(cluster.request, "GET", path)
@@ -397,7 +397,7 @@ async def test_an_adopted_object_changed_meanwhile_is_read_again_and_updated(
         assert body["spec"]["replicas"] == 1
         assert body["spec"]["template"]["spec"]["containers"][0]["image"] == "chromium"
         assert body["metadata"]["annotations"]["x"] == "y"  # the other writer's change kept
-        await sessions.stop(StopSession.model_validate({"sessionId": "s7"}))
+        await sessions.stop(decode(StopSession, {"sessionId": "s7"}))
     finally:
         await kube.aclose()
 

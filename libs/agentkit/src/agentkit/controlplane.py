@@ -1,7 +1,7 @@
 """The control plane's REST API: one client for every container that calls it.
 
 One typed core, ``ControlPlaneClient.request(method, path, reply_model, token=...)``: bearer
-auth, every reply validated with a pydantic model, and every failure a typed
+auth, every reply validated as a msgspec record, and every failure a typed
 ``ControlPlaneError`` that carries the status code, the server's ``Retry-After`` hint and a
 bounded, token-free excerpt of the body. The endpoints (PROTOCOL.md sections 1, 2 and 4)
 are thin methods on top: ``register``, ``heartbeat``, ``tunnel_status``; the gateway's route
@@ -10,8 +10,11 @@ calls are the same one-liners.
 No error ever holds a token: the ``Authorization`` header is never part of a message,
 ``token`` fields in an excerpt are replaced with ``***``, and the excerpt goes through the
 log masker (registered secrets, ``Bearer ...``) in case a reply echoes the request.
-Replies are parsed with ``agentkit.peerinput``: any parse failure, a too-deep nesting
-included, is a ``BadReply``, never an escaping exception. Over 400 lines because every
+Replies are parsed and converted with ``agentkit.peerinput``: any parse failure, a
+too-deep nesting included, is a ``BadReply``, never an escaping exception. Each reply
+record says whether it converts strictly (``STRICT``) or in msgspec's lax mode (numeric
+strings for numbers, ``"true"``/``1`` for booleans), as the pydantic models it replaced
+did: lax, except the forwards of a tunnel status. Over 400 lines because every
 endpoint's reply model sits next to the one core that decodes it.
 
 Retries are the caller's (what to retry differs: registration retries forever, a
@@ -27,17 +30,15 @@ import json
 import re
 import ssl
 import uuid
-from typing import Any, Literal, TypeVar, overload
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import msgspec
 
 from agentkit import logs
-from agentkit.peerinput import PeerInputError, parse_json
+from agentkit.peerinput import Checked, PeerInputError, convert, parse_json
 
 EXCERPT = 200  # characters of a reply body kept in an error
-
-Reply = TypeVar("Reply", bound=BaseModel)
 
 
 def excerpt(body: bytes | str, limit: int = EXCERPT) -> str:
@@ -164,24 +165,38 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, (Unreachable, Throttled, ServerError, BadReply))
 
 
-def _problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not error["loc"]:
-        return message
-    where = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "missing":
-        return f"required field {where} is missing"
-    return f"field {where}: {message}"
-
-
 # --- reply models -----------------------------------------------------------------------
 
 
-class RegisterReply(BaseModel):
+class ReplyRecord(Checked):
+    """A reply's record: unknown fields are ignored (a newer control plane may add some);
+    ``STRICT`` says whether values are converted without coercion."""
+
+    STRICT: ClassVar[bool] = False
+
+
+Reply = TypeVar("Reply", bound=ReplyRecord)
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def _cluster_id(value: str) -> str:
+    return str(uuid.UUID(value))
+
+
+def _header_token(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the cluster token is empty")
+    # it goes into an Authorization header: what one cannot carry is refused here,
+    # not found by every heartbeat
+    if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
+        raise ValueError("the cluster token has characters a header cannot carry")
+    return value
+
+
+class RegisterReply(ReplyRecord):
     """Registration reply: ``cluster_id`` (UUID) and the cluster ``token`` are required."""
 
-    model_config = ConfigDict(extra="ignore")
+    checks = {"cluster_id": _cluster_id, "token": _header_token}
 
     cluster_id: str
     token: str
@@ -191,65 +206,36 @@ class RegisterReply(BaseModel):
     tunnel_url: str = ""
     gateway_url: str = ""
 
-    @field_validator("cluster_id")
-    @classmethod
-    def _uuid(cls, value: str) -> str:
-        return str(uuid.UUID(value))
 
-    @field_validator("token")
-    @classmethod
-    def _nonempty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the cluster token is empty")
-        # it goes into an Authorization header: what one cannot carry is refused here,
-        # not found by every heartbeat
-        if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
-            raise ValueError("the cluster token has characters a header cannot carry")
-        return value
-
-
-class Forward(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class Forward(msgspec.Struct):
     name: str
     remote_port: int = 0
 
 
-class TunnelStatus(BaseModel):
-    """``GET /api/v1/tunnel/status`` (PROTOCOL.md section 2)."""
+class TunnelStatus(ReplyRecord):
+    """``GET /api/v1/tunnel/status`` (PROTOCOL.md section 2). Strict: a forward's port is
+    a number, never a string; a ``null`` URL or forward list means none."""
 
-    model_config = ConfigDict(extra="ignore")
+    STRICT = True
+    null_is_default = frozenset({"tunnel_url", "forwards"})
 
     status: Literal["pending", "ready", "disabled"]
     tunnel_url: str = ""
-    forwards: list[Forward] = Field(default_factory=list)
+    forwards: list[Forward] = msgspec.field(default_factory=list)
 
-    @field_validator("tunnel_url", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: Any) -> Any:
-        return "" if value is None else value
-
-    @field_validator("forwards", mode="before")
-    @classmethod
-    def _none_is_no_forwards(cls, value: Any) -> Any:
-        return [] if value is None else value
-
-    @model_validator(mode="after")
-    def _ready_has_a_url(self) -> TunnelStatus:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.status == "ready" and not self.tunnel_url.startswith(("ws://", "wss://")):
             raise ValueError("ready without a ws:// or wss:// tunnel_url "
                              f"({self.tunnel_url[:80]!r})")
-        return self
 
     @property
     def remote_ports(self) -> dict[str, int]:
         return {f.name: f.remote_port for f in self.forwards}
 
 
-class HeldRoute(BaseModel):
+class HeldRoute(ReplyRecord):
     """One route as the control plane holds it (PROTOCOL.md section 4)."""
-
-    model_config = ConfigDict(extra="ignore")
 
     hostname: str
     path: str
@@ -263,39 +249,33 @@ class HeldRoute(BaseModel):
     public_endpoint: str = ""
 
     def content(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"hostname", "path"})
+        fields = msgspec.structs.asdict(self)
+        del fields["hostname"], fields["path"]
+        return fields
 
 
-class RoutesPage(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
+class RoutesPage(ReplyRecord):
     routes: list[HeldRoute]
-    continue_: str = Field("", alias="continue")
+    continue_: str = msgspec.field(default="", name="continue")
 
 
-class SyncReply(BaseModel):
+class SyncReply(ReplyRecord):
     """One sync batch's outcome: ingresses ``rejected`` (malformed) and hosts in
     ``conflicts`` (another cluster's) were not taken; ``removed`` only on the last batch."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    accepted: int = Field(ge=0)
-    rejected: list[dict[str, Any]] = Field(default_factory=list)
-    conflicts: list[dict[str, Any]] = Field(default_factory=list)
+    accepted: Count
+    rejected: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    conflicts: list[dict[str, Any]] = msgspec.field(default_factory=list)
     removed: int | None = None
 
 
-class RegisterRouteReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class RegisterRouteReply(ReplyRecord):
     created: bool = False
     changed: bool = True
 
 
-class UnregisterReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    removed: int = Field(ge=0)
+class UnregisterReply(ReplyRecord):
+    removed: Count
 
 
 ROUTES = "/api/v1/gateway/routes"
@@ -436,12 +416,9 @@ def decode_reply(what: str, status: int, content: bytes,
             raise BadReply(f"{what}: reply is not a JSON object", status, excerpt(content))
         return None
     try:
-        return reply_model.model_validate(payload)
-    except ValidationError as exc:
-        raise BadReply(f"{what}: {_problem(exc)}", status, excerpt(content)) from None
-    except Exception as exc:  # a validator tripped by what it was given: still a reply
-        raise BadReply(f"{what}: reply not usable ({type(exc).__name__})", status,
-                       excerpt(content)) from None
+        return convert(payload, reply_model, strict=reply_model.STRICT, what="reply")
+    except PeerInputError as exc:  # every way a conversion fails
+        raise BadReply(f"{what}: {exc}", status, excerpt(content)) from None
 
 
 def _status_error(what: str, response: httpx.Response) -> ControlPlaneError:

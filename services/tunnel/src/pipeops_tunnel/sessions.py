@@ -2,8 +2,9 @@
 
 A session is a Deployment, a Service and, with ``persistentHome``, a PersistentVolumeClaim
 in ``kubernetes.session_namespace``, all named ``session-<sessionId>`` and labelled
-``app=pipeops-session, session=<sessionId>``. Payloads are validated (pydantic, strict
-types) before any object is created; a start that fails half-way deletes what it created.
+``app=pipeops-session, session=<sessionId>``. Payloads are validated (msgspec records,
+strict types: ``"true"`` is not a bool, ``"80"`` not a port) by :func:`decode` before any
+object is created; a start that fails half-way deletes what it created.
 
 Payloads (unknown keys are ignored, so a newer control plane can add fields):
 
@@ -19,23 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
+import msgspec
 
 from agentkit.config import ReconnectConfig
 from agentkit.kube import Kube, KubeError, Resource
 from agentkit.kube import resources as r
-from agentkit.peerinput import depth_of
+from agentkit.peerinput import Checked, PeerInputError, convert, depth_of
 from agentkit.retry import retrying
 
 APP_LABEL = "pipeops-session"
@@ -46,7 +38,7 @@ APP_LABEL = "pipeops-session"
 # API server's grammar with at most 18 digits (an int64's worth, where it caps them);
 # images follow the container image reference grammar (a name of at most 255 characters,
 # a tag of at most 128, an optional digest); the user is an annotation and an env value.
-SessionId = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")]
+SESSION_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,53}[a-z0-9])?")  # fullmatch: one label
 _DIGITS = r"(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})"
 QUANTITY = re.compile(
     rf"^{_DIGITS}(?:Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]{{1,2}})?$")
@@ -63,15 +55,22 @@ MAX_IMAGE_NAME = 255
 MAX_PAYLOAD_DEPTH = 16  # a payload is flat; unknown keys are ignored, but not walked deeply
 
 
+def _session_id(value: str) -> str:
+    if not SESSION_ID.fullmatch(value):
+        raise ValueError("expected 1 to 55 lowercase letters, digits or '-', starting and "
+                         "ending with a letter or digit")
+    return value
+
+
 def _quantity(value: str) -> str:
-    if len(value) > MAX_QUANTITY_LENGTH or not QUANTITY.match(value):
+    if len(value) > MAX_QUANTITY_LENGTH or not QUANTITY.fullmatch(value):
         raise ValueError("expected a Kubernetes quantity like 500m, 1.5, 2Gi "
                          "(at most 18 digits)")
     return value
 
 
 def _image(value: str) -> str:
-    match = IMAGE.match(value) if len(value) <= 512 else None
+    match = IMAGE.fullmatch(value) if len(value) <= 512 else None
     if match is None or len(match.group("name")) > MAX_IMAGE_NAME:
         raise ValueError("expected a container image reference like "
                          "registry.example/team/app:1.2 (a name of at most 255 characters)")
@@ -84,33 +83,40 @@ def _printable(value: str) -> str:
     return value
 
 
-Quantity = Annotated[StrictStr, AfterValidator(_quantity)]
-ImageRef = Annotated[StrictStr, AfterValidator(_image)]
-User = Annotated[StrictStr, Field(max_length=253), AfterValidator(_printable)]
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    session_id: SessionId = Field(alias="sessionId")
+# an annotation and an env value: at most a DNS subdomain's length
+User = Annotated[str, msgspec.Meta(max_length=253)]
+Port = Annotated[int, msgspec.Meta(gt=0, lt=65536)]
 
 
-class StartSession(_Payload):
-    template: ImageRef
+class _Payload(Checked, kw_only=True):
+    checks = {"session_id": _session_id}
+
+    session_id: str = msgspec.field(name="sessionId")
+
+
+class StartSession(_Payload, kw_only=True):
+    checks = {"session_id": _session_id, "template": _image, "image": _image, "user": _printable,
+              "storage": _quantity, "memory": _quantity, "cpu": _quantity}
+
+    template: str
     user: User = ""
-    image: ImageRef | None = None
-    persistent_home: StrictBool = Field(False, alias="persistentHome")
-    storage: Quantity = "1Gi"
-    memory: Quantity | None = None
-    cpu: Quantity | None = None
-    port: Annotated[StrictInt, Field(gt=0, lt=65536)] = 8080
+    image: str | None = None
+    persistent_home: bool = msgspec.field(default=False, name="persistentHome")
+    storage: str = "1Gi"
+    memory: str | None = None
+    cpu: str | None = None
+    port: Port = 8080
 
 
-class StopSession(_Payload):
-    delete_pvc: StrictBool = Field(False, alias="deletePVC")
+class StopSession(_Payload, kw_only=True):
+    delete_pvc: bool = msgspec.field(default=False, name="deletePVC")
 
 
-class ScaleSession(_Payload):
+class ScaleSession(_Payload, kw_only=True):
     pass
+
+
+Payload = TypeVar("Payload", bound=_Payload)
 
 
 PAYLOADS: dict[str, type[_Payload]] = {
@@ -318,21 +324,22 @@ class Sessions:
         return {"sessionId": p.session_id, "namespace": self.ns, "replicas": replicas}
 
 
-def validate(action: str, payload: Any) -> _Payload:
-    """The validated payload; ValueError with a readable reason otherwise."""
-    model = PAYLOADS.get(action)
-    if model is None:
-        raise ValueError(f"unknown action {action!r}; expected one of " + ", ".join(PAYLOADS))
+def decode(kind: type[Payload], payload: Any) -> Payload:
+    """``payload`` (parsed JSON) as the command's record, strictly; ValueError
+    ``invalid payload: <what was wrong>`` otherwise (never anything else)."""
     if not isinstance(payload, dict):
         raise ValueError("invalid payload: expected a JSON object")
     if depth_of(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
         raise ValueError("invalid payload: nested too deeply")
     try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "payload"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"invalid payload: {where}: {message}") from None
-    except Exception as exc:  # whatever else a hostile payload provokes: still a refusal
-        raise ValueError(f"invalid payload: {type(exc).__name__}") from None
+        return convert(payload, kind, strict=True)
+    except PeerInputError as exc:
+        raise ValueError(f"invalid payload: {exc}") from None
+
+
+def validate(action: str, payload: Any) -> _Payload:
+    """The validated payload; ValueError with a readable reason otherwise."""
+    model = PAYLOADS.get(action)
+    if model is None:
+        raise ValueError(f"unknown action {action!r}; expected one of " + ", ".join(PAYLOADS))
+    return decode(model, payload)
