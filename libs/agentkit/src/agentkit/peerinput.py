@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -124,7 +125,7 @@ def convert(document: Any, kind: type[T], *, strict: bool, what: str = "payload"
     try:
         return msgspec.convert(document, kind, strict=strict)
     except msgspec.ValidationError as exc:
-        raise PeerInputError(problem(exc)) from None
+        raise PeerInputError(problem(exc, kind)) from None
     except RecursionError:
         raise PeerInputError(f"{what} is nested too deeply") from None
     except Exception as exc:  # whatever else a hostile document provokes: still a refusal
@@ -137,9 +138,10 @@ _CHECKED = re.compile(r"field (?P<name>\S+): (?P<reason>.*)", re.DOTALL)
 _ENUM = re.compile(r"Invalid enum value .*", re.DOTALL)
 
 
-def problem(exc: msgspec.ValidationError) -> str:
+def problem(exc: msgspec.ValidationError, kind: Any = None) -> str:
     """msgspec's message in our words: ``field routes[0].tls: expected bool, got str``,
-    ``required field cluster_id is missing``; never the offending value itself (a reply
+    ``required field cluster_id is missing``, ``field status: expected one of pending,
+    ready`` (a top-level field of ``kind``); never the offending value itself (a reply
     may echo a secret into any field)."""
     parts = _AT.fullmatch(str(exc))
     message, path = (parts["message"], parts["path"] or "") if parts else (str(exc), "")
@@ -149,10 +151,22 @@ def problem(exc: msgspec.ValidationError) -> str:
     if checked := _CHECKED.fullmatch(message):
         return f"field {_join(path, checked['name'])}: {checked['reason']}"
     if _ENUM.fullmatch(message):
-        message = "not one of the values it accepts"
+        allowed = _literal_values(kind, path)
+        message = (f"expected one of {', '.join(map(str, allowed))}" if allowed
+                   else "not one of the values it accepts")
     message = message.replace("`", "")
     message = message[:1].lower() + message[1:]
     return f"field {path}: {message}" if path else message
+
+
+def _literal_values(kind: Any, path: str) -> tuple[Any, ...]:
+    """The values a top-level ``Literal`` field of the record ``kind`` accepts (else ())."""
+    if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+        return ()
+    field = next((f for f in msgspec.structs.fields(kind) if f.encode_name == path), None)
+    if field is None or typing.get_origin(field.type) is not typing.Literal:
+        return ()
+    return typing.get_args(field.type)
 
 
 def _join(path: str, name: str) -> str:
