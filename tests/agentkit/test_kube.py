@@ -228,11 +228,13 @@ async def test_errors_say_whether_to_retry(kube: Kube, ns: str, cluster: Cluster
 
 
 async def test_no_reply_is_retryable() -> None:
-    from kubernetes.client import ApiClient, Configuration
+    from kubernetes.client import Configuration
+
+    from agentkit.kube.transport import Transport
 
     configuration = Configuration(host="https://127.0.0.1:9")  # nothing listens
     configuration.retries = False
-    kube = Kube(ApiClient(configuration))
+    kube = Kube(Transport(configuration))
     with pytest.raises(KubeError) as info:
         await kube.version()
     assert info.value.status == 0 and info.value.retryable

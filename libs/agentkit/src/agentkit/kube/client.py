@@ -2,8 +2,10 @@
 
 The official ``kubernetes`` package loads the credentials (in-cluster ServiceAccount or a
 kubeconfig: CA, client certificates, tokens, exec plugins and their refresh) and carries
-every request: its ``ApiClient`` fills a :class:`~agentkit.kube.resources.Resource`'s path
-template and query, adds the auth headers, and sends through its urllib3 pool. Replies
+every request: :class:`~agentkit.kube.transport.Transport` fills a
+:class:`~agentkit.kube.resources.Resource`'s path template and query as its ``ApiClient``
+does, adds the auth headers from its ``Configuration``, and sends through its urllib3 pool
+(``rest``); the ``ApiClient`` itself is not imported (it imports pydantic, +9 MiB). Replies
 are read as JSON dicts (the generated model classes are never built: they cost memory and
 start-up time and drop fields of kinds they do not know).
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import importlib
 import json
 import threading
 import uuid
@@ -37,6 +38,7 @@ from urllib.parse import urlparse
 from agentkit.config import KubernetesConfig
 from agentkit.kube.errors import KubeError, from_status
 from agentkit.kube.resources import EVENTS, Resource
+from agentkit.kube.transport import Transport
 from agentkit.kube.watch import Listed, Watched, follow, watch
 
 T = TypeVar("T")
@@ -80,17 +82,15 @@ async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def api_client(cfg: KubernetesConfig) -> Any:
-    """The official ``ApiClient`` for ``cfg`` (blocking: reads files, may run a
-    credential plugin, imports the client). The client's errors propagate."""
+def api_client(cfg: KubernetesConfig) -> Transport:
+    """The official client's configuration and pool for ``cfg``, as a :class:`Transport`
+    (blocking: reads files, may run a credential plugin, imports the client). The
+    client's errors propagate."""
     from agentkit.kubeconfig import load_configuration
-
-    # after agentkit.kubeconfig, which imports only the parts of `kubernetes` it needs
-    ApiClient = importlib.import_module("kubernetes.client").ApiClient
 
     configuration = load_configuration(cfg)
     configuration.retries = False
-    return ApiClient(configuration)
+    return Transport(configuration)
 
 
 def _name_of(body: dict[str, Any]) -> str:
