@@ -25,7 +25,9 @@ the client, then after one 500-pod list from kubesim; December 2026, kubernetes 
 own generated package beside the sync one, which it still imports), and its generated
 API classes build pydantic models for the whole API on first use (+126 MiB). The cost
 issue's budgets (registrar 75, gateway 80 MiB) leave no room for that, so the sync
-client it is; its threads are few (calls are short, a watch holds one).
+client it is; its threads are few (calls are short, a watch holds one). Requests go
+through its ``Configuration`` and ``rest`` pool (:mod:`agentkit.kube.transport`), not its
+``ApiClient``, whose module imports pydantic in 37.x (+9.2 MiB).
 
 Importing this package does not import ``kubernetes``: that happens on the first
 :meth:`Kube.connect`, so a service that never touches the cluster never pays for it (the

@@ -5,11 +5,13 @@ subpackage: ``dynamic``, ``informer``, ``leaderelection``, ``stream`` (websocket
 ``utils`` (whose ``__init__`` imports ``create_from_yaml`` and with it jsonschema, via
 kubernetes_validate) and ``config``, whose ``__init__`` imports the kubeconfig loader
 (requests, oauthlib, requests_oauthlib) even in a pod, which needs only
-``config.incluster_config``. The pod uses ``client`` (``ApiClient``, ``Configuration``,
-``rest``, ``exceptions``), ``watch``, ``utils.retry``/``keepalive`` (through ``rest``) and
-one of the two config loaders. Measured (Python 3.11, kubernetes 37.0.2, VmRSS after the
-registrar's own imports, then after an ``ApiClient`` and what the layer imports): the
-full import +15.7 MiB; with :func:`bare_packages` +6.3 in a pod and +9.6 with a
+``config.incluster_config``. The pod uses ``client`` (``Configuration``, ``rest``,
+``exceptions``; not the ``ApiClient``, which imports pydantic: ``agentkit.kube.transport``),
+``watch``, ``utils.retry``/``keepalive`` (through ``rest``) and one of the two config
+loaders (the kubeconfig one imports the ``ApiClient`` for its own use). Measured
+(Python 3.11, kubernetes 37.0.2, VmRSS after the registrar's own imports, then after an
+``ApiClient`` and what the layer imports): the full import +15.7 MiB; with
+:func:`bare_packages` +6.3 in a pod and +9.6 with a
 kubeconfig (``make run``).
 
 :func:`bare_packages` registers :data:`BARE` without running their ``__init__`` (their

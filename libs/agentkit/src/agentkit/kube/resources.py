@@ -1,8 +1,9 @@
 """Which objects the pod touches, as ``Resource`` values: group/version, plural, kind.
 
 A :class:`Resource` is all the layer needs to address any kind, built-in or custom
-(Gateway API, Istio): the official client's ``ApiClient`` fills the path template, so
-names are quoted by the client and no URL is assembled by hand elsewhere.
+(Gateway API, Istio): ``agentkit.kube.transport`` fills the path template as the official
+client's ``ApiClient`` does, so names are quoted in one place and no URL is assembled by
+hand elsewhere.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class Resource:
         return Resource(api_version, self.plural, self.kind, self.namespaced)
 
     def template(self, namespace: str | None, named: bool, subresource: str = "") -> str:
-        """The path template for ``ApiClient.param_serialize`` (``{namespace}``,
-        ``{name}`` are filled and quoted by the client)."""
+        """The path template for ``Transport.param_serialize`` (``{namespace}``,
+        ``{name}`` are filled and quoted there)."""
         root = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
         path = root
         if self.namespaced and namespace:
