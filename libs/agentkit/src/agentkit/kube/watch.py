@@ -1,13 +1,15 @@
 """Watches: one watch request as an async iterator, and list-then-watch that lists again
 by itself when the history is gone (410). The only place the pod handles a 410.
 
-The official client's ``kubernetes.watch.Watch`` reads the stream (lines, JSON, the
-ERROR events it turns into ``ApiException``); it is synchronous, so it runs in a daemon
-thread that hands each event to the event loop through a bounded ``asyncio.Queue``
-(``QUEUE_SIZE``): a slow consumer slows the reading down instead of growing memory.
-Closing or cancelling the iterator stops the thread: the watch's socket is shut down
-(``Watch.stop`` and the same for a response not yet handed to it), the queue drained so a
-waiting hand-over returns, and the thread waited for (``STOP_GRACE``), so nothing is left
+The official client's ``iter_resp_lines`` splits the stream into lines, each a JSON
+event; an ERROR event is a ``KubeError`` with its code and reason. (Not its ``Watch``
+class: it makes an ``ApiClient``, whose module imports pydantic in kubernetes 37.x, +9
+MiB, to deserialise into models the pod never builds.) Reading is synchronous, so it runs
+in a daemon thread that hands each event to the event loop through a bounded
+``asyncio.Queue`` (``QUEUE_SIZE``): a slow consumer slows the reading down instead of
+growing memory. Closing or cancelling the iterator stops the thread: the watch's socket
+is shut down (a response not yet read included), the queue drained so a waiting
+hand-over returns, and the thread waited for (``STOP_GRACE``), so nothing is left
 running. Requests ask for bookmarks (``allowWatchBookmarks``) and end after
 ``timeoutSeconds``; :func:`follow` goes on from the last resourceVersion seen.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 from tenacity.wait import wait_base
 
-from agentkit.kube.errors import KubeError, from_status
+from agentkit.kube.errors import KubeError, from_event, from_status
 from agentkit.kube.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -83,21 +86,18 @@ class _Reader:
     def __init__(self, kube: Kube, operation: str, open_args: tuple[Any, ...],
                  loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]
                  ) -> None:
-        from kubernetes.watch import Watch
-
         self.kube = kube
         self.operation = operation
         self.open_args = open_args
         self.loop = loop
         self.queue = queue
-        self.watch = Watch()  # type: ignore[no-untyped-call]
         self.lock = threading.Lock()
         self.response: Any = None
         self.stopped = False
         self.done = threading.Event()
 
-    def _open(self, **_: Any) -> object:
-        """The function ``Watch.stream`` calls: the streaming response, unread."""
+    def _open(self) -> Any:
+        """The streaming response (urllib3's), unread."""
         response = self.kube.open(*self.open_args)
         status = int(response.status)
         self.kube.counted(self.operation, str(status))
@@ -126,27 +126,28 @@ class _Reader:
                 future.cancel()
         return False
 
-    def run(self, timeout_seconds: int, resource_version: str) -> None:
-        from kubernetes.client.exceptions import ApiException
+    def run(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
 
         try:
-            for event in self.watch.stream(  # type: ignore[no-untyped-call]
-                    self._open, resource_version=resource_version,
-                    timeout_seconds=timeout_seconds):
-                if not isinstance(event, dict):  # a line that is not JSON: the client
-                    continue                     # yields None for it
-                item = {"type": event.get("type"), "object": event.get("raw_object")}
-                if not self._hand(("event", item)):
-                    return
-            self._hand(("end", None))
+            raw = self._open()
+            try:
+                for line in iter_resp_lines(raw):  # type: ignore[no-untyped-call]
+                    event = _event(line)
+                    if event is None:  # a line that is not a JSON object: skipped
+                        continue
+                    if event.get("type") == "ERROR":
+                        raise from_event(self.operation, event.get("object"))
+                    if self.stopped or not self._hand(("event", event)):
+                        return
+                self._hand(("end", None))
+            finally:
+                raw.close()
+                raw.release_conn()
         except _Stopped:
             pass
         except KubeError as exc:
             self._hand(("error", exc))
-        except ApiException as exc:  # an ERROR event ("Reason: message", code)
-            reason, _, message = str(exc.reason or "").partition(": ")
-            self._hand(("error", KubeError(self.operation, int(exc.status or 0),
-                                           message or reason, reason if message else "")))
         except Exception as exc:  # the connection broke (or was shut down by stop())
             if not self.stopped:
                 self.kube.counted(self.operation, "error")
@@ -160,11 +161,21 @@ class _Reader:
         with self.lock:
             self.stopped = True
             response = self.response
-        self.watch.stop()  # type: ignore[no-untyped-call]
         sock = getattr(getattr(response, "connection", None), "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    """One watch line as ``{"type", "object"}``; None for a blank or garbled line."""
+    try:
+        event = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    return {"type": event.get("type"), "object": event.get("object")}
 
 
 async def watch(kube: Kube, resource: Resource, namespace: str | None = None, *,
@@ -190,8 +201,7 @@ async def watch(kube: Kube, resource: Resource, namespace: str | None = None, *,
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=QUEUE_SIZE)
     reader = await asyncio.to_thread(_Reader, kube, operation, open_args, loop, queue)
-    thread = threading.Thread(target=reader.run, args=(timeout_seconds, resource_version),
-                              name="kube-watch", daemon=True)
+    thread = threading.Thread(target=reader.run, name="kube-watch", daemon=True)
     thread.start()
     try:
         while True:
