@@ -202,7 +202,10 @@ class Stack:
             folder.mkdir(parents=True, exist_ok=True)
         self.endpoints_path.unlink(missing_ok=True)
         kubeconfig = self.args.kubeconfig
-        token_file = self.run_dir / "serviceaccount-token"
+        # A cluster started here is reached as a pod reaches its own (below): this folder
+        # is its ServiceAccount volume (token, ca.crt)
+        token_file = self.run_dir / "serviceaccount" / "token"
+        token_file.parent.mkdir(mode=0o700, exist_ok=True)
         app = kubesim = None
         # The control plane first, the slowest to start. Its port is picked here, so the
         # services need not wait for it to answer: the registrar's first call waits on its
@@ -236,6 +239,7 @@ class Stack:
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(ready["token"])
+            shutil.copyfile(ready["ca"], token_file.parent / "ca.crt")
             self.endpoints["kubesim"] = {"url": ready["url"], "kubeconfig": kubeconfig}
         self.say("cluster", f"{command('kubectl')} --kubeconfig {shown(kubeconfig)} get pods -A"
                             f"   # {self._cluster_name()}, directly")
@@ -293,10 +297,23 @@ class Stack:
                         token_file: Path) -> dict[str, Child]:
         http_port = self.port(self.args.http_port)
         self.endpoints["http_api"] = {"url": f"http://127.0.0.1:{http_port}"}
+        # A cluster started here (kubesim, the real control plane) is reached as a pod
+        # reaches its own: the in-cluster loader, KUBERNETES_SERVICE_HOST/PORT and the
+        # ServiceAccount folder (the client's kubeconfig loader would add pydantic, +9 MiB a
+        # service); a cluster named by --kubeconfig through its kubeconfig.
+        ours = next((self.endpoints[k]["url"] for k in ("kubesim", "realkube")
+                     if k in self.endpoints), None)
+        api_env: dict[str, str] = {}
+        if ours is not None and token_file.exists():
+            api = urllib.parse.urlsplit(ours)
+            api_env = {"KUBERNETES_SERVICE_HOST": api.hostname or "127.0.0.1",
+                       "KUBERNETES_SERVICE_PORT": str(api.port or 443)}
+            cluster = ["--set", "kubernetes.in_cluster=true"]
+        else:
+            cluster = ["--kubeconfig", kubeconfig, "--set", "kubernetes.in_cluster=false"]
         common = [
             "--api-url", cp_url, "--state-dir", str(self.state_dir),
-            "--cluster-name", "dev-cluster", "--kubeconfig", kubeconfig,
-            "--set", "kubernetes.in_cluster=false",
+            "--cluster-name", "dev-cluster", *cluster,
             "--set", f"kubernetes.namespace={AGENT_NAMESPACE}",
             "--set", f"kubernetes.session_namespace={SESSION_NAMESPACE}",
             "--set", f"grpc.registrar={self.port(50051)}",
@@ -315,23 +332,16 @@ class Stack:
         if ca_file is not None:  # wss://: the agent trusts the control plane's CA
             common += ["--set", f"pipeops.tls.ca_file={ca_file}"]
         # MALLOC_ARENA_MAX as the images set it (docker/base.Dockerfile): one malloc arena
-        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN, "MALLOC_ARENA_MAX": "1"}
+        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN, "MALLOC_ARENA_MAX": "1", **api_env}
         # A fresh dashboard token each run, for the http-api only (it never logs it).
         self.dashboard_token = secrets.token_urlsafe(24)
-        # As in a pod, the tunnel finds the API server in KUBERNETES_SERVICE_HOST/PORT (its
-        # kubernetes-api forward then needs no kubeconfig read, and no `kubernetes` import).
-        api_env = {}
-        if "kubesim" in self.endpoints:
-            api = urllib.parse.urlsplit(self.endpoints["kubesim"]["url"])
-            api_env = {"KUBERNETES_SERVICE_HOST": api.hostname or "127.0.0.1",
-                       "KUBERNETES_SERVICE_PORT": str(api.port or 443)}
         services = {}
         for name in SERVICES:
             extra = ["--host", "127.0.0.1"] if name == "http-api" else []
             own = {"PIPEOPS_DASHBOARD_TOKEN": self.dashboard_token} if name == "http-api" \
                 else {}
             services[name] = self.start(name, [str(BIN / f"pipeops-{name}"), *common, *extra],
-                                        {**env, **own, **(api_env if name == "tunnel" else {})})
+                                        {**env, **own})
         return services
 
     def _announce_grpc(self, services: dict[str, Child]) -> None:
@@ -404,6 +414,7 @@ class Stack:
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(self.realkube.token)
+        shutil.copyfile(self.realkube.ca, token_file.parent / "ca.crt")
         self.endpoints["realkube"] = {"url": self.realkube.url,
                                       "kubeconfig": self.realkube.kubeconfig,
                                       "logs": str(self.realkube.dir)}

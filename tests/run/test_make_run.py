@@ -185,7 +185,7 @@ def assert_no_token_in_logs(run_dir: Path, dashboard: str) -> dict[str, str]:
     the tokens in play: kubesim's admin token, the install token, the cluster token, the
     dashboard token. Returns the ones the terminal must not show either."""
     identity = json.loads((run_dir / "state" / "identity.json").read_text())["data"]
-    tokens = {"kubesim admin": (run_dir / "serviceaccount-token").read_text().strip(),
+    tokens = {"kubesim admin": (run_dir / "serviceaccount" / "token").read_text().strip(),
               "install": "dev-install-token", "cluster": identity["cluster_token"]}
     assert all(tokens.values()), tokens.keys()
     logs = sorted((run_dir / "logs").glob("*.log"))

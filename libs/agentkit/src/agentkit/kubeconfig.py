@@ -1,7 +1,11 @@
 """Where the Kubernetes API is and how to authenticate to it, from the official client.
 
-In a pod, the mounted ServiceAccount (``kubernetes.in_cluster``); outside one, a
-kubeconfig (``kubernetes.kubeconfig``, else the client's default). Each service builds
+In a pod, the mounted ServiceAccount (``kubernetes.in_cluster``): the API server from
+``KUBERNETES_SERVICE_HOST/PORT``, the token from ``kubernetes.service_account_token_path``
+and the CA from ``ca.crt`` beside it (a ServiceAccount volume's layout; the defaults are
+the kubelet's mount). Outside one, a kubeconfig (``kubernetes.kubeconfig``, else the
+client's default); the client's kubeconfig loader imports its ``ApiClient`` and with it
+pydantic (+9 MiB), which the in-cluster loader does not. Each service builds
 its own client on the ``Configuration`` returned here. Blocking (it reads files and may
 run a credential plugin): call it in a thread.
 
@@ -11,6 +15,7 @@ and not of agentkit, so the http-api image does not carry the client.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agentkit.config import KubernetesConfig
@@ -26,10 +31,12 @@ def load_configuration(cfg: KubernetesConfig) -> Any:
     (``ConfigException``, ``OSError``) propagate."""
     configuration = Configuration()
     if cfg.in_cluster:
-        from kubernetes.config.incluster_config import load_incluster_config
+        from kubernetes.config.incluster_config import InClusterConfigLoader
 
-        load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
+        token = Path(cfg.service_account_token_path)
+        InClusterConfigLoader(  # type: ignore[no-untyped-call]
+            token_filename=str(token), cert_filename=str(token.parent / "ca.crt"),
+        ).load_and_set(configuration)
     else:
         from kubernetes.config.kube_config import load_kube_config
 

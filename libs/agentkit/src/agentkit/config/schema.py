@@ -304,6 +304,7 @@ class KubernetesConfig(_Section):
     in_cluster: bool = True  # use the pod's ServiceAccount
     kubeconfig: str = ""  # a path; used when in_cluster is false
     namespace: str = "pipeops-system"  # where the agent keeps its state
+    # the agent's own token; in_cluster reads the API server's CA from ca.crt beside it
     service_account_token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     # the token handed to the control plane at registration; empty: the agent's own
     control_plane_token_path: str = ""
