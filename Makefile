@@ -24,6 +24,8 @@ setup: $(STAMP) realkube
 $(STAMP): uv.lock pyproject.toml libs/agentkit/pyproject.toml services/*/pyproject.toml dev/*/pyproject.toml scripts/install-tools.sh scripts/install-browser.sh
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
 	$(UV) sync --all-packages --frozen --compile-bytecode
+	@# the services run with PYTHONOPTIMIZE=2, as in the images: their .opt-2.pyc too
+	.venv/bin/python -OO -m compileall -q -j 0 .venv/lib/python3.11/site-packages >/dev/null
 	bash scripts/install-tools.sh
 	bash scripts/install-browser.sh
 	@touch $@

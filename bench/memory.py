@@ -32,6 +32,9 @@ from typing import Any
 
 from _soak_report import carry
 
+# as make run starts the services (scripts/run.py's IMAGE_ENV, the images' runtime ENV)
+IMAGE_ENV = {"MALLOC_ARENA_MAX": "1", "PYTHONOPTIMIZE": "2"}
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "memory.md"
@@ -80,14 +83,17 @@ def children(parent: int) -> dict[str, int]:
 
 def compile_bytecode() -> None:
     """Compile what is not yet (the venv's packages, the workspace's sources), as the images
-    do (``UV_COMPILE_BYTECODE``): a process that compiles its sources at start keeps ~2 MiB
-    more resident than one that reads ``.pyc`` files, and ``PYTHONDONTWRITEBYTECODE`` (set
-    on this machine) keeps a process from writing them itself."""
+    do (``UV_COMPILE_BYTECODE``, and ``-OO`` for the services' ``PYTHONOPTIMIZE=2``): a
+    process that compiles its sources at start keeps ~2 MiB more resident than one that
+    reads ``.pyc`` files, and ``PYTHONDONTWRITEBYTECODE`` (set on this machine) keeps a
+    process from writing them itself."""
     site = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
     sources = [str(p) for p in (*ROOT.glob("libs/*/src"), *ROOT.glob("services/*/src"),
                                 *ROOT.glob("dev/*/src"))]
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *site, *sources],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    for optimize in ([], ["-OO"]):
+        subprocess.run([sys.executable, *optimize, "-m", "compileall", "-q", "-j", "0", *site,
+                        *sources], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
 
 
 def import_floor(module: str) -> float:
@@ -96,7 +102,7 @@ def import_floor(module: str) -> float:
             "for line in open('/proc/self/status'):\n"
             "    if line.startswith('VmRSS'): print(int(line.split()[1]))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False, cwd=ROOT)
+                          check=False, cwd=ROOT, env={**os.environ, **IMAGE_ENV})
     return int(done.stdout.strip() or 0) / 1024 if done.returncode == 0 else float("nan")
 
 

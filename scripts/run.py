@@ -53,6 +53,9 @@ SESSION_NAMESPACE = "pipeops-sessions"
 DEMO_HOST = "demo.example.test"
 DEMO_NAMESPACE = "demo"
 SERVICES = ("registrar", "tunnel", "gateway", "http-api")
+# How the images run the services (docker/base.Dockerfile's runtime ENV; tests/images
+# holds the two together): one malloc arena; no docstrings or asserts in memory.
+IMAGE_ENV = {"MALLOC_ARENA_MAX": "1", "PYTHONOPTIMIZE": "2"}
 T = TypeVar("T")
 masker.register(INSTALL_TOKEN)
 
@@ -331,8 +334,8 @@ class Stack:
             common += ["--set", f"kubernetes.service_account_token_path={token_file}"]
         if ca_file is not None:  # wss://: the agent trusts the control plane's CA
             common += ["--set", f"pipeops.tls.ca_file={ca_file}"]
-        # MALLOC_ARENA_MAX as the images set it (docker/base.Dockerfile): one malloc arena
-        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN, "MALLOC_ARENA_MAX": "1", **api_env}
+        # MALLOC_ARENA_MAX and PYTHONOPTIMIZE as the images set them (docker/base.Dockerfile)
+        env = {"PIPEOPS_TOKEN": INSTALL_TOKEN, **IMAGE_ENV, **api_env}
         # A fresh dashboard token each run, for the http-api only (it never logs it).
         self.dashboard_token = secrets.token_urlsafe(24)
         services = {}

@@ -75,13 +75,22 @@ def wait_for(
         time.sleep(interval)
 
 
+# How the images run the four services (docker/base.Dockerfile's runtime ENV; make run
+# sets the same, and tests/images/test_images.py holds the three together): the tests run
+# them so too, docstrings and asserts stripped as in production.
+IMAGE_ENV = {"MALLOC_ARENA_MAX": "1", "PYTHONOPTIMIZE": "2"}
+SERVICE_SCRIPTS = {f"pipeops-{name}" for name in ("registrar", "tunnel", "gateway", "http-api")}
+
+
 class ServiceProcess:
-    """A service's real process, its stdout parsed as JSON lines."""
+    """A service's real process, its stdout parsed as JSON lines. The agent's four services
+    run with ``IMAGE_ENV`` unless ``env`` says otherwise."""
 
     def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None,
                  cwd: str | os.PathLike[str] | None = None) -> None:
         self.argv = list(argv)
-        self.env = {**os.environ, **(env or {})}
+        image = IMAGE_ENV if Path(self.argv[0]).name in SERVICE_SCRIPTS else {}
+        self.env = {**os.environ, **image, **(env or {})}
         self.cwd = cwd
         self.lines: list[str] = []
         self.stderr_lines: list[str] = []

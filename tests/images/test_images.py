@@ -197,6 +197,40 @@ def test_final_stage(service: str) -> None:
     assert not final.all("RUN"), "nothing is built or installed in the final stage"
 
 
+def test_make_run_and_the_tests_run_the_services_as_the_images_do() -> None:
+    """The runtime ENV that changes how a service runs (its malloc arenas, its bytecode) is
+    the one make run and the tests' ServiceProcess give the services; and each service
+    image compiles the bytecode that PYTHONOPTIMIZE makes Python look for."""
+    import importlib.util
+    import shlex
+    import sys
+
+    from tests.helpers import IMAGE_ENV
+
+    stages = {s.name: s for s in parse_dockerfile(BASE_DOCKERFILE)}
+    env = dict(word.split("=", 1) for line in stages["runtime"].all("ENV")
+               for word in shlex.split(line))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location("make_run", ROOT / "scripts" / "run.py")
+        assert spec is not None and spec.loader is not None
+        run = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(run)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    import ast
+
+    bench = ast.parse((ROOT / "bench" / "memory.py").read_text())
+    (bench_env,) = [ast.literal_eval(node.value) for node in bench.body
+                    if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "IMAGE_ENV"]
+    assert bench_env == IMAGE_ENV, "bench/memory.py's import floors as well"
+    assert IMAGE_ENV == run.IMAGE_ENV == {k: env[k] for k in IMAGE_ENV}, env
+    assert env["PYTHONOPTIMIZE"] == "2"
+    for service in SERVICES:
+        (build, *_) = parse_dockerfile(ROOT / "services" / service / "Dockerfile")
+        assert any("python -OO -m compileall" in run_ for run_ in build.all("RUN")), service
+
+
 def test_base_runtime_stage_has_no_build_tools(chart_values: dict[str, Any]) -> None:
     stages = {s.name: s for s in parse_dockerfile(BASE_DOCKERFILE)}
     runtime, builder = stages["runtime"], stages["builder"]
