@@ -6,7 +6,7 @@ Its user (normally :class:`~.multiplexer.Multiplexer`):
 
 * feeds every received binary message to :meth:`MuxConnection.receive`;
 * calls the stream operations (:meth:`~MuxConnection.open_stream`, ``accept``, ``refuse``,
-  ``send_data``, ``send_eof``, ``reset``, ``read``, ``read_chunk``, ``release``);
+  ``send_data`` (or ``send_direct``, when it writes a DATA frame itself), ``send_eof``, ``reset``, ``read``, ``read_chunk``, ``release``);
 * takes the resulting :mod:`.events` with :meth:`~MuxConnection.take_events`;
 * pulls outgoing messages one at a time with :meth:`~MuxConnection.next_frame`: control
   messages (text, OPEN*, WINDOW, FIN, RST) first, then DATA from streams with buffered bytes
@@ -118,6 +118,27 @@ class MuxConnection(StreamTable):
         elif st.blocked_since is None:
             st.blocked_since = self.clock()
         return st.send_buffered
+
+    def send_direct(self, st: StreamState, n: int) -> bool:
+        """Spend the credit for ``n`` bytes the caller sends at once as one DATA frame,
+        past the send buffer, if that keeps every rule and the order of output: the stream
+        is open and not half-closed, nothing is queued (its own buffer, control messages,
+        other streams' DATA), ``n`` is within the max frame and the credit. False (nothing
+        changed) otherwise: :meth:`send_data` then buffers it as usual."""
+        if (
+            st.send_buffered
+            or self._control
+            or self._ready
+            or st.phase is not Phase.OPEN
+            or st.local_fin
+            or not 0 < n <= st.send_credit
+            or n > self.settings.max_frame
+        ):
+            return False
+        st.send_credit -= n
+        st.bytes_out += n
+        self.stats.bytes_out += n
+        return True
 
     def send_eof(self, st: StreamState) -> None:
         """Half-close: FIN after the buffered data. Idempotent."""

@@ -23,7 +23,9 @@ range below, :class:`FastPath` does instead:
 * sending: while the multiplexer's writer pump is idle, frames are written synchronously
   (what ``send()`` does before it awaits ``drain()``: the frames, framed by
   :class:`~.wsframes.FrameWriter` unless an extension is in use, then ``protocol.send_*``,
-  go to the transport up to :data:`BATCH` bytes at a time, over TLS as one ``bytes``),
+  go to the transport up to :data:`BATCH` bytes at a time, over TLS as one ``bytes``;
+  a stream's write that nothing is queued ahead of goes out at once as one frame,
+  :meth:`FastPath.send_now`, past the core's queues),
   only while the connection is open, not paused (its write buffer under the high-water
   mark) and no fragmented message is being sent; otherwise the pump ``await``s ``send()``
   and so honours the transport's backpressure.
@@ -48,11 +50,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .connection import MuxConnection
+from .frames import encode_data_header
+from .state import StreamState
 from .wsframes import OP_BINARY, OP_TEXT, FrameReader, FrameWriter
 
 __all__ = ["ENV_SWITCH", "SUPPORTED", "FastPath", "fast_path_for", "supported_version"]
 
 log = logging.getLogger("agentkit.mux")
+
+Data = bytes | bytearray | memoryview
 
 SUPPORTED = (">=17.4", "<17.5")
 """The websockets versions whose internals this module was written against; agentkit's
@@ -185,6 +191,31 @@ class FastPath:
         except Exception as exc:  # the connection is failing: the pumps will see it
             log.debug("direct send failed: %r", exc)
             return False
+        return True
+
+    def send_now(self, conn: MuxConnection, st: StreamState, data: Data) -> bool:
+        """Send ``data`` as one DATA frame of ``st`` at once, framed into one ``bytes``,
+        when the transport takes it without waiting and ``conn`` allows it
+        (:meth:`~.connection.MuxConnection.send_direct`: nothing queued ahead, credit);
+        False (nothing done) otherwise. The caller checks that the writer pump is idle."""
+        writer = self._writer
+        ws = self._ws
+        if writer is None or ws.paused or ws.send_in_progress is not None:
+            return False
+        protocol = ws.protocol
+        transport = ws.transport
+        if (
+            protocol.state is not self._open
+            or protocol.writes
+            or transport.is_closing()
+            or not conn.send_direct(st, len(data))
+        ):
+            return False
+        try:
+            transport.write(writer.binary(encode_data_header(st.id), data))
+        except Exception as exc:  # the connection is failing: the pumps will see it
+            log.debug("direct send failed: %r", exc)
+        self.sent += 1
         return True
 
     def _write_websockets(self, conn: MuxConnection) -> bool:

@@ -228,6 +228,17 @@ class Multiplexer:
 
     # --- driving the core (StreamHost) ------------------------------------------------
 
+    def send_data(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
+        """A stream's write: sent at once as one DATA frame when the writer pump is idle
+        and the fast path and the core allow it (:meth:`.FastPath.send_now`: the common
+        case of a request or an answer, no queue, event or wake-up on the way), otherwise
+        buffered in the core and sent by the usual path."""
+        fast = self.fast_path
+        if fast is not None and self._writer_idle and fast.send_now(self._conn, st, data):
+            return
+        self._conn.send_data(st, data)
+        self.after_operation()
+
     def after_operation(self) -> None:
         """Called after every operation on the core: deliver events, get output moving."""
         if self._conn.has_events:

@@ -33,6 +33,11 @@ class StreamHost(Protocol):
         the output it queued moving."""
         ...
 
+    def send_data(self, state: StreamState, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data`` for sending, or send it at once (the core's ``send_data``
+        followed by :meth:`after_operation`, or the same effect sooner)."""
+        ...
+
 
 class StreamListener(Protocol):
     """Told synchronously, from the multiplexer's callbacks, what happened to a stream."""
@@ -227,9 +232,9 @@ class Stream:
     # --- writing ------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer ``data`` for sending (bytes are kept without copying)."""
-        self._conn.send_data(self._state, data)
-        self._host.after_operation()
+        """Buffer ``data`` for sending (bytes are kept without copying), or send it at once
+        when nothing is queued ahead of it."""
+        self._host.send_data(self._state, data)
 
     async def drain(self) -> None:
         """Wait until the send buffer is under the write limit (needs the peer's credit)."""

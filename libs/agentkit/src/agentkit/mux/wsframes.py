@@ -16,7 +16,9 @@ does the framing itself:
   does with them (pongs, close, errors, limits) is unchanged. Once the connection is not
   open, every byte goes websockets' way.
 * :class:`FrameWriter` frames outgoing messages (masked with a key from ``os.urandom``
-  on the client side, drawn 4 KiB at a time: one system call per 1024 frames).
+  on the client side, drawn 4 KiB at a time: one system call per 1024 frames);
+  :meth:`FrameWriter.binary` frames one DATA message (the mux header and the payload)
+  into one ``bytes``, for the multiplexer's direct send.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _FIN = 0x80
 _MASK_BIT = 0x80
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
+_HEAD8 = struct.Struct("!BB")
 _HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
 _MAX_HEADER = 14  # 2 + 8 (length) + 4 (mask)
@@ -82,6 +85,27 @@ class FrameWriter:
         self._used += 4
         parts.append(head + key)
         parts.append(self._apply(payload, key))
+
+
+    def binary(self, prefix: bytes, payload: bytes | bytearray | memoryview) -> bytes:
+        """One final binary frame carrying ``prefix + payload``, framed (and masked) into
+        one ``bytes`` with one copy of the payload (two on the client side: the mask)."""
+        n = len(prefix) + len(payload)
+        mbit = _MASK_BIT if self._mask else 0
+        if n < 126:
+            head = _HEAD8.pack(_FIN | OP_BINARY, mbit | n)
+        elif n < 65536:
+            head = _HEAD16.pack(_FIN | OP_BINARY, mbit | 126, n)
+        else:
+            head = _HEAD64.pack(_FIN | OP_BINARY, mbit | 127, n)
+        if not mbit:
+            return b"".join((head, prefix, payload))
+        if self._used >= _KEYS:
+            self._keys = os.urandom(_KEYS)
+            self._used = 0
+        key = self._keys[self._used : self._used + 4]
+        self._used += 4
+        return b"".join((head, key, self._apply(prefix + payload, key)))
 
 
 class FrameReader:
