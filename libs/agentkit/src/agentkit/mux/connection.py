@@ -172,20 +172,30 @@ class MuxConnection(StreamTable):
             raise st.error()
         return st.take_chunk()
 
-    def release(self, st: StreamState, n: int) -> None:
-        """Return ``n`` bytes of credit to the peer (batched into WINDOW frames)."""
+    def read_chunks(self, st: StreamState) -> list[memoryview]:
+        """Every received chunk (zero copy), [] if none; like :meth:`read_chunk`, credit
+        goes back only with :meth:`release`."""
+        if st.reset:
+            raise st.error()
+        return st.take_chunks()
+
+    def release(self, st: StreamState, n: int) -> bool:
+        """Return ``n`` bytes of credit to the peer (batched into WINDOW frames); True
+        when a WINDOW was queued (the only output this can cause)."""
         if n <= 0 or st.phase is not Phase.OPEN or st.remote_fin:
-            return
+            return False
         # never more than was handed out: credit + buffered + unacked stays <= the window
         n = min(n, self.settings.window - st.recv_credit - st.recv_buffered - st.recv_unacked)
         if n <= 0:
-            return
+            return False
         st.recv_unacked += n
-        if st.recv_unacked >= self._ack_threshold:
-            inc = st.recv_unacked
-            st.recv_unacked = 0
-            st.recv_credit += inc
-            self._control.append(encode_window(st.id, inc))
+        if st.recv_unacked < self._ack_threshold:
+            return False
+        inc = st.recv_unacked
+        st.recv_unacked = 0
+        st.recv_credit += inc
+        self._control.append(encode_window(st.id, inc))
+        return True
 
     # --- incoming -------------------------------------------------------------------
 

@@ -261,9 +261,10 @@ class Multiplexer:
 
     def _dispatch(self) -> None:
         for ev in self._conn.take_events():
-            if isinstance(ev, DataReceived):
-                if ev.stream.user is not None:
-                    ev.stream.user.notify_readable()
+            if type(ev) is DataReceived:  # the common case first, without isinstance
+                user = ev.stream.user
+                if user is not None:
+                    user.notify_readable()
             elif isinstance(ev, SendReady):
                 if ev.stream.user is not None:
                     ev.stream.user.notify_writable()
@@ -320,11 +321,11 @@ class Multiplexer:
             self._on_text(message)
         else:
             conn.receive(message)
-            if conn.has_events and not self._batching:
+            if not self._batching and conn.has_events:
                 self._dispatch()
             if conn.failure is not None:
                 return False
-        if conn.has_output and not self._batching:
+        if not self._batching and conn.has_output:
             self._kick_writer()
         return True
 

@@ -142,34 +142,29 @@ class _Splice(asyncio.Protocol):
         if self.transport.is_closing():
             return
         stream = self.stream
-        error = stream.exception()
-        if error is not None:
-            self.fail(error)
+        try:
+            chunks = stream.take_chunks()
+        except StreamReset as exc:
+            self.fail(exc)
             return
         # Every chunk buffered goes out in one writelines (one vectored send for the frames
         # of one transport read); the stream's window bounds how much that can be.
-        chunks: list[memoryview] = []
-        size = 0
-        while (chunk := stream.take_chunk()) is not None:
-            chunks.append(chunk)
-            size += len(chunk)
-        moved = bool(chunks)
         if chunks:
             if len(chunks) == 1:
+                size = len(chunks[0])
                 self.transport.write(chunks[0])
             else:
+                size = sum(map(len, chunks))
                 self.transport.writelines(chunks)
             if self.writing_paused:  # over the high-water mark: credit at resume_writing
                 self.held = size
             else:
                 stream.release(size)  # a WINDOW may be due
         if not self.writing_paused and stream.at_eof():
-            moved = True
             self.down_done = True
             if self.transport.can_write_eof():
                 self.transport.write_eof()
-        if moved:
-            self.check_done()
+            self.check_done()  # (moving chunks alone cannot finish the pipe: down_done)
 
     def writable(self) -> None:
         if self.started:

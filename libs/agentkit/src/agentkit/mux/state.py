@@ -214,6 +214,16 @@ class StreamState:
         self.recv_buffered -= len(chunk)
         return chunk
 
+    def take_chunks(self) -> list[memoryview]:
+        """Every received chunk as it arrived (zero copy), oldest first; [] if none."""
+        buf = self.recv_buf
+        if not buf:
+            return []
+        chunks = list(buf)
+        buf.clear()
+        self.recv_buffered = 0
+        return chunks
+
     def drop_buffers(self) -> None:
         self.send_buf.clear()
         self.send_buffered = 0

@@ -165,7 +165,8 @@ class Stream:
         return self._state.reason if self._state.reset else None
 
     def at_eof(self) -> bool:
-        return self._state.at_eof
+        st = self._state
+        return st.remote_fin and not st.recv_buffered
 
     def info(self) -> StreamInfo:
         return self._state.info()
@@ -226,8 +227,8 @@ class Stream:
 
     def release(self, n: int) -> None:
         """Return ``n`` bytes of credit for data taken with :meth:`read_chunk`."""
-        self._conn.release(self._state, n)
-        self._host.after_operation()
+        if self._conn.release(self._state, n):  # a WINDOW was queued
+            self._host.after_operation()
 
     # --- writing ------------------------------------------------------------------------
 
@@ -302,6 +303,11 @@ class Stream:
         """The next received chunk without waiting (None if none is buffered); like
         :meth:`read_chunk`, its credit goes back only with :meth:`release`."""
         return self._conn.read_chunk(self._state)
+
+    def take_chunks(self) -> list[memoryview]:
+        """Every chunk buffered, without waiting ([] if none); raises
+        :class:`~.errors.StreamReset` once reset. Credit only with :meth:`release`."""
+        return self._conn.read_chunks(self._state)
 
     def set_listener(self, listener: StreamListener | None) -> None:
         """Have ``listener`` told of data, send room and the end (one at a time)."""

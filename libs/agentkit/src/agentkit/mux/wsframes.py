@@ -51,6 +51,7 @@ _HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
 _MAX_HEADER = 14  # 2 + 8 (length) + 4 (mask)
 _KEYS = 4096  # bytes of masking keys drawn per os.urandom call
+_UNLIMITED = 1 << 63  # no size limit: above any 64-bit frame length
 
 
 class FrameWriter:
@@ -118,6 +119,7 @@ class FrameReader:
         "_body_head",
         "_head",
         "_key",
+        "_limit",
         "_need",
         "_open",
         "_queue",
@@ -136,6 +138,10 @@ class FrameReader:
         self._open = State.OPEN
         self._server = ws.protocol.side is Side.SERVER  # the client masks what it sends
         self._queue = ws.recv_messages.frames
+        # the largest frame websockets would take whole (its limits are set at its start)
+        limits = [n for n in (ws.protocol.max_message_size, ws.protocol.max_fragment_size)
+                  if n is not None]
+        self._limit = min(limits, default=_UNLIMITED)
         self.handle = handle
         self._head = bytearray()  # an incomplete header
         self._body: bytearray | None = None  # a direct frame's payload, arriving
@@ -161,7 +167,7 @@ class FrameReader:
                 pos += n
                 if not self._need:
                     body, self._body = self._body, None
-                    self._deliver(self._apply(body, self._key) if self._server else body)
+                    self.handle(self._apply(body, self._key) if self._server else body)
             elif self._through:
                 self._ws.data_received(data[pos:])
                 return
@@ -200,10 +206,9 @@ class FrameReader:
         if not (
             head1 == _FIN | OP_BINARY
             and masked is self._server
+            and length <= self._limit
             and protocol.current_size is None
-            and not len(self._queue)
-            and _within(length, protocol.max_message_size)
-            and _within(length, protocol.max_fragment_size)
+            and not self._queue
         ):  # websockets' frame: its header now, its payload as it arrives
             self._ws.data_received(bytes(buf[start : start + hlen]))
             self._skip = length
@@ -211,7 +216,7 @@ class FrameReader:
         key = bytes(buf[start + hlen - 4 : start + hlen]) if masked else b""
         if end - pos >= length:
             payload = data[pos : pos + length]
-            self._deliver(self._apply(payload, key) if masked else bytes(payload))
+            self.handle(self._apply(payload, key) if masked else bytes(payload))
             return pos + length
         self._body = bytearray(data[pos:end])
         self._body_head = bytes(buf[start : start + hlen])
@@ -231,13 +236,6 @@ class FrameReader:
             self._ws.data_received(self._body_head)
             self._ws.data_received(body)
             self._skip = self._need
-
-    def _deliver(self, message: bytes | bytearray) -> None:
-        self.handle(message)
-
-
-def _within(length: int, limit: int | None) -> bool:
-    return limit is None or length <= limit
 
 
 def _parse_header(
