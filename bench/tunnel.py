@@ -83,6 +83,22 @@ async def _commands(handle: Any) -> None:
         print(json.dumps(reply), flush=True)
 
 
+def _user_cpu() -> float:
+    """User CPU seconds of this process so far: our code (Python, TLS, libc) without the
+    kernel's share (system calls, the loopback's delivery, waking the peer process)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+def _switches() -> int:
+    """Context switches of this process so far (voluntary and not, all threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 def _report(session: Any, command: str = "report") -> dict[str, Any]:
     import tracemalloc
 
@@ -94,6 +110,8 @@ def _report(session: Any, command: str = "report") -> dict[str, Any]:
     return {
         "rss": rss_bytes(),
         "cpu": time.process_time(),
+        "switches": _switches(),
+        "cpu_user": _user_cpu(),
         "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0,
         "tasks": len(asyncio.all_tasks()),
         "streams_active": stats.streams_active if stats else 0,
@@ -615,17 +633,25 @@ async def latency_only(rounds: int) -> None:
     """The latency part alone (for quick before/after comparisons while tuning)."""
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    cpu = 0.0
+    cpu = user = 0.0
+    switches = 0
     async with tunnel({"echo": port}) as (listen, cp, agent):
         direct: list[float] = []
         through: list[float] = []
         for _ in range(rounds):
             direct += await latency(port, 1000)
-            before = (await cp.ask())["cpu"] + (await agent.ask())["cpu"]
+            before = [await cp.ask(), await agent.ask()]
             through += await latency(listen["echo"], 1000)
-            cpu += (await cp.ask())["cpu"] + (await agent.ask())["cpu"] - before
+            after = [await cp.ask(), await agent.ask()]
+            cpu += sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
+            user += sum(a["cpu_user"] - b["cpu_user"] for a, b in zip(after, before,
+                                                                      strict=True))
+            switches += sum(a["switches"] - b["switches"] for a, b in zip(after, before,
+                                                                          strict=True))
     server.close()
     print(f"tunnel CPU per round trip (both ends): {cpu / rounds / 1000 * 1e3:.3f} ms")
+    print(f"of it user CPU (Python, TLS, libc; not the kernel): {user / rounds:.3f} ms")
+    print(f"tunnel context switches per round trip (both ends): {switches / rounds / 1000:.2f}")
     for q in (0.5, 0.99):
         d, t = pct(direct, q) * 1e3, pct(through, q) * 1e3
         print(f"p{q * 100:.0f}: direct {d:.3f} ms, tunnel {t:.3f} ms, added {t - d:.3f} ms")

@@ -168,6 +168,24 @@ def test_written_frames_parse_in_websockets(mask: bool, size: int) -> None:
     assert peer.state is State.OPEN
 
 
+@pytest.mark.parametrize("mask", [True, False])
+@pytest.mark.parametrize("size", [0, 1, 117, 118, 125, 65_527, 65_528, 70_000])
+def test_a_data_message_framed_in_one_piece_parses_in_websockets(mask: bool, size: int) -> None:
+    """``binary(prefix, payload)``: the mux header and the payload in one frame (the
+    sizes straddle each header length, the 8-byte prefix included)."""
+    writer = FrameWriter(mask)
+    payload = bytes(i % 251 for i in range(size))
+    data = writer.binary(b"\x04\x00\x00\x00\x00\x00\x00\x07", memoryview(payload))
+    data += writer.binary(b"", b"next")
+    peer = Protocol(Side.SERVER if mask else Side.CLIENT, max_size=None)
+    peer.receive_data(data)
+    events = peer.events_received()
+    assert [(e.opcode, bytes(e.data), e.fin) for e in events] == [
+        (Opcode.BINARY, b"\x04\x00\x00\x00\x00\x00\x00\x07" + payload, True),
+        (Opcode.BINARY, b"next", True)]
+    assert peer.state is State.OPEN
+
+
 def test_masking_keys_differ_between_frames() -> None:
     writer = FrameWriter(True)
     parts: list[bytes] = []

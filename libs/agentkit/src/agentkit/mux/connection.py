@@ -6,7 +6,8 @@ Its user (normally :class:`~.multiplexer.Multiplexer`):
 
 * feeds every received binary message to :meth:`MuxConnection.receive`;
 * calls the stream operations (:meth:`~MuxConnection.open_stream`, ``accept``, ``refuse``,
-  ``send_data`` (or ``send_direct``, when it writes a DATA frame itself), ``send_eof``, ``reset``, ``read``, ``read_chunk``, ``release``);
+  ``send_data`` (or ``send_direct``, when it writes a DATA frame itself), ``send_eof``,
+  ``reset``, ``read``, ``read_chunk``/``read_chunks``, ``release``);
 * takes the resulting :mod:`.events` with :meth:`~MuxConnection.take_events`;
 * pulls outgoing messages one at a time with :meth:`~MuxConnection.next_frame`: control
   messages (text, OPEN*, WINDOW, FIN, RST) first, then DATA from streams with buffered bytes
