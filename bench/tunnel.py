@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/tunnel.py [--mb 200] [--reps 5]
     .venv/bin/python bench/tunnel.py --latency-only 3    # just the latency, printed
+                       # (with the ends' CPU, user CPU and context switches per round trip;
+                       # bench/mux_calls.py counts the Python calls per round trip)
     .venv/bin/python bench/tunnel.py --bulk-only 5       # one-stream MB/s, wss vs ssh, printed
     BENCH_PROFILE=DIR .venv/bin/python bench/tunnel.py --bulk-only 3   # + cProfile both ends
     BENCH_PYSPY=DIR .venv/bin/python bench/tunnel.py --bulk-only 3     # + py-spy --native
