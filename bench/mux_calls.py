@@ -27,16 +27,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "libs" / "agentkit" / "src"))
 
+from tunnel import echo  # bench/tunnel.py's TCP echo server
+
 ROUNDS = 1000
 MESSAGE = b"x" * 1024
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
 
 
 def _where(filename: str) -> str:
