@@ -37,6 +37,27 @@ def test_in_cluster_outside_a_pod_is_the_clients_clear_error(
         load_configuration(KubernetesConfig(in_cluster=True))
 
 
+
+def test_in_cluster_reads_the_token_and_the_ca_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ServiceAccount folder is where ``service_account_token_path`` is: its ``ca.crt``
+    is the API server's CA (as the chart's projected volume and make run lay it out)."""
+    folder = tmp_path / "serviceaccount"
+    folder.mkdir()
+    (folder / "token").write_text("s4-t0ken")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    cfg = KubernetesConfig(in_cluster=True, service_account_token_path=str(folder / "token"))
+    with pytest.raises(ConfigException, match="certification file does not exist"):
+        load_configuration(cfg)
+    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    configuration = load_configuration(cfg)
+    assert configuration.host == "https://127.0.0.1:6443"
+    assert configuration.ssl_ca_cert == str(folder / "ca.crt")
+    headers = {s["key"].lower(): s["value"] for s in configuration.auth_settings().values()
+               if s.get("in") == "header"}
+    assert headers == {"authorization": "bearer s4-t0ken"}
+
 LEAN_PROBE = """
 import json, sys
 from agentkit.config import KubernetesConfig
