@@ -67,12 +67,15 @@ def create_app(ctx: ServiceContext, deps: Deps) -> FastAPI:
             return {"state": "unreachable"}
         return MessageToDict(info, preserving_proto_field_name=True)
 
-    @app.get("/health", tags=["open (no token)"])
+    @app.get("/health", tags=["open (no token)"],
+             summary="Liveness: the process serves requests")
     async def health() -> dict[str, Any]:
         """Liveness: the process serves requests."""
         return {"status": "healthy", "uptime_seconds": round(time.time() - started, 3)}
 
-    @app.get("/ready", tags=["open (no token)"])
+    @app.get("/ready", tags=["open (no token)"],
+             summary="Readiness of the agent (200, or 503 with the reasons), with each "
+                     "sibling's own account of itself")
     async def ready() -> JSONResponse:
         """Readiness of the agent (200, or 503 with the reasons), with each sibling's own
         account of itself."""
