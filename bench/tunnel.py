@@ -58,6 +58,16 @@ WS_MAX_QUEUE = 32
 # the per-stream window both ends grant (the product's default, `tunnel.window`, unless
 # BENCH_WINDOW gives another: the bench then measures that setting)
 WINDOW = int(os.environ.get("BENCH_WINDOW", 256 * 1024))
+# The TLS 1.3 suite the tunnel ends offer first, so that the tunnel is compared with `ssh
+# -c aes128-gcm@openssh.com` under the same cipher (like with like) and as a Go control
+# plane negotiates it on hardware with AES instructions (Go's server puts AES-128-GCM
+# first). Two Python (OpenSSL) ends left alone pick TLS_AES_256_GCM_SHA384, the first of
+# OpenSSL's default list, ~25% slower here (`openssl speed -evp aes-256-gcm`).
+# BENCH_TLS13_SUITES="" measures that default. Python 3.11 cannot set TLS 1.3 suites on an
+# SSLContext, so it is OpenSSL's own configuration (OPENSSL_CONF) of the two ends.
+TLS13_SUITES = os.environ.get(
+    "BENCH_TLS13_SUITES",
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
 
 
 def rss_bytes() -> int:
@@ -204,7 +214,9 @@ async def run_agent(url: str, targets: dict[str, tuple[str, int]], ca_file: str)
     ) as ws:
         async with Multiplexer(ws, Role.AGENT, on_open=on_open, name="agent",
                                settings=MuxSettings(window=WINDOW)) as session:
-            print(json.dumps({"connected": True}), flush=True)
+            ssl_object = ws.transport.get_extra_info("ssl_object")
+            cipher = ssl_object.cipher()[0] if ssl_object is not None else None
+            print(json.dumps({"connected": True, "cipher": cipher}), flush=True)
             await _commands(lambda cmd: _report(session, cmd))
 
 
@@ -304,7 +316,7 @@ class Child:
         self.proc = proc
 
     @classmethod
-    async def start(cls, *args: str) -> Child:
+    async def start(cls, *args: str, env: dict[str, str] | None = None) -> Child:
         argv = [sys.executable, __file__, *args]
         spy = os.environ.get("BENCH_PYSPY")  # a directory: py-spy (native frames) each end
         if spy:
@@ -315,7 +327,8 @@ class Child:
                     "--format", "raw", "--rate", "1000", "--output",
                     str(Path(spy) / f"{role}-{tag}.txt"), "--", *argv]
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, **(env or {})})
         return cls(proc)
 
     async def line(self) -> dict[str, Any]:
@@ -345,6 +358,20 @@ class Child:
                 await self.proc.wait()
 
 
+CIPHERS: set[str] = set()  # what the wss:// tunnels of this run negotiated
+
+
+def openssl_conf(directory: Path) -> str:
+    """An OpenSSL configuration offering TLS13_SUITES first, with Debian's defaults."""
+    path = directory / "openssl.cnf"
+    path.write_text(
+        "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n"
+        "[ssl_sect]\nsystem_default = system_default_sect\n[system_default_sect]\n"
+        f"MinProtocol = TLSv1.2\nCipherString = DEFAULT@SECLEVEL=2\n"
+        f"Ciphersuites = {TLS13_SUITES}\n")
+    return str(path)
+
+
 @contextlib.asynccontextmanager
 async def tunnel(targets: dict[str, int], tls: bool = True
                  ) -> AsyncIterator[tuple[dict[str, int], Child, Child]]:
@@ -352,16 +379,19 @@ async def tunnel(targets: dict[str, int], tls: bool = True
     listener port of every forward."""
     names = sorted(targets)
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tls_dir:
+        env = {"OPENSSL_CONF": openssl_conf(Path(tls_dir))} if tls and TLS13_SUITES else {}
         cp = await Child.start("--controlplane", ",".join(names),
-                               "--tls-dir", tls_dir if tls else "")
+                               "--tls-dir", tls_dir if tls else "", env=env)
         agent: Child | None = None
         try:
             ready = await cp.line()
             spec = ",".join(f"{n}=127.0.0.1:{p}" for n, p in targets.items())
             scheme = "wss" if tls else "ws"
             agent = await Child.start("--agent", f"{scheme}://127.0.0.1:{ready['ws']}/tunnel",
-                                      spec, "--ca", ready["ca_file"] or "")
-            await agent.line()
+                                      spec, "--ca", ready["ca_file"] or "", env=env)
+            connected = await agent.line()
+            if tls:
+                CIPHERS.add(connected["cipher"])
             yield ready["listeners"], cp, agent
         finally:
             if agent is not None:
@@ -545,6 +575,7 @@ async def bulk_only(mb: int, reps: int) -> None:
         print(f"{name}: {value:.2f}")
     for note in notes:
         print(note)
+    print(f"wss:// negotiated {', '.join(sorted(CIPHERS))}")
 
 
 async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dict[str, float]]:
@@ -634,14 +665,21 @@ async def measure(mb: int, reps: int, idle_streams: int) -> tuple[list[str], dic
 async def latency_only(rounds: int) -> None:
     """The latency part alone (for quick before/after comparisons while tuning)."""
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    sink_server = await asyncio.start_server(sink, "127.0.0.1", 0)  # ssh_both's warm-up
     port = server.sockets[0].getsockname()[1]
     cpu = user = 0.0
     switches = 0
-    async with tunnel({"echo": port}) as (listen, cp, agent):
+    notes: list[str] = []
+    async with tunnel({"echo": port}) as (listen, cp, agent), \
+            ssh_both({"sink": sink_server.sockets[0].getsockname()[1], "echo": port},
+                     notes) as ssh:
         direct: list[float] = []
         through: list[float] = []
+        via_ssh: list[float] = []
         for _ in range(rounds):
             direct += await latency(port, 1000)
+            if "aes128gcm" in ssh:
+                via_ssh += await latency(ssh["aes128gcm"][1], 1000)
             before = [await cp.ask(), await agent.ask()]
             through += await latency(listen["echo"], 1000)
             after = [await cp.ask(), await agent.ask()]
@@ -651,12 +689,17 @@ async def latency_only(rounds: int) -> None:
             switches += sum(a["switches"] - b["switches"] for a, b in zip(after, before,
                                                                           strict=True))
     server.close()
+    sink_server.close()
     print(f"tunnel CPU per round trip (both ends): {cpu / rounds / 1000 * 1e3:.3f} ms")
     print(f"of it user CPU (Python, TLS, libc; not the kernel): {user / rounds:.3f} ms")
     print(f"tunnel context switches per round trip (both ends): {switches / rounds / 1000:.2f}")
     for q in (0.5, 0.99):
         d, t = pct(direct, q) * 1e3, pct(through, q) * 1e3
-        print(f"p{q * 100:.0f}: direct {d:.3f} ms, tunnel {t:.3f} ms, added {t - d:.3f} ms")
+        by_ssh = f", ssh -R aes128-gcm added {pct(via_ssh, q) * 1e3 - d:.3f} ms" if via_ssh else ""
+        print(f"p{q * 100:.0f}: direct {d:.3f} ms, tunnel {t:.3f} ms, added {t - d:.3f} ms{by_ssh}")
+    for note in notes:
+        print(note)
+    print(f"wss:// negotiated {', '.join(sorted(CIPHERS))}")
 
 
 async def beside_a_stalled_stream(listen: dict[str, int], mb: int, cp: Child) -> float:
@@ -733,7 +776,8 @@ def render(notes: list[str], r: dict[str, float], mb: int, reps: int, command: s
         "",
         "Path: TCP client -> control-plane listener -> mux stream over a websockets"
         " connection (compression off; `wss://` with a throwaway CA, the agent verifying it"
-        " through `agentkit.tls`) -> agent `pipe` -> TCP sink. `ssh -R`: TCP client ->"
+        f" through `agentkit.tls`; negotiated: {', '.join(sorted(CIPHERS)) or 'unknown'})"
+        " -> agent `pipe` -> TCP sink. `ssh -R`: TCP client ->"
         " sshd's forward port -> ssh client -> TCP sink, once with ssh's default cipher"
         " (chacha20-poly1305) and once with `-c aes128-gcm@openssh.com`.",
         "",
