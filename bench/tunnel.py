@@ -359,6 +359,7 @@ class Child:
 
 
 CIPHERS: set[str] = set()  # what the wss:// tunnels of this run negotiated
+SSH_WANTED = True  # False with --no-ssh
 
 
 def openssl_conf(directory: Path) -> str:
@@ -526,7 +527,7 @@ async def ssh_both(ports: dict[str, int], notes: list[str]
                    ) -> AsyncIterator[dict[str, tuple[int, int]]]:
     """``ssh -R`` with the default cipher and with aes128-gcm: name -> (sink, echo) port."""
     out: dict[str, tuple[int, int]] = {}
-    problem = ensure_openssh()
+    problem = ensure_openssh() if SSH_WANTED else "left out (--no-ssh)"
     async with contextlib.AsyncExitStack() as stack:
         if problem is None:
             for name, cipher in (("default", None), ("aes128gcm", SSH_FAST)):
@@ -830,6 +831,9 @@ def main() -> int:
     parser.add_argument("--bulk-only", type=int, metavar="REPS", default=0,
                         help="only one-stream MB/s (wss, ws, ssh both ciphers), REPS times;"
                              " prints paired ratios, writes nothing")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the results file")
+    parser.add_argument("--no-ssh", action="store_true",
+                        help="leave ssh -R out (its ratios are then 'not measured')")
     parser.add_argument("--controlplane", metavar="FORWARDS", help=argparse.SUPPRESS)
     parser.add_argument("--agent", nargs=2, metavar=("URL", "TARGETS"), help=argparse.SUPPRESS)
     parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
@@ -864,6 +868,9 @@ def main() -> int:
                                                  + f"-{tag}.prof"))
         return 0
     started = time.monotonic()
+    if args.no_ssh:
+        global SSH_WANTED
+        SSH_WANTED = False
     if args.latency_only:
         asyncio.run(latency_only(args.latency_only))
         return 0
@@ -873,10 +880,10 @@ def main() -> int:
     notes, results = asyncio.run(measure(args.mb, args.reps, args.idle_streams))
     command = " ".join([".venv/bin/python bench/tunnel.py", *sys.argv[1:]])
     text = render(notes, results, args.mb, args.reps, command)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
     print(text)
-    print(f"({time.monotonic() - started:.0f} s; written to {RESULTS.relative_to(HERE.parent)})")
+    print(f"({time.monotonic() - started:.0f} s; written to {args.output})")
     return 0
 
 
