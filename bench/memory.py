@@ -243,7 +243,7 @@ def main() -> int:
     result, done = measure(args.idle, not args.plain_ws, args.rounds)
     floors = {name: import_floor(module) for name, module in ENTRY.items()
               if name in result["idle"]}
-    argv = " ".join(["bench/memory.py", *sys.argv[1:]])
+    argv = " ".join([".venv/bin/python", "bench/memory.py", *sys.argv[1:]])
     text = render(result, floors, done, argv, args.idle, not args.plain_ws)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     # bench/soak.py's section (idle and under the soak's load) stays

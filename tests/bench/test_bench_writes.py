@@ -34,7 +34,7 @@ def test_the_tunnel_bench_writes_every_target_with_its_figure(tmp_path: Path) ->
     _run("tunnel.py", "--mb", "2", "--reps", "1", "--idle-streams", "20", "--no-ssh",
          "--output", str(out), timeout=240)
     text = out.read_text()
-    assert "bench/tunnel.py --mb 2 --reps 1 --idle-streams 20 --no-ssh" in text
+    assert ".venv/bin/python bench/tunnel.py --mb 2 --reps 1 --idle-streams 20 --no-ssh" in text
     for _, _, _, target in _tunnel_bench().TARGETS:
         verdict = re.search(rf"^\* {re.escape(target)}: (.+)$", text, re.MULTILINE)
         assert verdict is not None, target
@@ -54,7 +54,7 @@ def test_the_memory_bench_writes_a_line_per_container_and_the_pod(tmp_path: Path
     out = tmp_path / "memory.md"
     _run("memory.py", "--idle", "1", "--rounds", "1", "--output", str(out), timeout=240)
     text = out.read_text()
-    assert "bench/memory.py --idle 1 --rounds 1 --output" in text
+    assert ".venv/bin/python bench/memory.py --idle 1 --rounds 1 --output" in text
     budgets = {"registrar": 75, "tunnel": 55, "gateway": 80, "http-api": 65}
     for container, budget in budgets.items():
         row = re.search(rf"^\| {re.escape(container)} \| ([\d.]+) \| {budget} \| (yes|no) \|",
