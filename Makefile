@@ -61,7 +61,10 @@ chart: setup
 # tests/images checks the bake file and Dockerfiles statically). REGISTRY, TAG and
 # PLATFORMS are bake variables: `make images TAG=1.2.3`.
 images:
-	REGISTRY=$(or $(REGISTRY),ghcr.io/pipeopshq) TAG=$(or $(TAG),dev) docker buildx bake
+	REGISTRY=$(or $(REGISTRY),ghcr.io/pipeopshq) TAG=$(or $(TAG),dev) \
+	REVISION=$(or $(REVISION),$(shell git rev-parse HEAD 2>/dev/null || echo unknown)) \
+	BUILD_DATE=$(or $(BUILD_DATE),$(shell date -u +%Y-%m-%dT%H:%M:%SZ)) \
+	docker buildx bake
 
 clean:
 	rm -rf .venv .tools .run dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

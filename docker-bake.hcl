@@ -4,6 +4,8 @@
 #   docker buildx bake tunnel --load       # one, into the local engine
 #   REGISTRY=ghcr.io/me TAG=1.2.3 docker buildx bake --push
 #   docker buildx bake --print             # the resolved build definition
+#   REVISION=$(git rev-parse HEAD) BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+#     docker buildx bake                   # labels, and the http-api's /version, say both
 #
 # Each service Dockerfile starts from two named contexts, `builder` and `runtime`, which
 # are the stages of docker/base.Dockerfile built once by the base-* targets below.
@@ -28,6 +30,10 @@ variable "REVISION" {
   default = "unknown"
 }
 
+variable "BUILD_DATE" {
+  default = "unknown"
+}
+
 variable "PYTHON_IMAGE" {
   default = "python:3.11-slim-bookworm"
 }
@@ -44,11 +50,13 @@ target "_common" {
     PYTHON_IMAGE = PYTHON_IMAGE
     VERSION      = VERSION
     REVISION     = REVISION
+    BUILD_DATE   = BUILD_DATE
   }
   labels = {
     "org.opencontainers.image.source"   = "https://github.com/PipeOpsHQ/pipeops-agent"
     "org.opencontainers.image.version"  = VERSION
     "org.opencontainers.image.revision" = REVISION
+    "org.opencontainers.image.created"  = BUILD_DATE
   }
 }
 

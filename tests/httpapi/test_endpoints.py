@@ -32,6 +32,16 @@ def test_version(pod: Pod) -> None:
     assert {"commit", "build_date"} <= body.keys()
 
 
+def test_version_says_the_commit_and_build_date_the_image_gives(pod: Pod) -> None:
+    """The image sets PIPEOPS_COMMIT and PIPEOPS_BUILD_DATE from its build args
+    (tests/images checks that wiring): /version reports them as given."""
+    other = pod.http_api(env={"PIPEOPS_COMMIT": "3f2c9e1d0a7b",
+                              "PIPEOPS_BUILD_DATE": "2026-12-02T09:00:00Z"})
+    body = other.get("/version", token="")
+    assert body["commit"] == "3f2c9e1d0a7b"
+    assert body["build_date"] == "2026-12-02T09:00:00Z"
+
+
 def test_metrics_are_the_whole_pod(pod: Pod) -> None:
     text = pod.api.get("/metrics", token="")
     series = [line.split(" ")[0] for line in text.splitlines()

@@ -111,7 +111,7 @@ def test_service_target(bake: dict[str, Any], chart_values: dict[str, Any],
             earlier.add(stage.name)
     # The shared args reach the Dockerfile that declares them.
     declared = {a.split("=")[0] for s in stages for a in s.all("ARG")}
-    assert {"VERSION", "REVISION"} <= declared <= set(resolved["args"])
+    assert {"VERSION", "REVISION", "BUILD_DATE"} <= declared <= set(resolved["args"])
 
 
 def test_versions_agree(bake: dict[str, Any]) -> None:
@@ -191,10 +191,29 @@ def test_final_stage(service: str) -> None:
     assert labels["org.opencontainers.image.description"]
     assert labels["org.opencontainers.image.version"] == "${VERSION}"
     assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+    assert labels["org.opencontainers.image.created"] == "${BUILD_DATE}"
     copies = final.all("COPY")
     assert copies == ["--from=build --chown=0:0 /app/.venv /app/.venv"], \
         "only the virtualenv, owned by root so the app cannot rewrite itself"
     assert not final.all("RUN"), "nothing is built or installed in the final stage"
+
+
+def test_the_http_api_image_reports_the_commit_and_build_date_it_was_built_from(
+        bake: dict[str, Any]) -> None:
+    """bake's REVISION and BUILD_DATE (`make images` fills them from git and the clock)
+    reach the environment the http-api reads for /version, under the names it reads."""
+    import shlex
+
+    final = parse_dockerfile(ROOT / "services" / "http-api" / "Dockerfile")[-1]
+    env = dict(word.split("=", 1) for line in final.all("ENV") for word in shlex.split(line))
+    deps = (ROOT / "services" / "http-api" / "src" / "pipeops_http_api" / "deps.py").read_text()
+    for name, arg in (("PIPEOPS_COMMIT", "REVISION"), ("PIPEOPS_BUILD_DATE", "BUILD_DATE")):
+        assert env[name] == f"${{{arg}}}", env
+        assert f'os.environ.get("{name}"' in deps, name
+        assert bake["variable"][arg]["default"] == "unknown"
+    make = (ROOT / "Makefile").read_text()
+    assert "REVISION=$(or $(REVISION),$(shell git rev-parse HEAD" in make
+    assert "BUILD_DATE=$(or $(BUILD_DATE),$(shell date -u" in make
 
 
 def test_make_run_and_the_tests_run_the_services_as_the_images_do() -> None:
