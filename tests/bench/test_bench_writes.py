@@ -5,8 +5,11 @@ figures are the machine's, only that they are produced is the bench's behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +27,20 @@ def _tunnel_bench() -> ModuleType:
 
 
 def _run(script: str, *args: str, timeout: float) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    """Run a bench in a process group of its own: one that overruns is stopped with
+    everything it started (memory.py starts the whole pod), not left to the next tests."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{script} did not finish in {timeout:.0f} s: "
+                             f"{out[-2000:]}{err[-4000:]}") from None
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
 
 
 def test_the_tunnel_bench_writes_every_target_with_its_figure(tmp_path: Path) -> None:
