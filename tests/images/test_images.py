@@ -196,6 +196,12 @@ def test_final_stage(service: str) -> None:
     assert copies == ["--from=build --chown=0:0 /app/.venv /app/.venv"], \
         "only the virtualenv, owned by root so the app cannot rewrite itself"
     assert not final.all("RUN"), "nothing is built or installed in the final stage"
+    # what changes with every build (version, commit, date) comes after the COPY, so a new
+    # commit does not invalidate the cached layer of the virtualenv
+    order = [ins for ins, _ in final.instructions]
+    for ins, args in final.instructions:
+        if ins == "ARG" or (ins in ("LABEL", "ENV") and "${" in args):
+            assert order.index(ins) > order.index("COPY"), (service, ins, args)
 
 
 def test_the_http_api_image_reports_the_commit_and_build_date_it_was_built_from(
