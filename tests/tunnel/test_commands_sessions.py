@@ -91,6 +91,25 @@ async def objects(ks: Cluster | Kubesim, ns: str, session_id: str
     return out
 
 
+async def _one_ready_pod(ks: Cluster, ns: str, session_id: str) -> None:
+    """Until the session has exactly one pod, not terminating, and Ready."""
+    path = (f"/api/v1/namespaces/{ns}/pods?labelSelector="
+            + urllib.parse.quote(f"session={session_id}"))
+
+    def settled(pods: list[dict[str, Any]]) -> bool:
+        return len(pods) == 1 and not pods[0]["metadata"].get("deletionTimestamp") and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pods[0].get("status") or {}).get("conditions") or [])
+
+    async with asyncio.timeout(RUNNING):
+        while True:
+            status, body = await asyncio.to_thread(ks.request, "GET", path)
+            assert status == 200, body
+            if settled(body["items"]):
+                return
+            await asyncio.sleep(0.1)
+
+
 def quantities(resources: dict[str, str]) -> dict[str, Decimal]:
     return {name: parse_quantity(value) for name, value in resources.items()}
 
@@ -434,6 +453,12 @@ async def test_session_states_are_reported_and_sent_again_on_a_new_connection(
     await until(lambda: last_state("s8") == "hibernated", what="s8 hibernated")
     assert (await cp.command("c-s8-w", "wake_session", payload))["type"] == "complete"
     await until(lambda: last_state("s8") == "running", RUNNING, what="s8 running again")
+    if cluster.real:
+        # The real controllers can report the hibernated pod, still terminating, as the
+        # woken one's replica for a moment ("running"), then "starting" until the new pod
+        # is Ready: the state is settled once only that pod is left, and Ready.
+        await _one_ready_pod(cluster, ns, "s8")
+        await until(lambda: last_state("s8") == "running", RUNNING, what="s8 running, settled")
 
     # A new connection hears every live session's state again, without a change.
     cp.kill()
