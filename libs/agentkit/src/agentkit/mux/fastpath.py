@@ -47,6 +47,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .connection import MuxConnection
@@ -161,37 +162,54 @@ class FastPath:
             or ws.transport.is_closing()
         ):
             return False
-        if self._writer is None or protocol.writes:
-            return self._write_websockets(conn)
+        # our own framing, unless an extension is in use or websockets has frames of its
+        # own queued (which go first): then websockets frames them
+        writer = self._writer if not protocol.writes else None
         transport = ws.transport
-        frame = self._writer.frame
         try:
             while not ws.paused:
                 # Up to BATCH bytes of frames go to the transport at once: over TLS one
                 # encryption pass and one send for several frames, not one each.
                 # Backpressure is looked at between batches, as send() would after each.
-                parts: list[bytes] = []
-                size = 0
-                while size < BATCH:
-                    message = conn.next_frame()
-                    if message is None:
+                if writer is not None:
+                    parts: list[bytes] = []
+                    if not self._batch(conn, partial(writer.frame, parts, OP_TEXT),
+                                       partial(writer.frame, parts, OP_BINARY)):
                         break
-                    if isinstance(message, str):
-                        frame(parts, OP_TEXT, message.encode())
+                    if self._join:
+                        transport.write(b"".join(parts))
                     else:
-                        frame(parts, OP_BINARY, message)
-                    size += len(message)
-                    self.sent += 1
-                if not size:
+                        transport.writelines(parts)
+                    continue
+                if not self._batch(conn, protocol.send_text, protocol.send_binary):
                     break
-                if self._join:
-                    transport.write(b"".join(parts))
-                else:
-                    transport.writelines(parts)
+                chunks = protocol.data_to_send()
+                if all(chunks):
+                    transport.writelines(chunks)
+                else:  # an end-of-stream marker among them: websockets' own handling
+                    protocol.writes[:0] = chunks
+                    ws.send_data()
         except Exception as exc:  # the connection is failing: the pumps will see it
             log.debug("direct send failed: %r", exc)
             return False
         return True
+
+    def _batch(self, conn: MuxConnection, text: Callable[[bytes], object],
+               binary: Callable[[bytes], object]) -> int:
+        """Frame up to :data:`BATCH` bytes of what ``conn`` has queued, each message with
+        ``text`` or ``binary``; returns the bytes taken (0: nothing was queued)."""
+        size = 0
+        while size < BATCH:
+            message = conn.next_frame()
+            if message is None:
+                break
+            if isinstance(message, str):
+                text(message.encode())
+            else:
+                binary(message)
+            size += len(message)
+            self.sent += 1
+        return size
 
     def send_now(self, conn: MuxConnection, st: StreamState, data: Data) -> bool:
         """Send ``data`` as one DATA frame of ``st`` at once, framed into one ``bytes``,
@@ -216,38 +234,6 @@ class FastPath:
         except Exception as exc:  # the connection is failing: the pumps will see it
             log.debug("direct send failed: %r", exc)
         self.sent += 1
-        return True
-
-    def _write_websockets(self, conn: MuxConnection) -> bool:
-        """:meth:`write` with websockets' framing (an extension is in use, or it has
-        frames of its own queued, which go first)."""
-        ws = self._ws
-        protocol = ws.protocol
-        transport = ws.transport
-        try:
-            while not ws.paused:
-                size = 0
-                while size < BATCH:
-                    message = conn.next_frame()
-                    if message is None:
-                        break
-                    if isinstance(message, str):
-                        protocol.send_text(message.encode())
-                    else:
-                        protocol.send_binary(message)
-                    size += len(message)
-                    self.sent += 1
-                if not size:
-                    break
-                chunks = protocol.data_to_send()
-                if all(chunks):
-                    transport.writelines(chunks)
-                else:  # an end-of-stream marker among them: websockets' own handling
-                    protocol.writes[:0] = chunks
-                    ws.send_data()
-        except Exception as exc:  # the connection is failing: the pumps will see it
-            log.debug("direct send failed: %r", exc)
-            return False
         return True
 
     def install_reader(
